@@ -1,0 +1,45 @@
+# Inferno developer commands. `make test` builds .venv on first use (and again whenever
+# pyproject.toml changes), then runs the suite.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.install-stamp
+
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export PIP_NO_INPUT := 1
+
+.PHONY: all install test lint fmt bench up demo clean
+
+all: test
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $@
+
+test: install
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: install
+	$(BIN)/python bench/replay.py
+
+up demo:
+	@echo "make $@: not yet: arrives with the control plane (issue 3)"
+
+# removes everything the commands above create, the virtual environment included
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .ruff_cache .hypothesis bench/out
+	find . -path ./.git -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -prune \
+		-exec rm -rf {} +

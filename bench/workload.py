@@ -1,0 +1,86 @@
+"""A realistic event log for benchmarks: experiments whose pipelines run every shard to the end.
+
+Per experiment: the create operation, 10 pipelines × 100 shards (assigned, then completed with
+metric statistics), a stop/resume of one pipeline mid-run, and the completions. The mix is what a
+real INFERNO_EVT holds: mostly shard events, each a few hundred bytes of JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from inferno.events import encode
+from inferno.events.events import (
+    Event,
+    ExperimentCompleted,
+    ExperimentCreated,
+    OperationCompleted,
+    OperationStarted,
+    PipelineCompleted,
+    PipelineCreated,
+    PipelineResumed,
+    PipelineStopped,
+    ShardAssigned,
+    ShardCompleted,
+)
+from inferno.events.model import MetricStats, PipelineSpec, ShardStats
+
+PIPELINES = 10
+SHARDS = 100
+
+
+def experiment_events(n: int, first_pipeline: int, first_ic: int, t: float) -> Iterator[Event]:
+    exp, ctx = f"exp-{n}", f"ctx-{n}"
+    pids = list(range(first_pipeline, first_pipeline + PIPELINES))
+    yield OperationStarted(at=t, ic_id=first_ic, operation="create_experiment", experiment_id=exp)
+    yield ExperimentCreated(
+        at=t,
+        experiment_id=exp,
+        context_id=ctx,
+        experiment_name=f"bench-{n}",
+        dataset_ref="sha256-" + "ab" * 32,
+        row_count=SHARDS * 50,
+        num_shards=SHARDS,
+    )
+    for pid in pids:
+        spec = PipelineSpec(
+            pipeline_name=f"p{pid}",
+            pipeline_type="sim",
+            model_config={"model": f"sim-{pid % 3}", "accuracy": 0.8},
+            sampling_params={"temperature": 0.0, "max_tokens": 16},
+        )
+        yield PipelineCreated(at=t, pipeline_id=pid, experiment_id=exp, context_id=ctx, spec=spec)
+    yield OperationCompleted(at=t, ic_id=first_ic, result={"experiment_id": exp})
+    for shard in range(SHARDS):
+        for pid in pids:
+            t += 0.001
+            executor = f"ex-{pid % 8}"
+            yield ShardAssigned(at=t, pipeline_id=pid, shard=shard, attempt=1, executor_id=executor)
+            stats = ShardStats(
+                rows=50,
+                metrics={"exact_match": MetricStats(50, 40.0, 40.0, 0.0, 1.0)},
+                prompt_tokens=1500,
+                completion_tokens=400,
+                duration_s=0.5,
+            )
+            yield ShardCompleted(
+                at=t, pipeline_id=pid, shard=shard, attempt=1, executor_id=executor, stats=stats
+            )
+        if shard == SHARDS // 2:
+            yield PipelineStopped(at=t, pipeline_id=pids[0])
+            yield PipelineResumed(at=t, pipeline_id=pids[0])
+    for pid in pids:
+        yield PipelineCompleted(at=t, pipeline_id=pid)
+    yield ExperimentCompleted(at=t, experiment_id=exp)
+
+
+def event_log(count: int) -> list[bytes]:
+    """At least `count` encoded events, whole experiments only, so the log folds cleanly."""
+    log: list[bytes] = []
+    n = 0
+    while len(log) < count:
+        log.extend(
+            encode(e) for e in experiment_events(n, n * PIPELINES + 1, n + 1, 1_700_000_000.0 + n)
+        )
+        n += 1
+    return log

@@ -1,0 +1,139 @@
+"""Inputs to `decide`: commands people issue, reports executors send, and the scheduler's own ticks.
+
+Commands and reports are stored (INFERNO_CMD, INFERNO_EXEC), so they follow the same rules as
+events: explicit tags, a schema version, new fields only with defaults.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import msgspec
+
+from inferno.events.model import EvalSpec, PipelineChanges, PipelineSpec, ShardStats
+
+SCHEMA_VERSION = 1
+
+
+class Command(msgspec.Struct, tag_field="command", kw_only=True, omit_defaults=True):
+    """An interactive-control command as the api accepted it; its stream sequence is its ic_id."""
+
+    operation: ClassVar[str]
+    v: int = SCHEMA_VERSION
+    issued_at: float = 0.0
+    actor: str | None = None
+
+
+class CreateExperiment(Command, tag="create_experiment"):
+    operation = "create_experiment"
+    experiment_id: str
+    context_id: str
+    experiment_name: str
+    dataset_ref: str
+    row_count: int
+    num_shards: int
+    eval: EvalSpec = msgspec.field(default_factory=EvalSpec)
+    pipelines: list[PipelineSpec] = []
+    max_attempts: int = 3
+    retry_backoff_s: float = 1.0
+
+
+class StopPipeline(Command, tag="stop_pipeline"):
+    operation = "stop"
+    pipeline_id: int
+
+
+class ResumePipeline(Command, tag="resume_pipeline"):
+    operation = "resume"
+    pipeline_id: int
+
+
+class DeletePipeline(Command, tag="delete_pipeline"):
+    operation = "delete"
+    pipeline_id: int
+
+
+class ClonePipeline(Command, tag="clone_pipeline"):
+    """Copy a pipeline into its context with some knobs changed; the clone links to its parent."""
+
+    operation = "clone"
+    pipeline_id: int
+    changes: PipelineChanges = msgspec.field(default_factory=PipelineChanges)
+
+
+class CloneIntoContext(Command, tag="clone_into_context"):
+    """The dispatcher API's clone: a new pipeline in an existing context, from a full spec."""
+
+    operation = "clone"
+    context_id: str
+    spec: PipelineSpec
+
+
+AnyCommand = (
+    CreateExperiment
+    | StopPipeline
+    | ResumePipeline
+    | DeletePipeline
+    | ClonePipeline
+    | CloneIntoContext
+)
+
+
+class Report(msgspec.Struct, tag_field="report", kw_only=True, omit_defaults=True):
+    """What an executor says about one attempt at one shard; stale attempts are ignored."""
+
+    v: int = SCHEMA_VERSION
+    executor_id: str
+    pipeline_id: int
+    shard: int
+    attempt: int
+    at: float = 0.0
+
+
+class ShardStarted(Report, tag="shard_started"):
+    pass
+
+
+class ShardProgress(Report, tag="shard_progress"):
+    rows_done: int = 0
+
+
+class ShardFinished(Report, tag="shard_finished"):
+    stats: ShardStats = msgspec.field(default_factory=ShardStats)
+
+
+class ShardErrored(Report, tag="shard_errored"):
+    error: str
+    retryable: bool = True
+
+
+class ShardAborted(Report, tag="shard_aborted"):
+    pass
+
+
+AnyReport = ShardStarted | ShardProgress | ShardFinished | ShardErrored | ShardAborted
+
+
+class ExecutorSlot(msgspec.Struct, kw_only=True, frozen=True):
+    """An executor as the scheduler sees it in INFERNO_EXECUTORS at one moment."""
+
+    executor_id: str
+    backends: frozenset[str]
+    free_slots: int
+    loaded_models: frozenset[str] = frozenset()
+    has_gpu: bool = False
+
+
+class AssignWork(msgspec.Struct, kw_only=True, frozen=True):
+    """Scheduler tick: hand pending shards to these executors."""
+
+    executors: tuple[ExecutorSlot, ...]
+
+
+class ExpireExecutor(msgspec.Struct, kw_only=True, frozen=True):
+    """Scheduler tick: this executor's heartbeat lapsed, so its assignments go back to pending."""
+
+    executor_id: str
+
+
+AnyTick = AssignWork | ExpireExecutor

@@ -1,0 +1,159 @@
+"""Configuration from the environment (DESIGN §8), read and validated in one place.
+
+Pure: `Settings.from_env` reads only the mapping it is given (default `os.environ`), so it is
+trivial to test and does no other I/O. Every invalid value raises `ConfigError` naming the
+variable and the value. An empty variable counts as unset.
+
+`log_format` stays ``"auto"`` here; whether stdout is a terminal is decided where logging is
+configured (`inferno.client.logs`), since asking is I/O.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+
+from inferno.events.names import check_token
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("auto", "json", "console")
+MASK = "***"
+
+# scheme://<credentials>@host -> scheme://***@host; also inside comma-separated server lists
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^@/\s,]+@")
+
+
+class ConfigError(ValueError):
+    """An environment variable holds a value Inferno cannot use."""
+
+
+def mask_url(url: str) -> str:
+    """Hide the credentials part of every URL in `url`: nats://user:pass@h -> nats://***@h."""
+    return _URL_CREDENTIALS.sub(rf"\g<scheme>{MASK}@", url)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_creds: str | None = None
+    nats_user: str | None = None
+    nats_password: str | None = None
+    nats_tls_ca: str | None = None
+    nats_tls_cert: str | None = None
+    nats_tls_key: str | None = None
+    namespace: str = "inferno"
+    token: str | None = None
+    api_host: str = "127.0.0.1"
+    api_port: int = 8851
+    cors_origins: tuple[str, ...] = ()
+    replicas: int = 1
+    heartbeat_ttl_s: float = 10.0
+    executor_id: str | None = None
+    log_level: str = "info"
+    log_format: str = "auto"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings from `env` (default `os.environ`); unset variables keep defaults."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for var, (field, parse) in _VARIABLES.items():
+            raw = env.get(var, "").strip()
+            if not raw:
+                continue
+            try:
+                values[field] = parse(raw)
+            except ValueError as e:
+                raise ConfigError(f"{var}={raw!r} is invalid: {e}") from None
+        _together(env, "NATS_USER", "NATS_PASSWORD")
+        _together(env, "NATS_TLS_CERT", "NATS_TLS_KEY")
+        return cls(**values)  # type: ignore[arg-type]
+
+    def masked(self) -> dict[str, object]:
+        """The effective configuration, safe to print: secrets are replaced by "***"."""
+        out: dict[str, object] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None and f.name in ("token", "nats_password"):
+                value = MASK
+            elif f.name == "nats_url":
+                value = mask_url(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+
+def _str(raw: str) -> str:
+    return raw
+
+
+def _token(what: str) -> Callable[[str], str]:
+    return lambda raw: check_token(raw, what)
+
+
+def _int_between(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError("must be an integer") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi}")
+        return value
+
+    return parse
+
+
+def _positive_seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("must be a number of seconds") from None
+    if not 0 < value < float("inf"):  # also rejects nan
+        raise ValueError("must be a positive, finite number of seconds")
+    return value
+
+
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw.lower() not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return raw.lower()
+
+    return parse
+
+
+def _comma_list(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _together(env: Mapping[str, str], a: str, b: str) -> None:
+    has_a, has_b = bool(env.get(a, "").strip()), bool(env.get(b, "").strip())
+    if has_a != has_b:
+        missing, given = (b, a) if has_a else (a, b)
+        raise ConfigError(f"{missing} is required when {given} is set")
+
+
+# variable -> (Settings field, parser); a parser raises ValueError saying what is expected
+_VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
+    "NATS_URL": ("nats_url", _str),
+    "NATS_CREDS": ("nats_creds", _str),
+    "NATS_USER": ("nats_user", _str),
+    "NATS_PASSWORD": ("nats_password", _str),
+    "NATS_TLS_CA": ("nats_tls_ca", _str),
+    "NATS_TLS_CERT": ("nats_tls_cert", _str),
+    "NATS_TLS_KEY": ("nats_tls_key", _str),
+    "INFERNO_NAMESPACE": ("namespace", _token("namespace")),
+    "INFERNO_TOKEN": ("token", _str),
+    "INFERNO_API_HOST": ("api_host", _str),
+    "INFERNO_API_PORT": ("api_port", _int_between(1, 65535)),
+    "INFERNO_CORS_ORIGINS": ("cors_origins", _comma_list),
+    "INFERNO_REPLICAS": ("replicas", _int_between(1, 5)),
+    "INFERNO_HEARTBEAT_TTL_S": ("heartbeat_ttl_s", _positive_seconds),
+    "INFERNO_EXECUTOR_ID": ("executor_id", _token("executor id")),
+    "INFERNO_LOG_LEVEL": ("log_level", _one_of(*LOG_LEVELS)),
+    "INFERNO_LOG_FORMAT": ("log_format", _one_of(*LOG_FORMATS)),
+}

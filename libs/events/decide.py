@@ -1,0 +1,372 @@
+"""`decide`: turn a command, an executor report or a scheduler tick into the events it causes.
+
+Pure: no I/O, no clock (`now` and the input's stream sequence come in as arguments), and it never
+changes `state`. A command always yields `OperationStarted` followed by `OperationCompleted` or
+`OperationFailed`, so an invalid command fails its operation with the reason and changes nothing
+else. Reports and ticks that no longer apply (a stale attempt, a deleted pipeline) yield nothing.
+"""
+
+from __future__ import annotations
+
+from functools import singledispatch
+from typing import Any
+
+from inferno.events.commands import (
+    AnyCommand,
+    AnyReport,
+    AnyTick,
+    AssignWork,
+    CloneIntoContext,
+    ClonePipeline,
+    CreateExperiment,
+    DeletePipeline,
+    ExpireExecutor,
+    Report,
+    ResumePipeline,
+    ShardAborted,
+    ShardErrored,
+    ShardFinished,
+    StopPipeline,
+)
+from inferno.events.events import (
+    Event,
+    ExperimentCompleted,
+    ExperimentCreated,
+    OperationCompleted,
+    OperationFailed,
+    OperationStarted,
+    PipelineCompleted,
+    PipelineCreated,
+    PipelineDeleted,
+    PipelineFailed,
+    PipelineResumed,
+    PipelineStopped,
+    ShardAssigned,
+    ShardCompleted,
+    ShardFailed,
+    ShardReleased,
+)
+from inferno.events.model import PipelineChanges, PipelineSpec
+from inferno.events.scheduling import plan_assignments
+from inferno.events.state import TERMINAL, Pipeline, State
+
+
+class Rejected(Exception):
+    """A command that is invalid in the current state; its message becomes the operation's error."""
+
+
+def decide(
+    state: State, message: AnyCommand | AnyReport | AnyTick, *, now: float, seq: int = 0
+) -> list[Event]:
+    """`seq` is the message's stream sequence: a command's ic_id, a report's EXEC sequence."""
+    if isinstance(message, AssignWork | ExpireExecutor):
+        return _tick(message, state, now)
+    if isinstance(message, Report):
+        return _report(message, state, now, seq)
+    return _command(state, message, now, seq)
+
+
+# commands
+
+
+def _command(state: State, cmd: AnyCommand, now: float, ic_id: int) -> list[Event]:
+    if ic_id <= state.last_command_seq:
+        return []  # already decided: a redelivery after a crash or reconnect
+    started = OperationStarted(
+        at=now,
+        ic_id=ic_id,
+        operation=cmd.operation,
+        pipeline_id=getattr(cmd, "pipeline_id", None),
+        context_id=getattr(cmd, "context_id", None),
+        experiment_id=getattr(cmd, "experiment_id", None),
+        created_at=cmd.issued_at,
+    )
+    try:
+        events, result = _handle(cmd, state, now)
+    except Rejected as rejection:
+        return [started, OperationFailed(at=now, ic_id=ic_id, error=str(rejection))]
+    return [started, *events, OperationCompleted(at=now, ic_id=ic_id, result=result)]
+
+
+@singledispatch
+def _handle(cmd: Any, state: State, now: float) -> tuple[list[Event], dict[str, Any]]:
+    raise TypeError(f"no decision for {type(cmd).__name__}")
+
+
+def _pipeline(state: State, pipeline_id: int) -> Pipeline:
+    pipeline = state.pipelines.get(pipeline_id)
+    if pipeline is None:
+        raise Rejected(f"pipeline {pipeline_id} does not exist")
+    return pipeline
+
+
+@_handle.register
+def _(cmd: StopPipeline, state: State, now: float) -> tuple[list[Event], dict[str, Any]]:
+    pipeline = _pipeline(state, cmd.pipeline_id)
+    if not pipeline.runnable:
+        raise Rejected(
+            f"cannot stop pipeline {cmd.pipeline_id}: it is {pipeline.status}; "
+            "only new or ongoing pipelines can be stopped"
+        )
+    return [PipelineStopped(at=now, pipeline_id=cmd.pipeline_id)], {}
+
+
+@_handle.register
+def _(cmd: ResumePipeline, state: State, now: float) -> tuple[list[Event], dict[str, Any]]:
+    pipeline = _pipeline(state, cmd.pipeline_id)
+    if pipeline.status != "stopped":
+        raise Rejected(
+            f"cannot resume pipeline {cmd.pipeline_id}: it is {pipeline.status}; "
+            "only stopped pipelines can be resumed"
+        )
+    return [PipelineResumed(at=now, pipeline_id=cmd.pipeline_id)], {}
+
+
+@_handle.register
+def _(cmd: DeletePipeline, state: State, now: float) -> tuple[list[Event], dict[str, Any]]:
+    pipeline = _pipeline(state, cmd.pipeline_id)
+    if pipeline.status == "deleted":
+        raise Rejected(f"pipeline {cmd.pipeline_id} is already deleted")
+    aborted = sorted(pipeline.in_flight)
+    events: list[Event] = [PipelineDeleted(at=now, pipeline_id=cmd.pipeline_id)]
+    events += _experiment_done(state, pipeline.experiment_id, now, ending={cmd.pipeline_id})
+    return events, {"aborted_shards": aborted}
+
+
+@_handle.register
+def _(cmd: ClonePipeline, state: State, now: float) -> tuple[list[Event], dict[str, Any]]:
+    parent = _pipeline(state, cmd.pipeline_id)
+    spec = _apply_changes(parent.spec, cmd.changes)
+    return _new_pipeline(state, parent.experiment_id, spec, now, parent_id=parent.pipeline_id)
+
+
+@_handle.register
+def _(cmd: CloneIntoContext, state: State, now: float) -> tuple[list[Event], dict[str, Any]]:
+    experiment_id = state.contexts.get(cmd.context_id)
+    if experiment_id is None:
+        raise Rejected(f"context {cmd.context_id} does not exist")
+    return _new_pipeline(state, experiment_id, cmd.spec, now, parent_id=None)
+
+
+@_handle.register
+def _(cmd: CreateExperiment, state: State, now: float) -> tuple[list[Event], dict[str, Any]]:
+    if cmd.experiment_id in state.experiments:
+        raise Rejected(f"experiment {cmd.experiment_id} already exists")
+    if cmd.context_id in state.contexts:
+        raise Rejected(f"context {cmd.context_id} already exists")
+    if cmd.num_shards < 1:
+        raise Rejected("num_shards must be at least 1")
+    if cmd.row_count < cmd.num_shards:
+        raise Rejected(f"num_shards ({cmd.num_shards}) exceeds the dataset's {cmd.row_count} rows")
+    if not cmd.pipelines:
+        raise Rejected("an experiment needs at least one pipeline")
+    if cmd.max_attempts < 1:
+        raise Rejected("max_attempts must be at least 1")
+    events: list[Event] = [
+        ExperimentCreated(
+            at=now,
+            experiment_id=cmd.experiment_id,
+            context_id=cmd.context_id,
+            experiment_name=cmd.experiment_name,
+            dataset_ref=cmd.dataset_ref,
+            row_count=cmd.row_count,
+            num_shards=cmd.num_shards,
+            eval=cmd.eval,
+            max_attempts=cmd.max_attempts,
+            retry_backoff_s=cmd.retry_backoff_s,
+        )
+    ]
+    first = state.next_pipeline_id
+    for offset, spec in enumerate(cmd.pipelines):
+        events.append(
+            PipelineCreated(
+                at=now,
+                pipeline_id=first + offset,
+                experiment_id=cmd.experiment_id,
+                context_id=cmd.context_id,
+                spec=spec,
+            )
+        )
+    result = {
+        "experiment_id": cmd.experiment_id,
+        "context_id": cmd.context_id,
+        "pipeline_ids": list(range(first, first + len(cmd.pipelines))),
+    }
+    return events, result
+
+
+def _new_pipeline(
+    state: State, experiment_id: str, spec: PipelineSpec, now: float, *, parent_id: int | None
+) -> tuple[list[Event], dict[str, Any]]:
+    pipeline_id = state.next_pipeline_id
+    event = PipelineCreated(
+        at=now,
+        pipeline_id=pipeline_id,
+        experiment_id=experiment_id,
+        context_id=state.experiments[experiment_id].context_id,
+        spec=spec,
+        parent_pipeline_id=parent_id,
+        source="clone",
+    )
+    return [event], {"pipeline_id": pipeline_id}
+
+
+def _apply_changes(spec: PipelineSpec, changes: PipelineChanges) -> PipelineSpec:
+    return PipelineSpec(
+        pipeline_name=changes.pipeline_name or f"{spec.pipeline_name}-clone",
+        pipeline_type=changes.pipeline_type or spec.pipeline_type,
+        model_config={**spec.model_config, **(changes.model_config or {})},
+        sampling_params={**spec.sampling_params, **(changes.sampling_params or {})},
+        client_config={**spec.client_config, **(changes.client_config or {})},
+        rpm_limit=changes.rpm_limit if changes.rpm_limit is not None else spec.rpm_limit,
+        tpm_limit=changes.tpm_limit if changes.tpm_limit is not None else spec.tpm_limit,
+    )
+
+
+def _experiment_done(
+    state: State, experiment_id: str, now: float, *, ending: set[int]
+) -> list[Event]:
+    """ExperimentCompleted once every pipeline but those `ending` now is terminal."""
+    experiment = state.experiments[experiment_id]
+    if experiment.status == "completed":
+        return []
+    for pid in experiment.pipeline_ids:
+        if pid not in ending and state.pipelines[pid].status not in TERMINAL:
+            return []
+    return [ExperimentCompleted(at=now, experiment_id=experiment_id)]
+
+
+# executor reports
+
+
+def _current_attempt(state: State, report: AnyReport) -> Pipeline | None:
+    """The pipeline, if this report is about the live attempt of a shard; otherwise None."""
+    pipeline = state.pipelines.get(report.pipeline_id)
+    if pipeline is None or pipeline.status in ("deleted", "failed"):
+        return None
+    assignment = pipeline.in_flight.get(report.shard)
+    if (
+        assignment is None
+        or assignment.attempt != report.attempt
+        or assignment.executor_id != report.executor_id
+    ):
+        return None
+    return pipeline
+
+
+def _report(report: AnyReport, state: State, now: float, seq: int) -> list[Event]:
+    if seq and seq <= state.last_report_seq:
+        return []
+    pipeline = _current_attempt(state, report)
+    if pipeline is None:
+        return []
+    if isinstance(report, ShardFinished):
+        events: list[Event] = [
+            ShardCompleted(
+                at=now,
+                pipeline_id=report.pipeline_id,
+                shard=report.shard,
+                attempt=report.attempt,
+                executor_id=report.executor_id,
+                stats=report.stats,
+                report_seq=seq,
+            )
+        ]
+        if len(pipeline.completed) + 1 == pipeline.num_shards:
+            events.append(PipelineCompleted(at=now, pipeline_id=pipeline.pipeline_id))
+            events += _experiment_done(
+                state, pipeline.experiment_id, now, ending={pipeline.pipeline_id}
+            )
+        return events
+    if isinstance(report, ShardErrored):
+        return _end_attempt(
+            state, pipeline, report.shard, report.error, now, seq, retryable=report.retryable
+        )
+    if isinstance(report, ShardAborted):
+        return _end_attempt(state, pipeline, report.shard, "aborted by executor", now, seq)
+    return []  # started / progress: liveness only, nothing to record
+
+
+def _end_attempt(
+    state: State,
+    pipeline: Pipeline,
+    shard: int,
+    reason: str,
+    now: float,
+    seq: int,
+    *,
+    retryable: bool = True,
+    finish: bool = True,
+) -> list[Event]:
+    """Back to pending with exponential backoff, or fail shard and pipeline when out of tries.
+
+    `finish=False` leaves the experiment's completion to the caller, which may end several
+    pipelines in one decision.
+    """
+    experiment = state.experiments[pipeline.experiment_id]
+    attempt = pipeline.in_flight[shard].attempt
+    if retryable and attempt < experiment.max_attempts:
+        backoff = experiment.retry_backoff_s * 2 ** (attempt - 1)
+        return [
+            ShardReleased(
+                at=now,
+                pipeline_id=pipeline.pipeline_id,
+                shard=shard,
+                attempt=attempt,
+                reason=reason,
+                retry_at=now + backoff,
+                report_seq=seq,
+            )
+        ]
+    error = (
+        reason if not retryable else f"{reason} (attempt {attempt} of {experiment.max_attempts})"
+    )
+    events: list[Event] = [
+        ShardFailed(
+            at=now,
+            pipeline_id=pipeline.pipeline_id,
+            shard=shard,
+            attempt=attempt,
+            error=error,
+            report_seq=seq,
+        ),
+        PipelineFailed(
+            at=now, pipeline_id=pipeline.pipeline_id, reason=f"shard {shard} failed: {error}"
+        ),
+    ]
+    if finish:
+        events += _experiment_done(
+            state, pipeline.experiment_id, now, ending={pipeline.pipeline_id}
+        )
+    return events
+
+
+# scheduler ticks
+
+
+def _tick(tick: AnyTick, state: State, now: float) -> list[Event]:
+    if isinstance(tick, AssignWork):
+        return [
+            ShardAssigned(
+                at=now,
+                pipeline_id=p.pipeline_id,
+                shard=p.shard,
+                attempt=p.attempt,
+                executor_id=p.executor_id,
+            )
+            for p in plan_assignments(state, tick.executors, now)
+        ]
+    events: list[Event] = []
+    failed: dict[int, str] = {}  # pipeline id -> experiment id
+    for pipeline in state.pipelines.values():
+        for shard, assignment in sorted(pipeline.in_flight.items()):
+            if assignment.executor_id != tick.executor_id or pipeline.pipeline_id in failed:
+                continue
+            reason = f"executor {tick.executor_id} heartbeat lapsed"
+            ended = _end_attempt(state, pipeline, shard, reason, now, 0, finish=False)
+            if any(isinstance(e, PipelineFailed) for e in ended):
+                failed[pipeline.pipeline_id] = pipeline.experiment_id
+            events += ended
+    for experiment_id in sorted(set(failed.values())):
+        events += _experiment_done(state, experiment_id, now, ending=set(failed))
+    return events

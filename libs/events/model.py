@@ -1,0 +1,99 @@
+"""Value types shared by commands, events and state.
+
+Everything here is stored in the log, so fields are only ever added, each with a default.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+PipelineType = Literal["vllm", "openai", "hf", "sim"]
+PIPELINE_TYPES: tuple[str, ...] = ("vllm", "openai", "hf", "sim")
+GPU_PIPELINE_TYPES: frozenset[str] = frozenset({"vllm", "hf"})
+
+
+class PipelineSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What a user asks for: one model/sampling/client configuration over a context."""
+
+    pipeline_name: str
+    pipeline_type: PipelineType
+    model_config: dict[str, Any] = {}
+    sampling_params: dict[str, Any] = {}
+    client_config: dict[str, Any] = {}
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+
+
+class PipelineChanges(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The knobs a clone overrides; dicts are merged key by key onto the parent's."""
+
+    pipeline_name: str | None = None
+    pipeline_type: PipelineType | None = None
+    model_config: dict[str, Any] | None = None
+    sampling_params: dict[str, Any] | None = None
+    client_config: dict[str, Any] | None = None
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+
+
+class Scorer(msgspec.Struct, kw_only=True, omit_defaults=True):
+    name: str
+    target: str | None = None
+    options: dict[str, Any] = {}
+
+
+class EvalSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
+    prompt: str | list[dict[str, str]] = "{prompt}"
+    scorers: list[Scorer] = []
+    ci_method: Literal["normal", "wilson", "hoeffding"] | None = None
+    confidence_level: float = 0.95
+
+
+class MetricStats(msgspec.Struct, array_like=True):
+    """Sufficient statistics of one metric: merging two is exact, so shards merge in any order."""
+
+    count: int = 0
+    total: float = 0.0
+    total_sq: float = 0.0
+    minimum: float = float("inf")
+    maximum: float = float("-inf")
+
+    def merged(self, other: MetricStats) -> MetricStats:
+        return MetricStats(
+            self.count + other.count,
+            self.total + other.total,
+            self.total_sq + other.total_sq,
+            min(self.minimum, other.minimum),
+            max(self.maximum, other.maximum),
+        )
+
+
+class ShardStats(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What an executor reports for one finished shard."""
+
+    rows: int = 0
+    metrics: dict[str, MetricStats] = {}
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    duration_s: float = 0.0
+    latency_ms_buckets: list[int] = []
+    errors: int = 0
+
+
+def merge_metrics(
+    into: dict[str, MetricStats], more: dict[str, MetricStats]
+) -> dict[str, MetricStats]:
+    merged = dict(into)
+    for name, stats in more.items():
+        current = merged.get(name)
+        merged[name] = stats if current is None else current.merged(stats)
+    return merged
+
+
+def shard_bounds(row_count: int, num_shards: int, shard: int) -> tuple[int, int]:
+    """Contiguous, near-equal row ranges: the first `row_count % num_shards` shards get one more."""
+    base, extra = divmod(row_count, num_shards)
+    start = shard * base + min(shard, extra)
+    return start, start + base + (1 if shard < extra else 0)

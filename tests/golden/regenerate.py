@@ -1,0 +1,137 @@
+"""Writes the golden log and the state it folds to. Run it only to add a NEW version's files.
+
+    .venv/bin/python tests/golden/regenerate.py v2
+
+Never rewrite an existing version: those files are what logs written by released code look like,
+and `tests/unit/test_golden_log.py` replays every one of them through today's `evolve`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from inferno.events import State, decide, encode, evolve, snapshot
+from inferno.events.commands import (
+    AssignWork,
+    CloneIntoContext,
+    ClonePipeline,
+    CreateExperiment,
+    DeletePipeline,
+    ExecutorSlot,
+    ExpireExecutor,
+    ResumePipeline,
+    ShardErrored,
+    ShardFinished,
+    StopPipeline,
+)
+from inferno.events.model import MetricStats, PipelineChanges, PipelineSpec, ShardStats
+
+HERE = Path(__file__).parent
+FROM_THE_FUTURE = b'{"type":"pipeline_renamed","v":9,"at":7.0,"pipeline_id":1,"name":"new"}'
+
+
+def scenario() -> list[bytes]:
+    """A run that produces every event type: create, assign, stop, resume, fail, clone, delete."""
+    state, log = State(), []
+    seqs = {"cmd": 0, "rpt": 0}
+
+    def step(message, now, kind=None):
+        seq = 0
+        if kind:
+            seqs[kind] += 1
+            seq = seqs[kind]
+        for event in decide(state, message, now=now, seq=seq):
+            evolve(state, event)
+            log.append(encode(event))
+
+    pipelines = [
+        PipelineSpec(pipeline_name=name, pipeline_type="sim", model_config={"model": name})
+        for name in ("good", "bad", "flaky")
+    ]
+    step(
+        CreateExperiment(
+            experiment_id="exp-golden",
+            context_id="ctx-golden",
+            experiment_name="golden",
+            dataset_ref="sha256-0f00",
+            row_count=6,
+            num_shards=2,
+            pipelines=pipelines,
+            max_attempts=2,
+            issued_at=1.0,
+        ),
+        1.5,
+        "cmd",
+    )
+    executors = (ExecutorSlot(executor_id="ex-1", backends=frozenset({"sim"}), free_slots=3),)
+    step(AssignWork(executors=executors), 2.0)
+    stats = ShardStats(rows=3, metrics={"exact_match": MetricStats(3, 2.0, 2.0, 0.0, 1.0)})
+    step(
+        ShardFinished(executor_id="ex-1", pipeline_id=1, shard=0, attempt=1, stats=stats),
+        3.0,
+        "rpt",
+    )
+    step(
+        ShardErrored(
+            executor_id="ex-1",
+            pipeline_id=2,
+            shard=0,
+            attempt=1,
+            error="bad weights",
+            retryable=False,
+        ),
+        3.5,
+        "rpt",
+    )
+    step(StopPipeline(pipeline_id=1, issued_at=4.0), 4.1, "cmd")
+    step(ResumePipeline(pipeline_id=2, issued_at=4.2), 4.3, "cmd")
+    step(ResumePipeline(pipeline_id=1, issued_at=4.4), 4.5, "cmd")
+    step(
+        ClonePipeline(pipeline_id=1, changes=PipelineChanges(sampling_params={"t": 0.5})),
+        5.0,
+        "cmd",
+    )
+    step(AssignWork(executors=executors), 5.5)
+    step(ExpireExecutor(executor_id="ex-1"), 6.0)
+    step(AssignWork(executors=executors), 6.5)
+    log.append(FROM_THE_FUTURE)
+    step(DeletePipeline(pipeline_id=3, issued_at=7.0), 7.1, "cmd")
+    step(
+        CloneIntoContext(
+            context_id="ctx-golden",
+            spec=PipelineSpec(pipeline_name="extra", pipeline_type="sim"),
+            issued_at=7.5,
+        ),
+        7.6,
+        "cmd",
+    )
+    step(AssignWork(executors=executors), 8.0)
+    for pid in (1, 4, 5, 1, 4, 5):
+        for shard in (0, 1):
+            pipeline = state.pipelines[pid]
+            if shard in pipeline.in_flight:
+                a = pipeline.in_flight[shard]
+                done = ShardFinished(
+                    executor_id=a.executor_id,
+                    pipeline_id=pid,
+                    shard=shard,
+                    attempt=a.attempt,
+                    stats=stats,
+                )
+                step(done, 9.0, "rpt")
+        step(AssignWork(executors=executors), 9.5 + pid)
+    return log
+
+
+if __name__ == "__main__":
+    version = sys.argv[1]
+    events, expected = HERE / f"events-{version}.jsonl", HERE / f"state-{version}.json"
+    if events.exists() or expected.exists():
+        sys.exit(f"{events.name} exists: golden files are never rewritten, pick a new version")
+    log = scenario()
+    events.write_bytes(b"\n".join(log) + b"\n")
+    from inferno.events import decode_event, fold
+
+    expected.write_bytes(snapshot(fold(decode_event(line) for line in log)) + b"\n")
+    print(f"wrote {len(log)} events to {events.name} and the folded state to {expected.name}")

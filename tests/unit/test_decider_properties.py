@@ -1,0 +1,233 @@
+"""Properties of decide/evolve over arbitrary sequences of commands, reports and ticks."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from inferno.events import State, decide, decode_event, encode, evolve, fold, snapshot
+from inferno.events.commands import (
+    AssignWork,
+    CloneIntoContext,
+    ClonePipeline,
+    CreateExperiment,
+    DeletePipeline,
+    ExecutorSlot,
+    ExpireExecutor,
+    ResumePipeline,
+    ShardAborted,
+    ShardErrored,
+    ShardFinished,
+    ShardProgress,
+    StopPipeline,
+)
+from inferno.events.events import (
+    Event,
+    OperationCompleted,
+    OperationFailed,
+    OperationStarted,
+    PipelineCreated,
+    PipelineDeleted,
+    ShardAssigned,
+    ShardCompleted,
+)
+from inferno.events.model import MetricStats, PipelineChanges, PipelineSpec, ShardStats
+
+EXECUTORS = ("ex-a", "ex-b", "ex-c")
+
+action = st.one_of(
+    st.tuples(st.just("create"), st.integers(1, 3), st.integers(1, 4), st.integers(0, 6)),
+    st.tuples(st.sampled_from(["stop", "resume", "delete", "clone"]), st.integers(0, 9)),
+    st.tuples(st.just("clone_ctx"), st.integers(0, 3)),
+    st.tuples(st.just("assign"), st.integers(1, 4), st.integers(0, 2)),
+    st.tuples(st.just("expire"), st.integers(0, 2)),
+)
+report = st.tuples(
+    st.sampled_from(["finish"] * 6 + ["error", "fatal", "abort", "progress", "stale"]),
+    st.integers(0, 20),
+)
+# Reports only matter once work is assigned, so they are drawn as often as everything else.
+step = st.one_of(action, report, report)
+# Every run starts with a valid experiment and an assignment round, then anything may happen.
+runs = st.lists(step, max_size=80).map(
+    lambda steps: [("create", 2, 3, 3), ("assign", 1, 0), *steps]
+)
+
+
+def to_message(act: tuple, state: State, step: int):
+    """Interpret a drawn action against the current state, so reports hit live assignments."""
+    kind = act[0]
+    if kind == "create":
+        _, n_pipelines, n_shards, extra_rows = act
+        return CreateExperiment(
+            experiment_id=f"exp-{step % 4}",
+            context_id=f"ctx-{step % 4}",
+            experiment_name="e",
+            dataset_ref="sha256-0",
+            row_count=n_shards + extra_rows - 1,
+            num_shards=n_shards,
+            pipelines=[
+                PipelineSpec(
+                    pipeline_name=f"p{i}",
+                    pipeline_type="sim",
+                    model_config={"model": f"m{i % 2}"},
+                )
+                for i in range(n_pipelines)
+            ],
+            max_attempts=2,
+            issued_at=float(step),
+        )
+    if kind in ("stop", "resume", "delete", "clone"):
+        cls = {
+            "stop": StopPipeline,
+            "resume": ResumePipeline,
+            "delete": DeletePipeline,
+            "clone": ClonePipeline,
+        }[kind]
+        extra = {"changes": PipelineChanges(sampling_params={"t": step})} if kind == "clone" else {}
+        return cls(pipeline_id=act[1], issued_at=float(step), **extra)
+    if kind == "clone_ctx":
+        return CloneIntoContext(
+            context_id=f"ctx-{act[1]}",
+            spec=PipelineSpec(pipeline_name="c", pipeline_type="sim"),
+        )
+    if kind == "assign":
+        _, slots, loaded = act
+        return AssignWork(
+            executors=tuple(
+                ExecutorSlot(
+                    executor_id=e,
+                    backends=frozenset({"sim"}),
+                    free_slots=slots,
+                    loaded_models=frozenset({f"sim:m{loaded % 2}"}),
+                )
+                for e in EXECUTORS
+            )
+        )
+    if kind == "expire":
+        return ExpireExecutor(executor_id=EXECUTORS[act[1]])
+    live = [
+        (p.pipeline_id, shard, a)
+        for p in state.pipelines.values()
+        for shard, a in sorted(p.in_flight.items())
+    ]
+    if not live:
+        return None
+    pid, shard, assignment = live[act[1] % len(live)]
+    common = {
+        "executor_id": assignment.executor_id,
+        "pipeline_id": pid,
+        "shard": shard,
+        "attempt": assignment.attempt,
+    }
+    if kind == "finish":
+        stats = ShardStats(rows=2, metrics={"exact_match": MetricStats(2, 1.0, 1.0, 0.0, 1.0)})
+        return ShardFinished(stats=stats, **common)
+    if kind == "stale":
+        return ShardFinished(**{**common, "attempt": assignment.attempt + 1})
+    if kind == "error":
+        return ShardErrored(error="boom", **common)
+    if kind == "fatal":
+        return ShardErrored(error="bad model", retryable=False, **common)
+    if kind == "abort":
+        return ShardAborted(**common)
+    return ShardProgress(rows_done=1, **common)
+
+
+def run(actions: list[tuple]) -> tuple[State, list[Event]]:
+    """Drive decide/evolve like the scheduler does, checking that decide never mutates state."""
+    state, log = State(), []
+    cmd_seq = report_seq = 0
+    for step, act in enumerate(actions):
+        message = to_message(act, state, step)
+        if message is None:
+            continue
+        if isinstance(message, AssignWork | ExpireExecutor):
+            seq = 0
+        elif isinstance(message, ShardFinished | ShardErrored | ShardAborted | ShardProgress):
+            report_seq += 1
+            seq = report_seq
+        else:
+            cmd_seq += 1
+            seq = cmd_seq
+        before = snapshot(state)
+        events = decide(state, message, now=float(step), seq=seq)
+        assert snapshot(state) == before, "decide mutated the state"
+        for event in events:
+            evolve(state, event)
+        log.extend(events)
+    return state, log
+
+
+@settings(max_examples=150, deadline=None)
+@given(runs)
+def test_folding_is_deterministic_and_replay_gives_the_same_state(actions):
+    state, log = run(actions)
+    again, log_again = run(actions)
+    assert [encode(e) for e in log] == [encode(e) for e in log_again]
+    assert snapshot(state) == snapshot(again)
+    replayed = fold(decode_event(encode(e)) for e in log)
+    assert snapshot(replayed) == snapshot(state)
+
+
+@settings(max_examples=150, deadline=None)
+@given(runs)
+def test_a_shard_completes_at_most_once(actions):
+    _, log = run(actions)
+    completions = [(e.pipeline_id, e.shard) for e in log if isinstance(e, ShardCompleted)]
+    assert len(completions) == len(set(completions))
+
+
+@settings(max_examples=150, deadline=None)
+@given(runs)
+def test_a_deleted_pipeline_never_gets_work_again(actions):
+    _, log = run(actions)
+    deleted: set[int] = set()
+    for event in log:
+        if isinstance(event, PipelineDeleted):
+            deleted.add(event.pipeline_id)
+        elif isinstance(event, ShardAssigned | ShardCompleted):
+            assert event.pipeline_id not in deleted
+
+
+@settings(max_examples=150, deadline=None)
+@given(runs)
+def test_operation_statuses_only_move_forward(actions):
+    _, log = run(actions)
+    order = {"processing": 1, "completed": 2, "failed": 2}
+    seen: dict[int, list[str]] = defaultdict(list)
+    for event in log:
+        if isinstance(event, OperationStarted):
+            seen[event.ic_id].append("processing")
+        elif isinstance(event, OperationCompleted):
+            seen[event.ic_id].append("completed")
+        elif isinstance(event, OperationFailed):
+            seen[event.ic_id].append("failed")
+    for statuses in seen.values():
+        assert statuses[0] == "processing"
+        assert len(statuses) == 2
+        assert order[statuses[0]] < order[statuses[1]]
+
+
+@settings(max_examples=150, deadline=None)
+@given(runs)
+def test_ids_never_repeat(actions):
+    _, log = run(actions)
+    pipeline_ids = [e.pipeline_id for e in log if isinstance(e, PipelineCreated)]
+    ic_ids = [e.ic_id for e in log if isinstance(e, OperationStarted)]
+    assert len(pipeline_ids) == len(set(pipeline_ids))
+    assert len(ic_ids) == len(set(ic_ids))
+    assert pipeline_ids == sorted(pipeline_ids)
+
+
+@settings(max_examples=150, deadline=None)
+@given(runs)
+def test_a_failed_operation_changes_nothing_else(actions):
+    _, log = run(actions)
+    for i, event in enumerate(log):
+        if isinstance(event, OperationFailed):
+            assert isinstance(log[i - 1], OperationStarted)
+            assert log[i - 1].ic_id == event.ic_id
+            assert event.error
