@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from inferno.events import encode
+from inferno.events import Names, encode, subject_for
 from inferno.events.events import (
     Event,
     ExperimentCompleted,
@@ -74,13 +74,12 @@ def experiment_events(n: int, first_pipeline: int, first_ic: int, t: float) -> I
     yield ExperimentCompleted(at=t, experiment_id=exp)
 
 
-def event_log(count: int) -> list[bytes]:
-    """At least `count` encoded events, whole experiments only, so the log folds cleanly."""
-    log: list[bytes] = []
+def event_log(count: int, names: Names) -> list[tuple[str, bytes]]:
+    """At least `count` (subject, payload) pairs, whole experiments only, so the log folds."""
+    log: list[tuple[str, bytes]] = []
     n = 0
     while len(log) < count:
-        log.extend(
-            encode(e) for e in experiment_events(n, n * PIPELINES + 1, n + 1, 1_700_000_000.0 + n)
-        )
+        events = experiment_events(n, n * PIPELINES + 1, n + 1, 1_700_000_000.0 + n)
+        log.extend((subject_for(names, e), encode(e)) for e in events)
         n += 1
     return log

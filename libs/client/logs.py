@@ -22,8 +22,9 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 import structlog
-from inferno.events.config import LOG_FORMATS, LOG_LEVELS, MASK, Settings
 from structlog.typing import EventDict, Processor, WrappedLogger
+
+from inferno.events.config import LOG_FORMATS, LOG_LEVELS, MASK, Settings
 
 # key names (lower-cased, '-' as '_') whose values are secrets; matched on the key's end, so
 # `openai_api_key` and `access_token` are masked while `max_tokens` and `secret_ref` are not

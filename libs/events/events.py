@@ -14,7 +14,7 @@ from inferno.events.commands import SCHEMA_VERSION
 from inferno.events.model import EvalSpec, PipelineSpec, ShardStats
 
 
-class Event(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=True):
+class Event(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=True, gc=False):
     kind: ClassVar[str]
     v: int = SCHEMA_VERSION
     at: float = 0.0

@@ -14,7 +14,7 @@ PIPELINE_TYPES: tuple[str, ...] = ("vllm", "openai", "hf", "sim")
 GPU_PIPELINE_TYPES: frozenset[str] = frozenset({"vllm", "hf"})
 
 
-class PipelineSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
+class PipelineSpec(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """What a user asks for: one model/sampling/client configuration over a context."""
 
     pipeline_name: str
@@ -51,7 +51,7 @@ class EvalSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
     confidence_level: float = 0.95
 
 
-class MetricStats(msgspec.Struct, array_like=True):
+class MetricStats(msgspec.Struct, array_like=True, gc=False):
     """Sufficient statistics of one metric: merging two is exact, so shards merge in any order."""
 
     count: int = 0
@@ -61,16 +61,17 @@ class MetricStats(msgspec.Struct, array_like=True):
     maximum: float = float("-inf")
 
     def merged(self, other: MetricStats) -> MetricStats:
+        # conditionals, not min()/max(): this runs once per shard in every replay
         return MetricStats(
             self.count + other.count,
             self.total + other.total,
             self.total_sq + other.total_sq,
-            min(self.minimum, other.minimum),
-            max(self.maximum, other.maximum),
+            other.minimum if other.minimum < self.minimum else self.minimum,
+            other.maximum if other.maximum > self.maximum else self.maximum,
         )
 
 
-class ShardStats(msgspec.Struct, kw_only=True, omit_defaults=True):
+class ShardStats(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """What an executor reports for one finished shard."""
 
     rows: int = 0

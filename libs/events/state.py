@@ -39,7 +39,7 @@ TERMINAL: frozenset[str] = frozenset({"completed", "failed", "deleted"})
 OperationStatus = Literal["pending", "processing", "completed", "failed"]
 
 
-class Assignment(msgspec.Struct, array_like=True):
+class Assignment(msgspec.Struct, array_like=True, gc=False):
     executor_id: str
     attempt: int
     assigned_at: float
@@ -200,7 +200,8 @@ def _shard_assigned(s: State, e: ShardAssigned) -> None:
     pipeline = s.pipelines[e.pipeline_id]
     pipeline.in_flight[e.shard] = Assignment(e.executor_id, e.attempt, e.at)
     pipeline.attempts[e.shard] = e.attempt
-    pipeline.retry_at.pop(e.shard, None)
+    if pipeline.retry_at:
+        pipeline.retry_at.pop(e.shard, None)
     if pipeline.status == "new":
         pipeline.status = "ongoing"
 

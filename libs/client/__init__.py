@@ -1,0 +1,1 @@
+"""Inferno client side: HTTP SDK, the `inferno` CLI and the local nats-server launcher."""

@@ -1,0 +1,93 @@
+"""What the scheduler sends executors, and what executors advertise about themselves.
+
+Neither is a domain event: a `WorkOrder` is derived from a `ShardAssigned` event (and can be sent
+again from it at any time), an `ExecutorInfo` is a heartbeat in the INFERNO_EXECUTORS bucket.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from inferno.events.commands import ExecutorSlot, Report, ShardProgress
+from inferno.events.model import EvalSpec, PipelineSpec, shard_bounds
+from inferno.events.names import Names
+from inferno.events.state import Experiment, Pipeline
+
+
+class WorkOrder(msgspec.Struct, kw_only=True, omit_defaults=True):
+    v: int = 1
+    experiment_id: str
+    pipeline_id: int
+    shard: int
+    attempt: int
+    executor_id: str
+    dataset_ref: str
+    row_start: int
+    row_end: int
+    spec: PipelineSpec
+    eval: EvalSpec = msgspec.field(default_factory=EvalSpec)
+
+    @property
+    def msg_id(self) -> str:
+        """One order per attempt: resending it after a scheduler failover stores nothing new."""
+        return f"work-{self.pipeline_id}-{self.shard}-{self.attempt}"
+
+
+def work_order(experiment: Experiment, pipeline: Pipeline, shard: int) -> WorkOrder:
+    assignment = pipeline.in_flight[shard]
+    start, end = shard_bounds(experiment.row_count, experiment.num_shards, shard)
+    return WorkOrder(
+        experiment_id=experiment.experiment_id,
+        pipeline_id=pipeline.pipeline_id,
+        shard=shard,
+        attempt=assignment.attempt,
+        executor_id=assignment.executor_id,
+        dataset_ref=experiment.dataset_ref,
+        row_start=start,
+        row_end=end,
+        spec=pipeline.spec,
+        eval=experiment.eval,
+    )
+
+
+class ExecutorInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """An executor's heartbeat: capabilities and current load, refreshed well inside the TTL."""
+
+    v: int = 1
+    executor_id: str
+    backends: list[str]
+    slots: int
+    busy: int = 0
+    loaded_models: list[str] = []
+    has_gpu: bool = False
+    gpus: list[dict[str, object]] = []
+    hostname: str = ""
+    pid: int = 0
+    started_at: float = 0.0
+    heartbeat_at: float = 0.0
+
+    def slot(self, assigned: int) -> ExecutorSlot:
+        """Capacity as the scheduler counts it: its own assignments, not the heartbeat's `busy`,
+        which lags by up to one heartbeat."""
+        return ExecutorSlot(
+            executor_id=self.executor_id,
+            backends=frozenset(self.backends),
+            free_slots=max(self.slots - assigned, 0),
+            loaded_models=frozenset(self.loaded_models),
+            has_gpu=self.has_gpu,
+        )
+
+
+work_order_decoder = msgspec.json.Decoder(WorkOrder)
+executor_info_decoder = msgspec.json.Decoder(ExecutorInfo)
+
+
+def report_subject(names: Names, report: Report) -> str:
+    return names.exec_report(report.executor_id, report.__struct_config__.tag)  # type: ignore[arg-type]
+
+
+def report_msg_id(report: Report) -> str:
+    """Deterministic, so an executor that re-sends a report after a reconnect stores it once."""
+    base = f"{report.executor_id}-{report.pipeline_id}-{report.shard}-{report.attempt}"
+    rows = f"-{report.rows_done}" if isinstance(report, ShardProgress) else ""
+    return f"{base}-{report.__struct_config__.tag}{rows}"

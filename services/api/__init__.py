@@ -1,0 +1,1 @@
+"""The HTTP gateway: validates requests, appends commands, serves reads from the log."""

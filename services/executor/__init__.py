@@ -1,0 +1,1 @@
+"""The executor: runs assigned shards through an inference backend and reports back."""

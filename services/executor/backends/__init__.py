@@ -1,0 +1,1 @@
+"""Inference engines behind one Protocol; one module per engine."""
