@@ -35,8 +35,13 @@ fmt: install
 bench: install
 	$(BIN)/python bench/replay.py
 
-up demo:
-	@echo "make $@: not yet: arrives with the control plane (issue 3)"
+# a local cluster in the foreground (Ctrl-C stops it); `inferno up --help` for the options
+up: install
+	$(BIN)/inferno up
+
+# a throwaway cluster runs examples/arith.yaml, stops the worst pipeline, clones the best
+demo: install
+	$(BIN)/inferno demo
 
 # removes everything the commands above create, the virtual environment included
 clean:

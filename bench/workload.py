@@ -1,6 +1,6 @@
 """A realistic event log for benchmarks: experiments whose pipelines run every shard to the end.
 
-Per experiment: the create operation, 10 pipelines × 100 shards (assigned, then completed with
+Per experiment: its creation, 10 pipelines × 100 shards (assigned, then completed with
 metric statistics), a stop/resume of one pipeline mid-run, and the completions. The mix is what a
 real INFERNO_EVT holds: mostly shard events, each a few hundred bytes of JSON.
 """
@@ -14,10 +14,7 @@ from inferno.events.events import (
     Event,
     ExperimentCompleted,
     ExperimentCreated,
-    OperationCompleted,
-    OperationStarted,
     PipelineCompleted,
-    PipelineCreated,
     PipelineResumed,
     PipelineStopped,
     ShardAssigned,
@@ -32,25 +29,28 @@ SHARDS = 100
 def experiment_events(n: int, first_pipeline: int, first_ic: int, t: float) -> Iterator[Event]:
     exp, ctx = f"exp-{n}", f"ctx-{n}"
     pids = list(range(first_pipeline, first_pipeline + PIPELINES))
-    yield OperationStarted(at=t, ic_id=first_ic, operation="create_experiment", experiment_id=exp)
+    specs = [
+        PipelineSpec(
+            pipeline_name=f"p{pid}",
+            pipeline_type="sim",
+            model_config={"model": f"sim-{pid % 3}", "accuracy": 0.8},
+            sampling_params={"temperature": 0.0, "max_tokens": 16},
+        )
+        for pid in pids
+    ]
     yield ExperimentCreated(
         at=t,
+        ic_id=first_ic,
+        created_at=t,
         experiment_id=exp,
         context_id=ctx,
         experiment_name=f"bench-{n}",
         dataset_ref="sha256-" + "ab" * 32,
         row_count=SHARDS * 50,
         num_shards=SHARDS,
+        pipelines=specs,
+        first_pipeline_id=first_pipeline,
     )
-    for pid in pids:
-        spec = PipelineSpec(
-            pipeline_name=f"p{pid}",
-            pipeline_type="sim",
-            model_config={"model": f"sim-{pid % 3}", "accuracy": 0.8},
-            sampling_params={"temperature": 0.0, "max_tokens": 16},
-        )
-        yield PipelineCreated(at=t, pipeline_id=pid, experiment_id=exp, context_id=ctx, spec=spec)
-    yield OperationCompleted(at=t, ic_id=first_ic, result={"experiment_id": exp})
     for shard in range(SHARDS):
         for pid in pids:
             t += 0.001
@@ -67,8 +67,8 @@ def experiment_events(n: int, first_pipeline: int, first_ic: int, t: float) -> I
                 at=t, pipeline_id=pid, shard=shard, attempt=1, executor_id=executor, stats=stats
             )
         if shard == SHARDS // 2:
-            yield PipelineStopped(at=t, pipeline_id=pids[0])
-            yield PipelineResumed(at=t, pipeline_id=pids[0])
+            yield PipelineStopped(at=t, pipeline_id=pids[0], ic_id=first_ic + 1, created_at=t)
+            yield PipelineResumed(at=t, pipeline_id=pids[0], ic_id=first_ic + 2, created_at=t)
     for pid in pids:
         yield PipelineCompleted(at=t, pipeline_id=pid)
     yield ExperimentCompleted(at=t, experiment_id=exp)
@@ -79,7 +79,7 @@ def event_log(count: int, names: Names) -> list[tuple[str, bytes]]:
     log: list[tuple[str, bytes]] = []
     n = 0
     while len(log) < count:
-        events = experiment_events(n, n * PIPELINES + 1, n + 1, 1_700_000_000.0 + n)
+        events = experiment_events(n, n * PIPELINES + 1, 3 * n + 1, 1_700_000_000.0 + n)
         log.extend((subject_for(names, e), encode(e)) for e in events)
         n += 1
     return log

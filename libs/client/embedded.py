@@ -71,7 +71,7 @@ def _ephemeral_low() -> int:
         return 32768
 
 
-def _die_with_parent_hook() -> Callable[[], None] | None:
+def die_with_parent_hook() -> Callable[[], None] | None:
     """A preexec_fn asking Linux to SIGTERM the server when its parent dies, so no server outlives
     a crashed test run or CLI. libc is looked up here, before fork, so the child only makes a call.
     Note: the kernel ties this to the *thread* that started the server, so start it from a thread
@@ -182,7 +182,7 @@ class EmbeddedNats:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C in a terminal goes to the parent, which stops us
-                preexec_fn=_die_with_parent_hook(),
+                preexec_fn=die_with_parent_hook(),
             )
 
     def wait_ready(self, timeout: float = 15.0) -> None:

@@ -50,6 +50,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     replicas: int = 1
     heartbeat_ttl_s: float = 10.0
+    lease_ttl_s: float = 5.0
     executor_id: str | None = None
     log_level: str = "info"
     log_format: str = "auto"
@@ -153,6 +154,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "INFERNO_CORS_ORIGINS": ("cors_origins", _comma_list),
     "INFERNO_REPLICAS": ("replicas", _int_between(1, 5)),
     "INFERNO_HEARTBEAT_TTL_S": ("heartbeat_ttl_s", _positive_seconds),
+    "INFERNO_LEASE_TTL_S": ("lease_ttl_s", _positive_seconds),
     "INFERNO_EXECUTOR_ID": ("executor_id", _token("executor id")),
     "INFERNO_LOG_LEVEL": ("log_level", _one_of(*LOG_LEVELS)),
     "INFERNO_LOG_FORMAT": ("log_format", _one_of(*LOG_FORMATS)),

@@ -1,15 +1,16 @@
 """`decide`: turn a command, an executor report or a scheduler tick into the events it causes.
 
 Pure: no I/O, no clock (`now` and the input's stream sequence come in as arguments), and it never
-changes `state`. A command always yields `OperationStarted` followed by `OperationCompleted` or
-`OperationFailed`, so an invalid command fails its operation with the reason and changes nothing
-else. Reports and ticks that no longer apply (a stale attempt, a deleted pipeline) yield nothing.
+changes `state`. A command yields the one event that completes its operation (it carries the
+command's `ic_id`), or `OperationFailed` with the reason, which changes nothing else; deleting a
+pipeline may also complete its experiment. Reports and ticks that no longer apply (a stale
+attempt, a deleted pipeline) yield nothing.
 """
 
 from __future__ import annotations
 
 from functools import singledispatch
-from typing import Any
+from typing import Any, NamedTuple
 
 from inferno.events.commands import (
     AnyCommand,
@@ -32,9 +33,7 @@ from inferno.events.events import (
     Event,
     ExperimentCompleted,
     ExperimentCreated,
-    OperationCompleted,
     OperationFailed,
-    OperationStarted,
     PipelineCompleted,
     PipelineCreated,
     PipelineDeleted,
@@ -72,24 +71,33 @@ def decide(
 def _command(state: State, cmd: AnyCommand, now: float, ic_id: int) -> list[Event]:
     if ic_id <= state.last_command_seq:
         return []  # already decided: a redelivery after a crash or reconnect
-    started = OperationStarted(
-        at=now,
-        ic_id=ic_id,
-        operation=cmd.operation,
-        pipeline_id=getattr(cmd, "pipeline_id", None),
-        context_id=getattr(cmd, "context_id", None),
-        experiment_id=getattr(cmd, "experiment_id", None),
-        created_at=cmd.issued_at,
-    )
     try:
-        events, result = _handle(cmd, state, now)
+        return _handle(cmd, state, Stamp(at=now, ic_id=ic_id, created_at=cmd.issued_at))
     except Rejected as rejection:
-        return [started, OperationFailed(at=now, ic_id=ic_id, error=str(rejection))]
-    return [started, *events, OperationCompleted(at=now, ic_id=ic_id, result=result)]
+        return [
+            OperationFailed(
+                at=now,
+                ic_id=ic_id,
+                error=str(rejection),
+                operation=cmd.operation,
+                pipeline_id=getattr(cmd, "pipeline_id", None),
+                context_id=getattr(cmd, "context_id", None),
+                experiment_id=getattr(cmd, "experiment_id", None),
+                created_at=cmd.issued_at,
+            )
+        ]
+
+
+class Stamp(NamedTuple):
+    """What every event of a command's decision carries: when, which operation, since when."""
+
+    at: float
+    ic_id: int
+    created_at: float
 
 
 @singledispatch
-def _handle(cmd: Any, state: State, now: float) -> tuple[list[Event], dict[str, Any]]:
+def _handle(cmd: Any, state: State, stamp: Stamp) -> list[Event]:
     raise TypeError(f"no decision for {type(cmd).__name__}")
 
 
@@ -101,55 +109,58 @@ def _pipeline(state: State, pipeline_id: int) -> Pipeline:
 
 
 @_handle.register
-def _(cmd: StopPipeline, state: State, now: float) -> tuple[list[Event], dict[str, Any]]:
+def _(cmd: StopPipeline, state: State, stamp: Stamp) -> list[Event]:
     pipeline = _pipeline(state, cmd.pipeline_id)
     if not pipeline.runnable:
         raise Rejected(
             f"cannot stop pipeline {cmd.pipeline_id}: it is {pipeline.status}; "
             "only new or ongoing pipelines can be stopped"
         )
-    return [PipelineStopped(at=now, pipeline_id=cmd.pipeline_id)], {}
+    return [PipelineStopped(**stamp._asdict(), pipeline_id=cmd.pipeline_id)]
 
 
 @_handle.register
-def _(cmd: ResumePipeline, state: State, now: float) -> tuple[list[Event], dict[str, Any]]:
+def _(cmd: ResumePipeline, state: State, stamp: Stamp) -> list[Event]:
     pipeline = _pipeline(state, cmd.pipeline_id)
     if pipeline.status != "stopped":
         raise Rejected(
             f"cannot resume pipeline {cmd.pipeline_id}: it is {pipeline.status}; "
             "only stopped pipelines can be resumed"
         )
-    return [PipelineResumed(at=now, pipeline_id=cmd.pipeline_id)], {}
+    return [PipelineResumed(**stamp._asdict(), pipeline_id=cmd.pipeline_id)]
 
 
 @_handle.register
-def _(cmd: DeletePipeline, state: State, now: float) -> tuple[list[Event], dict[str, Any]]:
+def _(cmd: DeletePipeline, state: State, stamp: Stamp) -> list[Event]:
     pipeline = _pipeline(state, cmd.pipeline_id)
     if pipeline.status == "deleted":
         raise Rejected(f"pipeline {cmd.pipeline_id} is already deleted")
-    aborted = sorted(pipeline.in_flight)
-    events: list[Event] = [PipelineDeleted(at=now, pipeline_id=cmd.pipeline_id)]
-    events += _experiment_done(state, pipeline.experiment_id, now, ending={cmd.pipeline_id})
-    return events, {"aborted_shards": aborted}
+    deleted = PipelineDeleted(
+        **stamp._asdict(), pipeline_id=cmd.pipeline_id, aborted_shards=sorted(pipeline.in_flight)
+    )
+    return [
+        deleted,
+        *_experiment_done(state, pipeline.experiment_id, stamp.at, ending={cmd.pipeline_id}),
+    ]
 
 
 @_handle.register
-def _(cmd: ClonePipeline, state: State, now: float) -> tuple[list[Event], dict[str, Any]]:
+def _(cmd: ClonePipeline, state: State, stamp: Stamp) -> list[Event]:
     parent = _pipeline(state, cmd.pipeline_id)
     spec = _apply_changes(parent.spec, cmd.changes)
-    return _new_pipeline(state, parent.experiment_id, spec, now, parent_id=parent.pipeline_id)
+    return [_new_pipeline(state, parent.experiment_id, spec, stamp, parent_id=parent.pipeline_id)]
 
 
 @_handle.register
-def _(cmd: CloneIntoContext, state: State, now: float) -> tuple[list[Event], dict[str, Any]]:
+def _(cmd: CloneIntoContext, state: State, stamp: Stamp) -> list[Event]:
     experiment_id = state.contexts.get(cmd.context_id)
     if experiment_id is None:
         raise Rejected(f"context {cmd.context_id} does not exist")
-    return _new_pipeline(state, experiment_id, cmd.spec, now, parent_id=None)
+    return [_new_pipeline(state, experiment_id, cmd.spec, stamp, parent_id=None)]
 
 
 @_handle.register
-def _(cmd: CreateExperiment, state: State, now: float) -> tuple[list[Event], dict[str, Any]]:
+def _(cmd: CreateExperiment, state: State, stamp: Stamp) -> list[Event]:
     if cmd.experiment_id in state.experiments:
         raise Rejected(f"experiment {cmd.experiment_id} already exists")
     if cmd.context_id in state.contexts:
@@ -162,53 +173,35 @@ def _(cmd: CreateExperiment, state: State, now: float) -> tuple[list[Event], dic
         raise Rejected("an experiment needs at least one pipeline")
     if cmd.max_attempts < 1:
         raise Rejected("max_attempts must be at least 1")
-    events: list[Event] = [
-        ExperimentCreated(
-            at=now,
-            experiment_id=cmd.experiment_id,
-            context_id=cmd.context_id,
-            experiment_name=cmd.experiment_name,
-            dataset_ref=cmd.dataset_ref,
-            row_count=cmd.row_count,
-            num_shards=cmd.num_shards,
-            eval=cmd.eval,
-            max_attempts=cmd.max_attempts,
-            retry_backoff_s=cmd.retry_backoff_s,
-        )
-    ]
-    first = state.next_pipeline_id
-    for offset, spec in enumerate(cmd.pipelines):
-        events.append(
-            PipelineCreated(
-                at=now,
-                pipeline_id=first + offset,
-                experiment_id=cmd.experiment_id,
-                context_id=cmd.context_id,
-                spec=spec,
-            )
-        )
-    result = {
-        "experiment_id": cmd.experiment_id,
-        "context_id": cmd.context_id,
-        "pipeline_ids": list(range(first, first + len(cmd.pipelines))),
-    }
-    return events, result
+    created = ExperimentCreated(
+        **stamp._asdict(),
+        experiment_id=cmd.experiment_id,
+        context_id=cmd.context_id,
+        experiment_name=cmd.experiment_name,
+        dataset_ref=cmd.dataset_ref,
+        row_count=cmd.row_count,
+        num_shards=cmd.num_shards,
+        eval=cmd.eval,
+        max_attempts=cmd.max_attempts,
+        retry_backoff_s=cmd.retry_backoff_s,
+        pipelines=cmd.pipelines,
+        first_pipeline_id=state.next_pipeline_id,
+    )
+    return [created]
 
 
 def _new_pipeline(
-    state: State, experiment_id: str, spec: PipelineSpec, now: float, *, parent_id: int | None
-) -> tuple[list[Event], dict[str, Any]]:
-    pipeline_id = state.next_pipeline_id
-    event = PipelineCreated(
-        at=now,
-        pipeline_id=pipeline_id,
+    state: State, experiment_id: str, spec: PipelineSpec, stamp: Stamp, *, parent_id: int | None
+) -> PipelineCreated:
+    return PipelineCreated(
+        **stamp._asdict(),
+        pipeline_id=state.next_pipeline_id,
         experiment_id=experiment_id,
         context_id=state.experiments[experiment_id].context_id,
         spec=spec,
         parent_pipeline_id=parent_id,
         source="clone",
     )
-    return [event], {"pipeline_id": pipeline_id}
 
 
 def _apply_changes(spec: PipelineSpec, changes: PipelineChanges) -> PipelineSpec:

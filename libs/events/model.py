@@ -83,6 +83,15 @@ class ShardStats(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     errors: int = 0
 
 
+# Upper bounds (inclusive, ms) of `ShardStats.latency_ms_buckets`: bucket i counts the rows with
+# LATENCY_BUCKETS_MS[i-1] < latency <= LATENCY_BUCKETS_MS[i]; one last bucket counts the rest.
+# Counts, not cumulative, so merging shards is an element-wise sum. Changing the bounds changes
+# what stored stats mean: add a new field instead.
+LATENCY_BUCKETS_MS: tuple[int, ...] = (
+    1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000,
+)  # fmt: skip
+
+
 def merge_metrics(
     into: dict[str, MetricStats], more: dict[str, MetricStats]
 ) -> dict[str, MetricStats]:

@@ -21,6 +21,7 @@ from inferno.events.events import (
     OperationCompleted,
     OperationFailed,
     OperationStarted,
+    Outcome,
     PipelineCompleted,
     PipelineCreated,
     PipelineDeleted,
@@ -110,17 +111,35 @@ class State(msgspec.Struct, kw_only=True):
     unknown_events: int = 0
 
 
-def _operation_started(s: State, e: OperationStarted) -> None:
-    op = s.operations.get(e.ic_id)
+def _operation(s: State, ic_id: int, operation: str) -> Operation:
+    """The operation an outcome settles; a fold of EVT alone (the scheduler's) creates it here."""
+    op = s.operations.get(ic_id)
     if op is None:
-        op = s.operations[e.ic_id] = Operation(ic_id=e.ic_id, operation=e.operation)
+        op = s.operations[ic_id] = Operation(ic_id=ic_id, operation=operation)
+    if ic_id > s.last_command_seq:
+        s.last_command_seq = ic_id
+    return op
+
+
+def _complete(s: State, e: Outcome, operation: str, result: dict[str, Any], **ids: Any) -> None:
+    if not e.ic_id:
+        return  # a schema v1 event: its operation completes with OperationCompleted
+    op = _operation(s, e.ic_id, operation)
+    for name, value in ids.items():
+        setattr(op, name, value)
+    op.status = "completed"
+    op.result = result
+    op.created_at = e.created_at
+    op.processed_at = e.at
+
+
+def _operation_started(s: State, e: OperationStarted) -> None:
+    op = _operation(s, e.ic_id, e.operation)
     op.status = "processing"
     op.pipeline_id = e.pipeline_id
     op.context_id = e.context_id
     op.experiment_id = e.experiment_id
     op.created_at = e.created_at
-    if e.ic_id > s.last_command_seq:
-        s.last_command_seq = e.ic_id
 
 
 def _operation_completed(s: State, e: OperationCompleted) -> None:
@@ -131,7 +150,12 @@ def _operation_completed(s: State, e: OperationCompleted) -> None:
 
 
 def _operation_failed(s: State, e: OperationFailed) -> None:
-    op = s.operations[e.ic_id]
+    op = _operation(s, e.ic_id, e.operation)
+    if e.operation:  # v1 events carry only the error; OperationStarted had the rest
+        op.pipeline_id = e.pipeline_id
+        op.context_id = e.context_id
+        op.experiment_id = e.experiment_id
+        op.created_at = e.created_at
     op.status = "failed"
     op.error = e.error
     op.processed_at = e.at
@@ -151,33 +175,77 @@ def _experiment_created(s: State, e: ExperimentCreated) -> None:
         created_at=e.at,
     )
     s.contexts[e.context_id] = e.experiment_id
+    ids = list(range(e.first_pipeline_id, e.first_pipeline_id + len(e.pipelines)))
+    for pipeline_id, spec in zip(ids, e.pipelines, strict=True):
+        _add_pipeline(s, pipeline_id, e.experiment_id, e.context_id, spec, None, "user", e.at)
+    result = {"experiment_id": e.experiment_id, "context_id": e.context_id, "pipeline_ids": ids}
+    _complete(
+        s,
+        e,
+        "create_experiment",
+        result,
+        experiment_id=e.experiment_id,
+        context_id=e.context_id,
+    )
 
 
 def _experiment_completed(s: State, e: ExperimentCompleted) -> None:
     s.experiments[e.experiment_id].status = "completed"
 
 
-def _pipeline_created(s: State, e: PipelineCreated) -> None:
-    experiment = s.experiments[e.experiment_id]
-    s.pipelines[e.pipeline_id] = Pipeline(
-        pipeline_id=e.pipeline_id,
-        experiment_id=e.experiment_id,
-        context_id=e.context_id,
-        spec=e.spec,
+def _add_pipeline(
+    s: State,
+    pipeline_id: int,
+    experiment_id: str,
+    context_id: str,
+    spec: PipelineSpec,
+    parent_pipeline_id: int | None,
+    source: str,
+    at: float,
+) -> None:
+    experiment = s.experiments[experiment_id]
+    s.pipelines[pipeline_id] = Pipeline(
+        pipeline_id=pipeline_id,
+        experiment_id=experiment_id,
+        context_id=context_id,
+        spec=spec,
         num_shards=experiment.num_shards,
-        parent_pipeline_id=e.parent_pipeline_id,
-        source=e.source,
-        created_at=e.at,
+        parent_pipeline_id=parent_pipeline_id,
+        source=source,
+        created_at=at,
     )
-    experiment.pipeline_ids.append(e.pipeline_id)
+    experiment.pipeline_ids.append(pipeline_id)
     experiment.status = "running"
-    if e.pipeline_id >= s.next_pipeline_id:
-        s.next_pipeline_id = e.pipeline_id + 1
+    if pipeline_id >= s.next_pipeline_id:
+        s.next_pipeline_id = pipeline_id + 1
 
 
-def _set_status(status: PipelineStatus) -> Callable[[State, Any], None]:
+def _pipeline_created(s: State, e: PipelineCreated) -> None:
+    _add_pipeline(
+        s,
+        e.pipeline_id,
+        e.experiment_id,
+        e.context_id,
+        e.spec,
+        e.parent_pipeline_id,
+        e.source,
+        e.at,
+    )
+    _complete(
+        s,
+        e,
+        "clone",
+        {"pipeline_id": e.pipeline_id},
+        pipeline_id=e.parent_pipeline_id,
+        context_id=e.context_id,
+    )
+
+
+def _set_status(status: PipelineStatus, operation: str = "") -> Callable[[State, Any], None]:
     def apply(s: State, e: Any) -> None:
         s.pipelines[e.pipeline_id].status = status
+        if operation:
+            _complete(s, e, operation, {}, pipeline_id=e.pipeline_id)
 
     return apply
 
@@ -192,6 +260,9 @@ def _pipeline_ended(status: PipelineStatus) -> Callable[[State, Any], None]:
         pipeline.retry_at.clear()
         if status == "failed":
             pipeline.failure = e.reason
+        else:
+            result = {"aborted_shards": e.aborted_shards}
+            _complete(s, e, "delete", result, pipeline_id=e.pipeline_id)
 
     return apply
 
@@ -243,8 +314,8 @@ _APPLY: dict[type, Callable[[State, Any], None]] = {
     ExperimentCreated: _experiment_created,
     ExperimentCompleted: _experiment_completed,
     PipelineCreated: _pipeline_created,
-    PipelineStopped: _set_status("stopped"),
-    PipelineResumed: _set_status("ongoing"),
+    PipelineStopped: _set_status("stopped", "stop"),
+    PipelineResumed: _set_status("ongoing", "resume"),
     PipelineCompleted: _set_status("completed"),
     PipelineDeleted: _pipeline_ended("deleted"),
     PipelineFailed: _pipeline_ended("failed"),

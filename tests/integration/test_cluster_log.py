@@ -59,7 +59,7 @@ async def test_appends_go_on_through_the_loss_of_the_stream_leader(nats_cluster,
 
         await _all_replicas_current(js, stream)
         seen: list[tuple[int, bytes]] = []
-        await replay(js, stream, lambda data, seq, ts: seen.append((seq, data)))
+        await replay(js, stream, lambda data, seq: seen.append((seq, data)))
         assert seen == [(i + 1, str(i).encode()) for i in range(40)]
     finally:
         for info in await js.streams_info():

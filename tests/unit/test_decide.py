@@ -171,10 +171,10 @@ def test_invalid_transitions_fail_the_operation_and_change_nothing(h, setup, com
     for cmd in setup:
         h.command(cmd)
     pipelines_before = {pid: p.status for pid, p in h.state.pipelines.items()}
-    events = h.command(command)
-    assert isinstance(events[-1], OperationFailed)
-    assert error in events[-1].error
-    assert len(events) == 2
+    (failed,) = h.command(command)
+    assert isinstance(failed, OperationFailed)
+    assert error in failed.error
+    assert h.state.operations[h.cmd_seq].status == "failed"
     assert {pid: p.status for pid, p in h.state.pipelines.items()} == pipelines_before
 
 

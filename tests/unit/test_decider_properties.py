@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import NamedTuple
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inferno.events import State, decide, decode_event, encode, evolve, fold, snapshot
+from inferno.events import State, decide, decode_event, encode, evolve, fold, note_command, snapshot
 from inferno.events.commands import (
     AssignWork,
     CloneIntoContext,
@@ -25,9 +26,8 @@ from inferno.events.commands import (
 )
 from inferno.events.events import (
     Event,
-    OperationCompleted,
+    ExperimentCreated,
     OperationFailed,
-    OperationStarted,
     PipelineCreated,
     PipelineDeleted,
     ShardAssigned,
@@ -136,9 +136,19 @@ def to_message(act: tuple, state: State, step: int):
     return ShardProgress(rows_done=1, **common)
 
 
-def run(actions: list[tuple]) -> tuple[State, list[Event]]:
-    """Drive decide/evolve like the scheduler does, checking that decide never mutates state."""
-    state, log = State(), []
+class Run(NamedTuple):
+    state: State
+    log: list[Event]
+    decisions: list[tuple[object, list[Event]]]  # (input, the events decided for it)
+    statuses: dict[int, list[str]]  # every status an operation showed, as the api would see it
+
+
+def run(actions: list[tuple]) -> Run:
+    """Drive decide/evolve like the scheduler does, checking that decide never mutates state.
+    A second fold plays the api's projection: commands show as pending until decided."""
+    state, log, decisions = State(), [], []
+    projection = State()
+    statuses: dict[int, list[str]] = defaultdict(list)
     cmd_seq = report_seq = 0
     for step, act in enumerate(actions):
         message = to_message(act, state, step)
@@ -152,20 +162,27 @@ def run(actions: list[tuple]) -> tuple[State, list[Event]]:
         else:
             cmd_seq += 1
             seq = cmd_seq
+            note_command(projection, seq, message)
+            statuses[seq].append(projection.operations[seq].status)
         before = snapshot(state)
         events = decide(state, message, now=float(step), seq=seq)
         assert snapshot(state) == before, "decide mutated the state"
         for event in events:
             evolve(state, event)
+            evolve(projection, event)
         log.extend(events)
-    return state, log
+        decisions.append((message, events))
+        for ic_id, op in projection.operations.items():
+            if not statuses[ic_id] or statuses[ic_id][-1] != op.status:
+                statuses[ic_id].append(op.status)
+    return Run(state, log, decisions, statuses)
 
 
 @settings(max_examples=150, deadline=None)
 @given(runs)
 def test_folding_is_deterministic_and_replay_gives_the_same_state(actions):
-    state, log = run(actions)
-    again, log_again = run(actions)
+    state, log, _, _ = run(actions)
+    again, log_again, _, _ = run(actions)
     assert [encode(e) for e in log] == [encode(e) for e in log_again]
     assert snapshot(state) == snapshot(again)
     replayed = fold(decode_event(encode(e)) for e in log)
@@ -175,7 +192,7 @@ def test_folding_is_deterministic_and_replay_gives_the_same_state(actions):
 @settings(max_examples=150, deadline=None)
 @given(runs)
 def test_a_shard_completes_at_most_once(actions):
-    _, log = run(actions)
+    log = run(actions).log
     completions = [(e.pipeline_id, e.shard) for e in log if isinstance(e, ShardCompleted)]
     assert len(completions) == len(set(completions))
 
@@ -183,7 +200,7 @@ def test_a_shard_completes_at_most_once(actions):
 @settings(max_examples=150, deadline=None)
 @given(runs)
 def test_a_deleted_pipeline_never_gets_work_again(actions):
-    _, log = run(actions)
+    log = run(actions).log
     deleted: set[int] = set()
     for event in log:
         if isinstance(event, PipelineDeleted):
@@ -195,39 +212,33 @@ def test_a_deleted_pipeline_never_gets_work_again(actions):
 @settings(max_examples=150, deadline=None)
 @given(runs)
 def test_operation_statuses_only_move_forward(actions):
-    _, log = run(actions)
-    order = {"processing": 1, "completed": 2, "failed": 2}
-    seen: dict[int, list[str]] = defaultdict(list)
-    for event in log:
-        if isinstance(event, OperationStarted):
-            seen[event.ic_id].append("processing")
-        elif isinstance(event, OperationCompleted):
-            seen[event.ic_id].append("completed")
-        elif isinstance(event, OperationFailed):
-            seen[event.ic_id].append("failed")
-    for statuses in seen.values():
-        assert statuses[0] == "processing"
-        assert len(statuses) == 2
-        assert order[statuses[0]] < order[statuses[1]]
+    rank = {"pending": 0, "processing": 1, "completed": 2, "failed": 2}
+    result = run(actions)
+    for ic_id, statuses in result.statuses.items():
+        assert statuses[0] == "pending", ic_id
+        assert statuses[-1] in ("completed", "failed")  # every command gets decided
+        ranks = [rank[s] for s in statuses]
+        assert ranks == sorted(set(ranks)), statuses
 
 
 @settings(max_examples=150, deadline=None)
 @given(runs)
 def test_ids_never_repeat(actions):
-    _, log = run(actions)
+    log = run(actions).log
     pipeline_ids = [e.pipeline_id for e in log if isinstance(e, PipelineCreated)]
-    ic_ids = [e.ic_id for e in log if isinstance(e, OperationStarted)]
+    for e in log:
+        if isinstance(e, ExperimentCreated):
+            pipeline_ids += range(e.first_pipeline_id, e.first_pipeline_id + len(e.pipelines))
+    settled = [e.ic_id for e in log if getattr(e, "ic_id", 0)]
     assert len(pipeline_ids) == len(set(pipeline_ids))
-    assert len(ic_ids) == len(set(ic_ids))
-    assert pipeline_ids == sorted(pipeline_ids)
+    assert len(settled) == len(set(settled)), "an operation was decided twice"
 
 
 @settings(max_examples=150, deadline=None)
 @given(runs)
 def test_a_failed_operation_changes_nothing_else(actions):
-    _, log = run(actions)
-    for i, event in enumerate(log):
-        if isinstance(event, OperationFailed):
-            assert isinstance(log[i - 1], OperationStarted)
-            assert log[i - 1].ic_id == event.ic_id
-            assert event.error
+    for message, events in run(actions).decisions:
+        if any(isinstance(e, OperationFailed) for e in events):
+            (failed,) = events
+            assert failed.error
+            assert failed.operation == message.operation

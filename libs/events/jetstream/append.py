@@ -23,6 +23,14 @@ message on the batch's last subject): if they carry our ids, the earlier attempt
 the result is `duplicate=True` with the original sequences. Outside the duplicate window (2 min)
 only the expected sequence protects against a second copy — decisions always pass one.
 
+`append_decisions` appends several independent decisions, each all-or-nothing and all fenced:
+a run of single-message decisions goes out pipelined (awaited `js.publish` calls in flight
+together on one connection, so the server sees them in order), a multi-message decision as one
+atomic batch. Besides its expected sequence, each message of a run after the first carries
+`Nats-Expected-Last-Msg-Id` = the id of the message before it: if the first one is refused
+because someone else appended exactly one message, the second's sequence would match again, and
+only the id chain stops a deposed writer from landing after the foreign message.
+
 `publish_async` is never used here: it loses server errors (nats-py #985).
 """
 
@@ -34,11 +42,12 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import accumulate, takewhile
 
 import nats.errors
 import structlog
 from nats.aio.client import Client as NATS
-from nats.js.api import RawStreamMsg
+from nats.js.api import PubAck, RawStreamMsg
 from nats.js.errors import (
     APIError,
     NoStreamResponseError,
@@ -84,6 +93,8 @@ class AppendError(RuntimeError):
 
     def __init__(self, stream: str, err_code: int | None, description: str) -> None:
         self.stream, self.err_code, self.description = stream, err_code, description
+        # from `append_decisions`: the results of the decisions before this one, which did land
+        self.landed: list[AppendResult] = []
         super().__init__(f"append to {stream} refused: {description} (err_code {err_code})")
 
 
@@ -160,6 +171,81 @@ class Appender:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 attempt += 1
+
+    async def append_decisions(
+        self,
+        stream: str,
+        decisions: Sequence[Sequence[Outgoing]],
+        *,
+        expected_last_seq: int,
+        timeout: float = 5.0,
+        retry_for: float = 10.0,
+    ) -> list[AppendResult]:
+        """Append independent decisions in order, each all-or-nothing; one result per decision.
+
+        Decision k is fenced at `expected_last_seq` + the messages of the decisions before it.
+        Runs of single-message decisions are pipelined; a message that fails goes through `append`
+        (read-back of a lost ack, retries, `StaleWriter`), and so does the rest of its run. Any
+        `AppendError` (`StaleWriter`, `LogUnavailable`, ...) carries in `landed` the results of
+        the decisions before the one that failed: exactly those are stored.
+        """
+        if not all(0 < len(decision) <= MAX_BATCH for decision in decisions):
+            raise ValueError(f"every decision needs 1 to {MAX_BATCH} messages")
+        landed: list[AppendResult] = []
+        fences = list(accumulate((len(d) for d in decisions), initial=expected_last_seq))
+        try:
+            while (k := len(landed)) < len(decisions):
+                run = list(takewhile(lambda d: len(d) == 1, decisions[k:]))
+                if not run:
+                    result = await self.append(
+                        stream,
+                        decisions[k],
+                        expected_last_seq=fences[k],
+                        timeout=timeout,
+                        retry_for=retry_for,
+                    )
+                    landed.append(result)
+                    continue
+                messages = [decision[0] for decision in run]
+                acks = await asyncio.gather(
+                    *(
+                        self._send_chained(stream, messages, n, fences[k + n], timeout)
+                        for n in range(len(messages))
+                    ),
+                    return_exceptions=True,
+                )
+                for ack in acks:
+                    if isinstance(ack, BaseException):
+                        break
+                    landed.append(AppendResult(ack.seq, ack.seq, bool(ack.duplicate)))
+                for n in range(len(landed) - k, len(messages)):  # from the first failure on
+                    result = await self.append(
+                        stream,
+                        [messages[n]],
+                        expected_last_seq=fences[k + n],
+                        timeout=timeout,
+                        retry_for=retry_for,
+                    )
+                    landed.append(result)
+        except AppendError as error:
+            error.landed = landed
+            raise
+        return landed
+
+    async def _send_chained(
+        self, stream: str, messages: Sequence[Outgoing], n: int, expected: int, timeout: float
+    ) -> PubAck:
+        """Message n of a pipelined run, fenced by sequence and by the id of message n - 1.
+        Any failure is the caller's to sort out (through `append`)."""
+        message = messages[n]
+        headers = dict(message.headers or {})
+        headers["Nats-Msg-Id"] = message.msg_id
+        headers["Nats-Expected-Last-Sequence"] = str(expected)
+        if n:
+            headers["Nats-Expected-Last-Msg-Id"] = messages[n - 1].msg_id
+        return await self._js.publish(
+            message.subject, message.payload, timeout=timeout, stream=stream, headers=headers
+        )
 
     async def _publish_one(
         self, stream: str, message: Outgoing, expected: int | None, timeout: float

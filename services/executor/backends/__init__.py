@@ -1,1 +1,18 @@
-"""Inference engines behind one Protocol; one module per engine."""
+"""Inference engines behind one Protocol (`base.Engine`); one module per engine.
+
+A new backend is a module that defines a `base.Backend` and one line in `default_backends`; the
+executor loop never changes.
+"""
+
+from __future__ import annotations
+
+from inferno.executor.backends import sim
+from inferno.executor.backends.base import Backend, Backends
+
+
+def default_backends() -> dict[str, Backend]:
+    """Every backend this build knows, by pipeline_type (advertised only where available)."""
+    return {backend.pipeline_type: backend for backend in (sim.BACKEND,)}
+
+
+__all__ = ["Backend", "Backends", "default_backends"]

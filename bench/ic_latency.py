@@ -1,0 +1,133 @@
+"""Interactive-control latency: how long a stop or resume takes from request to completed.
+
+    .venv/bin/python bench/ic_latency.py [--ops 1000] [--baseline-ops 40]
+
+Starts the embedded cluster the way `inferno up` does (nats-server with sync_interval: always,
+api, scheduler, 2 executors, all separate processes), runs an experiment whose `sim` pipelines
+stay ongoing, and sends alternating stop/resume over HTTP with `?wait`, timing each request from
+send to a response that says `completed` (accept -> completed, as a client sees it). The
+baseline, in the same run: RapidFire's evals design, an IC-op table in SQLite applied by a
+controller loop that sleeps 0.5 s between checks (bench/sqlite_controller.py).
+Targets (2 cores): p50 <= 5 ms, p99 <= 25 ms, p50 >= 50x faster than the baseline's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from sqlite_controller import SqliteController, submit_and_wait
+
+from inferno.client.launcher import LocalCluster
+from inferno.client.sdk import Client
+
+OUT = Path(__file__).parent / "out"
+
+
+def long_running_experiment(pipelines: int) -> dict:
+    rows = [{"id": i, "question": f"{i}+1?", "answer": str(i + 1)} for i in range(4000)]
+    return {
+        "experiment_name": "ic-latency",
+        "num_shards": 400,
+        "dataset": {"rows": rows},
+        "eval": {
+            "prompt": "Q: {question}\nA:",
+            "scorers": [{"name": "exact_match", "target": "answer"}],
+        },
+        "pipelines": [
+            {
+                "pipeline_name": f"p{i}",
+                "pipeline_type": "sim",
+                "model_config": {"model": f"sim-{i}", "accuracy": 0.8, "latency_ms_per_row": 20},
+            }
+            for i in range(pipelines)
+        ],
+    }
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def inferno_latencies(ops: int, pipelines: int) -> tuple[list[float], list[float]]:
+    """(client-side request->completed seconds, server-side created_at->processed_at seconds)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cluster = LocalCluster(tmp, executors=2, log_dir=Path(tmp) / "logs")
+        cluster.start()
+        try:
+            with Client(cluster.api_url) as client:
+                created = client.create_experiment(long_running_experiment(pipelines), wait=10)
+                ids = [p["pipeline_id"] for p in created["pipelines"]]
+                client_side, server_side = [], []
+                actions = itertools.cycle(["stop", "resume"])
+                for i in range(ops):
+                    action = next(actions)
+                    pipeline_id = ids[(i // 2) % len(ids)]
+                    start = time.perf_counter()
+                    op = getattr(client, action)(pipeline_id, wait=5)
+                    elapsed = time.perf_counter() - start
+                    if op["status"] != "completed":
+                        raise RuntimeError(f"{action} {pipeline_id} ended {op}")
+                    client_side.append(elapsed)
+                    server_side.append(op["processed_at"] - op["created_at"])
+        finally:
+            cluster.stop()
+    return client_side, server_side
+
+
+def baseline_latencies(ops: int) -> list[float]:
+    with tempfile.TemporaryDirectory() as tmp, SqliteController(Path(tmp) / "ic.db"):
+        samples = []
+        for i in range(ops):
+            samples.append(submit_and_wait(Path(tmp) / "ic.db", i % 4, ("stop", "resume")[i % 2]))
+            time.sleep(0.013 * (i % 7))  # requests arrive at arbitrary points of the poll cycle
+        return samples
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    return {
+        "n": len(samples),
+        "p50_ms": percentile(samples, 0.50) * 1000,
+        "p99_ms": percentile(samples, 0.99) * 1000,
+        "mean_ms": statistics.fmean(samples) * 1000,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ops", type=int, default=1000, help="stop/resume operations")
+    parser.add_argument("--pipelines", type=int, default=4)
+    parser.add_argument("--baseline-ops", type=int, default=40)
+    args = parser.parse_args()
+    client_side, server_side = inferno_latencies(args.ops, args.pipelines)
+    baseline = baseline_latencies(args.baseline_ops)
+    result = {
+        "inferno_http_wait": summary(client_side),
+        "inferno_server_side": summary(server_side),
+        "sqlite_controller_baseline": summary(baseline),
+    }
+    speedup = result["sqlite_controller_baseline"]["p50_ms"] / result["inferno_http_wait"]["p50_ms"]
+    result["p50_speedup"] = speedup
+    print(f"interactive-control latency, {args.ops} alternating stop/resume ops")
+    for name, label in (
+        ("inferno_http_wait", "inferno: HTTP ?wait, request -> completed"),
+        ("inferno_server_side", "inferno: created_at -> processed_at"),
+        ("sqlite_controller_baseline", "baseline: SQLite table + 0.5 s poll loop"),
+    ):
+        s = result[name]
+        p50, p99 = s["p50_ms"], s["p99_ms"]
+        print(f"  {label:<44} p50 {p50:8.2f} ms   p99 {p99:8.2f} ms   n={s['n']}")
+    print(f"  p50 speedup over the baseline: {speedup:,.0f}x")
+    print("  targets (2 cores): p50 <= 5 ms, p99 <= 25 ms, >= 50x the baseline")
+    OUT.mkdir(exist_ok=True)
+    (OUT / "ic_latency.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,304 @@
+"""Python SDK over the Inferno HTTP API (DESIGN §7): one method per route, plain dicts back.
+
+A non-2xx answer raises `InfernoError(status, message)` with the server's `error` text; an api
+that cannot be reached raises `ApiUnreachable` (status 0). `load_spec` turns an experiment spec
+file (YAML or JSON, the body of POST /api/v1/experiments) into that body, uploading a local
+`dataset.path` (JSONL or CSV) once through POST /api/v1/datasets.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+DEFAULT_URL = "http://127.0.0.1:8851"
+API = "/api/v1"
+DATASET_SUFFIXES = (".jsonl", ".ndjson", ".csv")
+
+
+class InfernoError(Exception):
+    """The api answered with an error (status = HTTP status), or could not be reached (0)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.message} (HTTP {self.status})" if self.status else self.message
+
+
+class ApiUnreachable(InfernoError):
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(0, f"the Inferno api at {url} is not reachable ({reason})")
+        self.url = url
+
+
+class SpecError(ValueError):
+    """An experiment spec or dataset file that cannot be used; the message names the file."""
+
+
+class Client:
+    """Synchronous client; use it as a context manager or call `close()`."""
+
+    def __init__(
+        self, base_url: str = DEFAULT_URL, token: str | None = None, timeout: float = 30.0
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # trust_env=False: loopback calls must never go through an http_proxy from the environment
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=timeout, trust_env=False
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # experiments and datasets
+    def create_experiment(
+        self, spec: Mapping[str, Any], wait: float | None = None, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        return self._request("POST", f"{API}/experiments", spec, wait, idempotency_key)
+
+    def upload_dataset(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Store rows once (content-addressed); returns {"dataset_ref", "row_count"}."""
+        return self._request("POST", f"{API}/datasets", {"rows": rows})
+
+    def experiments(self) -> list[dict[str, Any]]:
+        return _items(self._request("GET", f"{API}/experiments"), "experiments")
+
+    def experiment(self, experiment_id: str) -> dict[str, Any]:
+        return self._request("GET", f"{API}/experiments/{experiment_id}")
+
+    # pipelines
+    def pipelines(
+        self, experiment_id: str | None = None, status: str | None = None
+    ) -> list[dict[str, Any]]:
+        params = {"experiment_id": experiment_id, "status": status}
+        body = self._request("GET", f"{API}/pipelines", params=params)
+        return _items(body, "pipelines")
+
+    def pipeline(self, pipeline_id: int) -> dict[str, Any]:
+        return self._request("GET", f"{API}/pipelines/{pipeline_id}")
+
+    def stop(
+        self, pipeline_id: int, wait: float | None = None, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        return self._control(pipeline_id, "stop", None, wait, idempotency_key)
+
+    def resume(
+        self, pipeline_id: int, wait: float | None = None, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        return self._control(pipeline_id, "resume", None, wait, idempotency_key)
+
+    def delete(
+        self, pipeline_id: int, wait: float | None = None, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        return self._control(pipeline_id, "delete", None, wait, idempotency_key)
+
+    def clone(
+        self,
+        pipeline_id: int,
+        changes: Mapping[str, Any] | None = None,
+        wait: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Clone with `changes` (pipeline_name, model_config, sampling_params, ...); the new
+        pipeline's id is in the operation's `result` once it completed."""
+        return self._control(pipeline_id, "clone", dict(changes or {}), wait, idempotency_key)
+
+    # operations, executors, health
+    def operations(self) -> list[dict[str, Any]]:
+        return _items(self._request("GET", f"{API}/operations"), "operations")
+
+    def operation(self, ic_id: int) -> dict[str, Any]:
+        return self._request("GET", f"{API}/operations/{ic_id}")
+
+    def executors(self) -> list[dict[str, Any]]:
+        return _items(self._request("GET", f"{API}/executors"), "executors")
+
+    def ready(self) -> bool:
+        """True when /readyz answers 2xx; False when it answers otherwise or cannot be reached."""
+        try:
+            return self._http.get("/readyz").is_success
+        except httpx.HTTPError:
+            return False
+
+    def _control(
+        self,
+        pipeline_id: int,
+        action: str,
+        body: dict[str, Any] | None,
+        wait: float | None,
+        idempotency_key: str | None,
+    ) -> dict[str, Any]:
+        path = f"{API}/pipelines/{pipeline_id}/{action}"
+        return self._request("POST", path, body, wait, idempotency_key)
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        wait: float | None = None,
+        idempotency_key: str | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> Any:
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        if wait is not None:
+            query["wait"] = wait
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        timeout = self._http.timeout.read
+        if wait and timeout is not None:  # the server holds the answer up to `wait` seconds
+            timeout += wait
+        try:
+            response = self._http.request(
+                method,
+                path,
+                json=body,
+                params=query,
+                headers=headers,
+                timeout=httpx.Timeout(self._http.timeout.connect or 5.0, read=timeout),
+            )
+        except httpx.TransportError as error:
+            raise ApiUnreachable(self.base_url, str(error) or type(error).__name__) from error
+        if not response.is_success:
+            raise InfernoError(response.status_code, _error_text(response))
+        return response.json() if response.content else None
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip() or response.reason_phrase
+    if isinstance(body, dict):
+        for key in ("error", "detail", "message"):
+            if body.get(key):
+                text = body[key]
+                return text if isinstance(text, str) else json.dumps(text)
+    return json.dumps(body)
+
+
+def _items(body: Any, key: str) -> list[dict[str, Any]]:
+    """A list route's answer: a bare list, or an object holding it under `key`."""
+    if isinstance(body, dict):
+        body = body.get(key, body.get("items", []))
+    return list(body or [])
+
+
+# experiment spec files
+def load_spec(path: str | Path, client: Client | None = None) -> dict[str, Any]:
+    """The POST /experiments body in a YAML or JSON file. A `dataset.path` (JSONL or CSV, relative
+    to the spec file) is read and, when `client` is given, uploaded once and replaced by
+    `dataset.ref`; without a client the rows are inlined as `dataset.rows`."""
+    path = Path(path)
+    spec = read_spec(path)
+    dataset = spec.get("dataset")
+    if isinstance(dataset, dict) and "path" in dataset:
+        data_path = Path(dataset["path"])
+        if not data_path.is_absolute():
+            data_path = path.parent / data_path
+        rows = read_rows(data_path)
+        rest = {k: v for k, v in dataset.items() if k != "path"}
+        if client is None:
+            spec["dataset"] = {**rest, "rows": rows}
+        else:
+            stored = client.upload_dataset(rows)
+            spec["dataset"] = {**rest, "ref": stored["dataset_ref"]}
+    return spec
+
+
+def read_spec(path: Path) -> dict[str, Any]:
+    """Parse a spec file (YAML is a superset of JSON, so one parser reads both)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"spec file {path} not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SpecError(f"cannot read spec file {path}: {error}") from None
+    try:
+        spec = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise SpecError(f"spec file {path} is not valid YAML/JSON: {_yaml_reason(error)}") from None
+    if not isinstance(spec, dict):
+        raise SpecError(f"spec file {path} must hold a mapping, not {type(spec).__name__}")
+    dataset = spec.get("dataset")
+    if dataset is not None and not isinstance(dataset, dict):
+        raise SpecError(f"spec file {path}: `dataset` must be a mapping (rows, ref or path)")
+    if isinstance(dataset, dict) and "path" in dataset:
+        others = sorted({"rows", "ref"} & dataset.keys())
+        if others:
+            raise SpecError(f"spec file {path}: `dataset` has `path` and `{others[0]}`; give one")
+        if not isinstance(dataset["path"], str) or not dataset["path"]:
+            raise SpecError(f"spec file {path}: `dataset.path` must be a file name")
+    return spec
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSONL (one JSON object a line; blank lines skipped) or CSV file (header row;
+    values stay strings)."""
+    suffix = path.suffix.lower()
+    if suffix not in DATASET_SUFFIXES:
+        raise SpecError(
+            f"dataset {path}: unsupported file type {suffix or '(none)'!r};"
+            f" use {', '.join(DATASET_SUFFIXES)}"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"dataset file {path} not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SpecError(f"cannot read dataset file {path}: {error}") from None
+    rows = _csv_rows(path, text) if suffix == ".csv" else _jsonl_rows(path, text)
+    if not rows:
+        raise SpecError(f"dataset {path} has no rows")
+    return rows
+
+
+def _jsonl_rows(path: Path, text: str) -> list[dict[str, Any]]:
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise SpecError(f"dataset {path} line {number}: invalid JSON: {error.msg}") from None
+        if not isinstance(row, dict):
+            raise SpecError(f"dataset {path} line {number}: a row must be a JSON object")
+        rows.append(row)
+    return rows
+
+
+def _csv_rows(path: Path, text: str) -> list[dict[str, Any]]:
+    reader = csv.DictReader(text.splitlines())
+    if not reader.fieldnames:
+        raise SpecError(f"dataset {path} has no header row")
+    rows = []
+    for row in reader:
+        if None in row or any(value is None for value in row.values()):
+            raise SpecError(
+                f"dataset {path} line {reader.line_num}: expected {len(reader.fieldnames)}"
+                " columns as in the header"
+            )
+        rows.append(dict(row))
+    return rows
+
+
+def _yaml_reason(error: yaml.YAMLError) -> str:
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem

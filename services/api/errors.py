@@ -1,0 +1,77 @@
+"""Every error leaves the api as JSON `{"error": "..."}` with a status a client can act on.
+
+400 names the field that is wrong, 404 the thing that does not exist, 409 the transition the
+projection already shows to be invalid, 503 a log that is unreachable; 500 says nothing about
+internals (the details go to the log line instead).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from inferno.api.responses import json_response
+from inferno.events.jetstream import LogUnavailable
+
+_log = structlog.get_logger(__name__)
+
+_WHERE = {"query": "query parameter", "path": "path parameter", "header": "header"}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def bad_field(field: str, reason: str) -> ApiError:
+    return ApiError(400, f"field '{field}': {reason}")
+
+
+def validation_message(error: dict[str, Any]) -> str:
+    """One pydantic error as a sentence naming where it is: `field 'dataset.rows': ...`."""
+    source, *path = error["loc"]
+    if error["type"] == "json_invalid":
+        return f"request body is not valid JSON: {error.get('ctx', {}).get('error', '')}".rstrip()
+    reason = error["msg"]
+    if error["type"] == "value_error":  # our own validators: their text, without pydantic's prefix
+        reason = str(error["ctx"]["error"])
+    if not path:
+        return (
+            "request body is required" if error["type"] == "missing" else f"request body: {reason}"
+        )
+    name = ".".join(str(part) for part in path)
+    return f"{_WHERE.get(source, 'field')} '{name}': {reason}"
+
+
+def install(app: FastAPI) -> None:
+    async def api_error(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return json_response({"error": exc.message}, exc.status)
+
+    async def invalid(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return json_response({"error": validation_message(exc.errors()[0])}, 400)
+
+    async def http_error(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return json_response({"error": str(exc.detail)}, exc.status_code, exc.headers)
+
+    async def log_unavailable(request: Request, exc: Exception) -> Response:
+        _log.warning("log unavailable", path=request.url.path, error=str(exc))
+        return json_response({"error": "the log is unavailable; retry later"}, 503)
+
+    async def internal(request: Request, exc: Exception) -> Response:
+        _log.error("unhandled error", path=request.url.path, exc_info=exc)
+        return json_response({"error": "internal error"}, 500)
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(LogUnavailable, log_unavailable)
+    app.add_exception_handler(Exception, internal)

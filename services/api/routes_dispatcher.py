@@ -1,0 +1,89 @@
+"""The dispatcher API, as RapidFire's evals users call it (DESIGN §7): same paths, same bodies,
+`{"ic_id", "message"}` answers. Writes also honour `?wait` and `Idempotency-Key`."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from inferno.api import views
+from inferno.api.commands import submit
+from inferno.api.deps import GatewayDep, IdempotencyKey, Wait
+from inferno.api.errors import ApiError
+from inferno.api.responses import MsgspecJSONResponse, json_response
+from inferno.api.schemas import CloneIntoContextBody, PipelineRef
+from inferno.events.commands import (
+    AnyCommand,
+    CloneIntoContext,
+    DeletePipeline,
+    ResumePipeline,
+    StopPipeline,
+)
+
+router = APIRouter(
+    prefix="/dispatcher", tags=["dispatcher"], default_response_class=MsgspecJSONResponse
+)
+
+
+async def _issue(gw: GatewayDep, command: AnyCommand, key: str | None, wait: float) -> Response:
+    op = await submit(gw, command, idempotency_key=key, wait=wait)
+    return json_response(views.dispatcher_ack(op))
+
+
+@router.get("/health-check")
+async def health_check() -> Response:
+    return json_response({"status": "ok"})
+
+
+@router.post("/stop-pipeline")
+async def stop_pipeline(
+    body: PipelineRef, gw: GatewayDep, idempotency_key: IdempotencyKey = None, wait: Wait = 0
+) -> Response:
+    command = StopPipeline(pipeline_id=body.pipeline_id, issued_at=time.time())
+    return await _issue(gw, command, idempotency_key, wait)
+
+
+@router.post("/resume-pipeline")
+async def resume_pipeline(
+    body: PipelineRef, gw: GatewayDep, idempotency_key: IdempotencyKey = None, wait: Wait = 0
+) -> Response:
+    command = ResumePipeline(pipeline_id=body.pipeline_id, issued_at=time.time())
+    return await _issue(gw, command, idempotency_key, wait)
+
+
+@router.post("/delete-pipeline")
+async def delete_pipeline(
+    body: PipelineRef, gw: GatewayDep, idempotency_key: IdempotencyKey = None, wait: Wait = 0
+) -> Response:
+    command = DeletePipeline(pipeline_id=body.pipeline_id, issued_at=time.time())
+    return await _issue(gw, command, idempotency_key, wait)
+
+
+@router.post("/clone-pipeline")
+async def clone_pipeline(
+    body: CloneIntoContextBody,
+    gw: GatewayDep,
+    idempotency_key: IdempotencyKey = None,
+    wait: Wait = 0,
+) -> Response:
+    """A new pipeline in an existing context; the operation's result holds its pipeline_id."""
+    command = CloneIntoContext(
+        context_id=body.checked_context_id(), spec=body.spec(), issued_at=time.time()
+    )
+    return await _issue(gw, command, idempotency_key, wait)
+
+
+@router.get("/operation-status/{ic_id}")
+async def operation_status(ic_id: int, gw: GatewayDep) -> Response:
+    op = gw.projection.state.operations.get(ic_id)
+    if op is None:
+        raise ApiError(404, f"operation {ic_id} not found")
+    return json_response(views.operation(op))
+
+
+@router.get("/all-operations")
+async def all_operations(gw: GatewayDep) -> Response:
+    ops = gw.projection.state.operations
+    return json_response([views.operation(ops[i]) for i in sorted(ops)])

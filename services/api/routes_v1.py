@@ -1,0 +1,202 @@
+"""Resources under /api/v1: experiments, datasets, pipelines, operations, executors.
+
+Reads come from the projection. Writes issue one command each (`commands.submit`) and answer
+with the operation's status object; `?wait=SECONDS` answers once it is final (or with its status
+when the time is up), `Idempotency-Key` makes a retry return the original operation.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query
+from starlette.responses import Response
+
+from inferno.api import views
+from inferno.api.commands import submit
+from inferno.api.data import load_rows, store_rows
+from inferno.api.deps import GatewayDep, IdempotencyKey, Wait
+from inferno.api.errors import ApiError
+from inferno.api.responses import MsgspecJSONResponse, json_response
+from inferno.api.schemas import CloneBody, ExperimentBody, RowsBody, check_experiment
+from inferno.events.commands import (
+    AnyCommand,
+    ClonePipeline,
+    CreateExperiment,
+    DeletePipeline,
+    ResumePipeline,
+    StopPipeline,
+)
+from inferno.events.state import OperationStatus, PipelineStatus
+
+router = APIRouter(prefix="/api/v1", tags=["v1"], default_response_class=MsgspecJSONResponse)
+
+
+# experiments and datasets
+
+
+@router.post("/experiments")
+async def create_experiment(
+    body: ExperimentBody, gw: GatewayDep, idempotency_key: IdempotencyKey = None, wait: Wait = 0
+) -> Response:
+    """Create an experiment with its first pipelines. The dataset is inline (`rows`, stored
+    once under its digest) or a stored one (`ref`). `pipelines` in the answer fill in once the
+    scheduler has decided (use `?wait`)."""
+    if body.dataset.rows is not None:
+        rows = body.dataset.rows
+        check_experiment(body, len(rows), rows[0])
+        ref = await store_rows(gw, rows)
+    else:
+        ref = body.dataset.ref or ""
+        rows = await load_rows(gw, ref, "dataset.ref")
+        check_experiment(body, len(rows), rows[0])
+    command = CreateExperiment(
+        experiment_id=f"exp-{uuid.uuid4().hex[:12]}",
+        context_id=f"ctx-{uuid.uuid4().hex[:12]}",
+        experiment_name=body.experiment_name,
+        dataset_ref=ref,
+        row_count=len(rows),
+        num_shards=body.num_shards,
+        eval=body.eval.spec(),
+        pipelines=[p.spec() for p in body.pipelines],
+        max_attempts=body.max_attempts,
+        retry_backoff_s=body.retry_backoff_s,
+        issued_at=time.time(),
+    )
+    op = await submit(gw, command, idempotency_key=idempotency_key, wait=wait)
+    return json_response(views.created_experiment(gw.projection.state, op))
+
+
+@router.post("/datasets")
+async def upload_dataset(body: RowsBody, gw: GatewayDep) -> Response:
+    """Store rows once (content-addressed); experiments then name them by `dataset_ref`."""
+    ref = await store_rows(gw, body.rows)
+    return json_response({"dataset_ref": ref, "row_count": len(body.rows)})
+
+
+@router.get("/experiments")
+async def list_experiments(gw: GatewayDep) -> Response:
+    experiments = gw.projection.state.experiments.values()
+    return json_response([views.experiment(e) for e in experiments])
+
+
+@router.get("/experiments/{experiment_id}")
+async def get_experiment(experiment_id: str, gw: GatewayDep) -> Response:
+    state = gw.projection.state
+    experiment = state.experiments.get(experiment_id)
+    if experiment is None:
+        raise ApiError(404, f"experiment {experiment_id} not found")
+    return json_response(views.experiment_detail(state, experiment))
+
+
+# pipelines
+
+
+@router.get("/pipelines")
+async def list_pipelines(
+    gw: GatewayDep,
+    experiment_id: str | None = None,
+    status: Annotated[PipelineStatus | None, Query()] = None,
+) -> Response:
+    pipelines = gw.projection.state.pipelines
+    return json_response(
+        [
+            views.pipeline(p)
+            for _, p in sorted(pipelines.items())
+            if (experiment_id is None or p.experiment_id == experiment_id)
+            and (status is None or p.status == status)
+        ]
+    )
+
+
+@router.get("/pipelines/{pipeline_id}")
+async def get_pipeline(pipeline_id: int, gw: GatewayDep) -> Response:
+    pipeline = gw.projection.state.pipelines.get(pipeline_id)
+    if pipeline is None:
+        raise ApiError(404, f"pipeline {pipeline_id} not found")
+    return json_response(views.pipeline(pipeline))
+
+
+async def _issue(gw: GatewayDep, command: AnyCommand, key: str | None, wait: float) -> Response:
+    op = await submit(gw, command, idempotency_key=key, wait=wait)
+    return json_response(views.operation(op))
+
+
+@router.post("/pipelines/{pipeline_id}/stop")
+async def stop_pipeline(
+    pipeline_id: int, gw: GatewayDep, idempotency_key: IdempotencyKey = None, wait: Wait = 0
+) -> Response:
+    """No new shard starts; an in-flight one finishes and counts."""
+    command = StopPipeline(pipeline_id=pipeline_id, issued_at=time.time())
+    return await _issue(gw, command, idempotency_key, wait)
+
+
+@router.post("/pipelines/{pipeline_id}/resume")
+async def resume_pipeline(
+    pipeline_id: int, gw: GatewayDep, idempotency_key: IdempotencyKey = None, wait: Wait = 0
+) -> Response:
+    """Continue a stopped pipeline from its first incomplete shard."""
+    command = ResumePipeline(pipeline_id=pipeline_id, issued_at=time.time())
+    return await _issue(gw, command, idempotency_key, wait)
+
+
+@router.post("/pipelines/{pipeline_id}/delete")
+async def delete_pipeline(
+    pipeline_id: int, gw: GatewayDep, idempotency_key: IdempotencyKey = None, wait: Wait = 0
+) -> Response:
+    """Abort in-flight work; nothing more of this pipeline runs or counts."""
+    command = DeletePipeline(pipeline_id=pipeline_id, issued_at=time.time())
+    return await _issue(gw, command, idempotency_key, wait)
+
+
+@router.post("/pipelines/{pipeline_id}/clone")
+async def clone_pipeline(
+    pipeline_id: int,
+    gw: GatewayDep,
+    body: Annotated[CloneBody | None, Body()] = None,
+    idempotency_key: IdempotencyKey = None,
+    wait: Wait = 0,
+) -> Response:
+    """A new pipeline in the same context with some knobs changed (dicts merge key by key);
+    the operation's result holds its pipeline_id."""
+    changes = (body or CloneBody()).changes()
+    command = ClonePipeline(pipeline_id=pipeline_id, changes=changes, issued_at=time.time())
+    return await _issue(gw, command, idempotency_key, wait)
+
+
+# operations and executors
+
+
+@router.get("/operations")
+async def list_operations(
+    gw: GatewayDep,
+    pipeline_id: int | None = None,
+    status: Annotated[OperationStatus | None, Query()] = None,
+) -> Response:
+    ops = gw.projection.state.operations
+    return json_response(
+        [
+            views.operation(ops[i])
+            for i in sorted(ops)
+            if (pipeline_id is None or ops[i].pipeline_id == pipeline_id)
+            and (status is None or ops[i].status == status)
+        ]
+    )
+
+
+@router.get("/operations/{ic_id}")
+async def get_operation(ic_id: int, gw: GatewayDep) -> Response:
+    op = gw.projection.state.operations.get(ic_id)
+    if op is None:
+        raise ApiError(404, f"operation {ic_id} not found")
+    return json_response(views.operation(op))
+
+
+@router.get("/executors")
+async def list_executors(gw: GatewayDep) -> Response:
+    """Executors with a live heartbeat in INFERNO_EXECUTORS."""
+    now = time.time()
+    executors = gw.projection.executors
+    return json_response([views.executor(executors[k], now) for k in sorted(executors)])

@@ -1,0 +1,228 @@
+"""Request bodies, and the checks that need more than one field (pure).
+
+Bodies are strict (a JSON string is not an int) and, under /api/v1, closed (a misspelt field is
+an error, not silently ignored). The dispatcher's bodies accept extra fields, as the seed did.
+Everything a request names that cannot work is refused here with a 400 naming the field, so it
+never reaches the log.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Any, Literal
+
+import msgspec
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from inferno.api.errors import bad_field
+from inferno.events.model import EvalSpec, PipelineChanges, PipelineSpec, PipelineType, Scorer
+from inferno.events.names import check_token
+
+SCORERS: frozenset[str] = frozenset({"exact_match"})
+"""Scorers executors know; extend this set as they learn more."""
+NEEDS_TARGET: frozenset[str] = frozenset({"exact_match"})
+"""Scorers that compare with a row field, named by the scorer's `target`."""
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class _Knobs(BaseModel):
+    """What a pipeline can set; `model_config` is pydantic's own name, hence the alias."""
+
+    pipeline_name: str = Field(min_length=1)
+    pipeline_type: PipelineType
+    model_settings: dict[str, Any] = Field(default_factory=dict, alias="model_config")
+    sampling_params: dict[str, Any] = Field(default_factory=dict)
+    client_config: dict[str, Any] = Field(default_factory=dict)
+    rpm_limit: int | None = Field(default=None, ge=1)
+    tpm_limit: int | None = Field(default=None, ge=1)
+
+    def spec(self) -> PipelineSpec:
+        return PipelineSpec(
+            pipeline_name=self.pipeline_name,
+            pipeline_type=self.pipeline_type,
+            model_config=self.model_settings,
+            sampling_params=self.sampling_params,
+            client_config=self.client_config,
+            rpm_limit=self.rpm_limit,
+            tpm_limit=self.tpm_limit,
+        )
+
+
+# dispatcher
+
+
+class PipelineRef(_Open):
+    pipeline_id: int
+
+
+class CloneIntoContextBody(_Knobs, _Open):
+    context_id: str = Field(min_length=1)
+
+    def checked_context_id(self) -> str:
+        try:
+            return check_token(self.context_id, "context_id")
+        except ValueError as error:
+            raise bad_field("context_id", str(error)) from None
+
+
+# /api/v1
+
+
+class PipelineBody(_Knobs, _Closed):
+    pass
+
+
+class CloneBody(_Closed):
+    """Changes for a clone; what is left out is inherited, dicts are merged key by key."""
+
+    pipeline_name: str | None = Field(default=None, min_length=1)
+    pipeline_type: PipelineType | None = None
+    model_settings: dict[str, Any] | None = Field(default=None, alias="model_config")
+    sampling_params: dict[str, Any] | None = None
+    client_config: dict[str, Any] | None = None
+    rpm_limit: int | None = Field(default=None, ge=1)
+    tpm_limit: int | None = Field(default=None, ge=1)
+
+    def changes(self) -> PipelineChanges:
+        return PipelineChanges(
+            pipeline_name=self.pipeline_name,
+            pipeline_type=self.pipeline_type,
+            model_config=self.model_settings,
+            sampling_params=self.sampling_params,
+            client_config=self.client_config,
+            rpm_limit=self.rpm_limit,
+            tpm_limit=self.tpm_limit,
+        )
+
+
+class DatasetBody(_Closed):
+    rows: list[dict[str, Any]] | None = Field(default=None, min_length=1)
+    ref: str | None = None
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetBody:
+        if self.path is not None:
+            raise ValueError(
+                "'path' is read by the CLI, which uploads the file; the API takes 'rows' or 'ref'"
+            )
+        if (self.rows is None) == (self.ref is None):
+            raise ValueError("give exactly one of 'rows' (inline) or 'ref' (a stored dataset)")
+        return self
+
+
+class RowsBody(_Closed):
+    rows: list[dict[str, Any]] = Field(min_length=1)
+
+
+class ScorerBody(_Closed):
+    name: str
+    target: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in SCORERS:
+            raise ValueError(f"unknown scorer {name!r} (known: {', '.join(sorted(SCORERS))})")
+        return name
+
+    @model_validator(mode="after")
+    def _target(self) -> ScorerBody:
+        if self.name in NEEDS_TARGET and not self.target:
+            raise ValueError(f"{self.name} needs a 'target': the row field to compare with")
+        return self
+
+
+class Message(_Closed):
+    role: str
+    content: str
+
+
+class EvalBody(_Closed):
+    prompt: str | list[Message] = "{prompt}"
+    scorers: list[ScorerBody] = Field(default_factory=list)
+    ci_method: Literal["normal", "wilson", "hoeffding"] | None = None
+    confidence_level: float = Field(default=0.95, gt=0, lt=1)
+
+    @field_validator("scorers")
+    @classmethod
+    def _distinct(cls, scorers: list[ScorerBody]) -> list[ScorerBody]:
+        names = [s.name for s in scorers]
+        if twice := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"{', '.join(twice)} appears twice; metrics are named by scorer")
+        return scorers
+
+    def spec(self) -> EvalSpec:
+        prompt: str | list[dict[str, str]] = (
+            self.prompt if isinstance(self.prompt, str) else [m.model_dump() for m in self.prompt]
+        )
+        return EvalSpec(
+            prompt=prompt,
+            scorers=[msgspec.convert(s.model_dump(), Scorer) for s in self.scorers],
+            ci_method=self.ci_method,
+            confidence_level=self.confidence_level,
+        )
+
+
+class ExperimentBody(_Closed):
+    experiment_name: str = Field(min_length=1)
+    num_shards: int = Field(ge=1)
+    dataset: DatasetBody
+    eval: EvalBody = Field(default_factory=EvalBody)
+    pipelines: list[PipelineBody] = Field(min_length=1)
+    max_attempts: int = Field(default=3, ge=1)
+    retry_backoff_s: float = Field(default=1.0, ge=0)
+
+
+def template_fields(template: str, field: str) -> set[str]:
+    """The row fields a `str.format` template uses: `{question}`, `{row[a]}` -> question, row."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as error:
+        raise bad_field(field, f"invalid template: {error}") from None
+    names = set()
+    for _text, name, _spec, _conversion in parsed:
+        if name is None:
+            continue
+        base, *attributes = name.split(".")
+        base = base.split("[", 1)[0]
+        if not base or base.isdigit():
+            raise bad_field(field, "use named fields such as {question}, not {} or {0}")
+        if any(a.startswith("_") for a in attributes):
+            raise bad_field(field, f"{{{name}}}: private attributes are not allowed")
+        names.add(base)
+    return names
+
+
+def check_experiment(body: ExperimentBody, row_count: int, first_row: dict[str, Any]) -> None:
+    """What needs the dataset: enough rows for the shards, and every field the prompt and the
+    scorers use present in its rows (the first row stands for all)."""
+    if body.num_shards > row_count:
+        raise bad_field(
+            "num_shards", f"{body.num_shards} shards exceed the dataset's {row_count} rows"
+        )
+    have = ", ".join(sorted(first_row)) or "none"
+    prompt = body.eval.prompt
+    templates = (
+        [("eval.prompt", prompt)]
+        if isinstance(prompt, str)
+        else [(f"eval.prompt.{i}.content", m.content) for i, m in enumerate(prompt)]
+    )
+    for field, template in templates:
+        for name in sorted(template_fields(template, field)):
+            if name not in first_row:
+                raise bad_field(field, f"uses {{{name}}}, which the rows lack (they have: {have})")
+    for i, scorer in enumerate(body.eval.scorers):
+        if scorer.target is not None and scorer.target not in first_row:
+            raise bad_field(
+                f"eval.scorers.{i}.target",
+                f"{scorer.target!r} is not a field of the rows (they have: {have})",
+            )

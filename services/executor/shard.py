@@ -1,0 +1,105 @@
+"""One shard, start to finish: rows → prompts → engine batches → scores → results and reports.
+
+Failures raise; the caller decides what to report (`ShardErrored`, or `ShardAborted` when it
+cancelled the shard). Errors that would recur on every attempt (bad template, unknown scorer,
+unusable model_config, missing dataset) are `PERMANENT`: the scheduler fails the pipeline at
+once with the reason instead of retrying.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import msgspec
+from nats.js.object_store import ObjectStore
+
+from inferno.events.commands import Report, ShardFinished, ShardProgress, ShardStarted
+from inferno.events.model import ShardStats
+from inferno.events.work import WorkOrder
+from inferno.executor.backends.base import EngineConfigError, GenerationRequest
+from inferno.executor.datasets import DatasetCache, DatasetError
+from inferno.executor.engines import EngineCache
+from inferno.executor.evaluation import (
+    EvalError,
+    RowResult,
+    check_eval,
+    evaluate,
+    reference,
+    render,
+    stats_of,
+)
+
+PERMANENT: tuple[type[Exception], ...] = (EvalError, EngineConfigError, DatasetError)
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """What every shard of one executor shares."""
+
+    executor_id: str
+    engines: EngineCache
+    datasets: DatasetCache
+    results: ObjectStore
+    report: Callable[[Report], Awaitable[None]]
+    batch_size: int = 16
+    progress_every_s: float = 1.0  # progress is liveness only: no need to flood INFERNO_EXEC
+
+
+def results_name(order: WorkOrder) -> str:
+    return f"{order.experiment_id}/{order.pipeline_id}/{order.shard}.jsonl"
+
+
+async def run_shard(rt: Runtime, order: WorkOrder) -> ShardStats:
+    started = time.monotonic()
+    ids = {
+        "executor_id": rt.executor_id,
+        "pipeline_id": order.pipeline_id,
+        "shard": order.shard,
+        "attempt": order.attempt,
+    }
+    await rt.report(ShardStarted(**ids, at=time.time()))
+    check_eval(order.eval)
+    dataset = await rt.datasets.rows(order.dataset_ref)
+    if order.row_end > len(dataset):
+        raise DatasetError(
+            f"dataset {order.dataset_ref} has {len(dataset)} rows, "
+            f"the shard needs rows {order.row_start}..{order.row_end - 1}"
+        )
+    rows = dataset[order.row_start : order.row_end]
+    # every prompt first: a template that fails on some row fails before any model loads
+    prompts = [render(order.eval.prompt, row) for row in rows]
+    results: list[RowResult] = []
+    if rows:
+        async with rt.engines.use(order.spec) as engine:
+            last_progress = time.monotonic()
+            for start in range(0, len(rows), rt.batch_size):
+                end = min(start + rt.batch_size, len(rows))
+                first_index = order.row_start + start
+                requests = [
+                    GenerationRequest(
+                        prompt=prompts[i],
+                        key=str(order.row_start + i),
+                        reference=reference(order.eval, rows[i]),
+                    )
+                    for i in range(start, end)
+                ]
+                generations = await engine.generate(requests, order.spec.sampling_params)
+                if len(generations) != len(requests):
+                    raise RuntimeError(
+                        f"engine returned {len(generations)} generations for {len(requests)}"
+                    )
+                results += [
+                    evaluate(order.eval, first_index + j, rows[start + j], prompts[start + j], gen)
+                    for j, gen in enumerate(generations)
+                ]
+                now = time.monotonic()
+                if end < len(rows) and now - last_progress >= rt.progress_every_s:
+                    await rt.report(ShardProgress(**ids, at=time.time(), rows_done=end))
+                    last_progress = now
+    stats = stats_of(results, duration_s=time.monotonic() - started)
+    await rt.results.put(results_name(order), b"".join(_encode(r) + b"\n" for r in results))
+    await rt.report(ShardFinished(**ids, at=time.time(), stats=stats))
+    return stats

@@ -1,0 +1,209 @@
+"""The `inferno` CLI against a real local cluster, run as people run it (separate processes).
+
+`inferno up --detach` starts nats-server, the api, a scheduler and 3 executors from a temp data
+dir on free ports; every later command finds the api through that dir's up.json.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from inferno.client.launcher import STATE_FILE, is_running, read_state
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+INFERNO = Path(sys.executable).parent / "inferno"
+
+
+def inferno(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(INFERNO), *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def ok(env: dict[str, str], *args: str) -> str:
+    result = inferno(env, *args)
+    assert result.returncode == 0, f"inferno {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, namespace: str) -> Iterator[dict[str, str]]:
+    """Environment for `inferno` commands talking to a detached cluster; `down` at the end."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INFERNO_", "NATS_"))}
+    env["INFERNO_DATA_DIR"] = str(tmp_path / "data")
+    started = time.monotonic()
+    try:
+        out = ok(
+            env,
+            "up",
+            "--detach",
+            "--executors",
+            "3",
+            "--api-port",
+            "0",
+            "--nats-port",
+            "0",
+            "--namespace",
+            namespace,
+        )
+        assert "inferno is up" in out
+        print(f"up --detach took {time.monotonic() - started:.1f}s")
+        yield env
+    finally:
+        inferno(env, "down")
+
+
+def slow_arith(tmp_path: Path) -> Path:
+    """examples/arith.yaml with ~1 s shards, so pipelines still run while the test steers."""
+    spec = yaml.safe_load((EXAMPLES / "arith.yaml").read_text())
+    spec["dataset"]["path"] = str(EXAMPLES / spec["dataset"]["path"])
+    for pipeline in spec["pipelines"]:
+        pipeline["model_config"]["latency_ms_per_row"] = 80
+    path = tmp_path / "arith-slow.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def pipeline_rows(table: str) -> dict[str, list[str]]:
+    """`ps` output → {name: cells}."""
+    rows = [line.split() for line in table.strip().splitlines()[1:]]
+    return {cells[1]: cells for cells in rows}
+
+
+def test_up_run_steer_down(cluster: dict[str, str], tmp_path: Path) -> None:
+    env = cluster
+    state = read_state(Path(env["INFERNO_DATA_DIR"]))
+    assert state is not None
+    assert set(state["children"]) == {"nats", "api", "scheduler", "exec-1", "exec-2", "exec-3"}
+
+    out = ok(env, "run", str(slow_arith(tmp_path)), "--wait", "10")
+    assert re.search(r"^experiment  exp-\w+  \(arith\)$", out, re.M), out
+    assert re.search(r"^ic_id       \d+  \(completed\)$", out, re.M), out
+    assert re.search(r"^pipelines   1 small, 2 medium, 3 large$", out, re.M), out
+
+    out = ok(env, "stop", "sma")
+    assert re.fullmatch(r"stop pipeline 1 \(sma\): ic_id \d+ completed\n", out), out
+    rows = pipeline_rows(ok(env, "ps"))
+    assert set(rows) == {"small", "medium", "large"}
+    assert rows["small"][3] == "stopped"
+    out = ok(env, "resume", "smal")
+    assert re.fullmatch(r"resume pipeline 1 \(smal\): ic_id \d+ completed\n", out), out
+
+    failed = inferno(env, "resume", "small")  # it is ongoing again
+    assert failed.returncode == 1
+    assert "cannot resume pipeline 1: it is ongoing" in failed.stderr
+    failed = inferno(env, "stop", "999")
+    assert failed.returncode == 1
+    assert failed.stderr == "inferno: error: stop pipeline 999: pipeline 999 not found (HTTP 404)\n"
+    failed = inferno(env, "stop", "zzz")
+    assert failed.returncode == 2
+    assert "no pipeline id or name prefix matches 'zzz' (pipelines: 1 (small)" in failed.stderr
+
+    watched = ok(env, "watch")  # returns once every pipeline has settled
+    assert watched.count("ID  NAME") >= 2  # tables as progress was made
+    final = pipeline_rows(ok(env, "ps"))
+    assert {name: cells[3:5] for name, cells in final.items()} == {
+        name: ["completed", "8/8"] for name in ("small", "medium", "large")
+    }
+
+    # the refused resume (409) and stop of 999 (404) never reached the log
+    ops = [line.split() for line in ok(env, "ops").strip().splitlines()[1:]]
+    assert [(op[1], op[3]) for op in ops] == [
+        ("create_experiment", "completed"),
+        ("stop", "completed"),
+        ("resume", "completed"),
+    ]
+
+    processes = [(p["pid"], p["start"]) for p in state["children"].values()]
+    processes.append((state["pid"], state["start"]))
+    ok(env, "down")
+    assert not (Path(env["INFERNO_DATA_DIR"]) / STATE_FILE).exists()
+    assert [pid for pid, start in processes if is_running(pid, start)] == []
+    assert "no cluster running" in ok(env, "down")
+
+
+def test_demo_runs_to_completion() -> None:
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(INFERNO), "demo"], capture_output=True, text=True, timeout=120, cwd=EXAMPLES.parent
+    )
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    out = result.stdout
+    assert re.search(r"stopped the worst pipeline 1:small \(exact_match [\d.]+\)", out), out
+    assert re.search(r"cloned the best pipeline 3:large .* as pipeline 4 \(large-t07\)", out), out
+    table = out.split("\npipelines\n", 1)[1]
+    rows = pipeline_rows(table.split("\n\n", 1)[0])
+    assert rows["small"][3] == "stopped"
+    assert rows["large-t07"][3:5] == ["completed", "8/8"]
+    assert rows["large-t07"][-1] == "3"  # its parent
+    print(f"demo took {time.monotonic() - started:.1f}s")
+
+
+def foreground_up(tmp_path: Path, namespace: str) -> tuple[subprocess.Popen[str], dict]:
+    """`inferno up` in the foreground; returns it and its up.json once the cluster is ready."""
+    data_dir = tmp_path / "fg"
+    proc = subprocess.Popen(
+        [
+            str(INFERNO),
+            "--data-dir",
+            str(data_dir),
+            "up",
+            "--api-port",
+            "0",
+            "--nats-port",
+            "0",
+            "--executors",
+            "2",
+            "--namespace",
+            namespace,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while (state := read_state(data_dir)) is None:
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.monotonic() < deadline, "no up.json after 30 s"
+        time.sleep(0.1)
+    return proc, state
+
+
+def gone(state: dict, timeout: float = 10) -> list[str]:
+    """Names of the recorded processes still alive after up to `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [n for n, p in state["children"].items() if is_running(p["pid"], p["start"])]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)
+
+
+def test_ctrl_c_stops_everything(tmp_path: Path, namespace: str) -> None:
+    proc, state = foreground_up(tmp_path, namespace)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert gone(state, timeout=0) == []
+    assert not (tmp_path / "fg" / STATE_FILE).exists()
+    # every child's lines came through with its prefix
+    for name in ("nats", "api", "scheduler", "exec-1", "exec-2", "up"):
+        assert re.search(rf"^{re.escape(name)} +\| ", out, re.M), (name, out)
+    assert "up        | stopping" in out
+
+
+def test_children_die_with_the_launcher(tmp_path: Path, namespace: str) -> None:
+    proc, state = foreground_up(tmp_path, namespace)
+    proc.kill()
+    proc.communicate()
+    assert gone(state) == []

@@ -1,0 +1,378 @@
+"""The executor service against a real nats-server: heartbeat, shards, reports, results, aborts,
+errors and shutdown, driven only through the log (work orders in, reports and objects out)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import pytest
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError
+
+from inferno.events.codec import decode_report, encode, subject_for
+from inferno.events.commands import (
+    AnyReport,
+    ShardAborted,
+    ShardErrored,
+    ShardFinished,
+    ShardProgress,
+    ShardStarted,
+)
+from inferno.events.config import Settings
+from inferno.events.datasets import dataset_ref, from_jsonl, to_jsonl
+from inferno.events.events import PipelineDeleted
+from inferno.events.jetstream import Appender, Outgoing, ensure_log, replay
+from inferno.events.model import EvalSpec, PipelineSpec, Scorer
+from inferno.events.names import Names
+from inferno.events.work import ExecutorInfo, WorkOrder
+from inferno.executor.backends import default_backends
+from inferno.executor.backends.base import Backend, GenerationRequest
+from inferno.executor.backends.sim import SimConfig, answer
+from inferno.executor.service import run
+
+HEARTBEAT_TTL_S = 3.0
+ROWS = [{"id": f"r{i}", "question": f"{i}+1?", "answer": str(i + 1)} for i in range(40)]
+EVAL = EvalSpec(prompt="Q: {question}\nA:", scorers=[Scorer(name="exact_match", target="answer")])
+
+
+async def wait_until(check: Callable[[], Awaitable[Any]], timeout: float = 5.0) -> Any:
+    """Poll `check` until it returns something truthy (and return that)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (result := await check()):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {check.__name__}")
+        await asyncio.sleep(0.05)
+    return result
+
+
+async def reports(js: JetStreamContext, names: Names) -> list[AnyReport]:
+    found: list[AnyReport] = []
+    await replay(js, names.exec_stream, lambda data, _seq: found.append(decode_report(data)))
+    return found
+
+
+async def heartbeat(js: JetStreamContext, names: Names, executor_id: str) -> ExecutorInfo | None:
+    kv = await js.key_value(names.executors_bucket)
+    try:
+        entry = await kv.get(executor_id)
+    except KeyNotFoundError:  # also raised for a deleted key
+        return None
+    return msgspec.json.decode(entry.value, type=ExecutorInfo) if entry.value else None
+
+
+@dataclass
+class Started:
+    executor_id: str
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+
+    async def stopped(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, 10)
+
+
+@pytest.fixture
+async def log(js: JetStreamContext, names: Names) -> JetStreamContext:
+    await ensure_log(js, names, heartbeat_ttl_s=HEARTBEAT_TTL_S)
+    return js
+
+
+@pytest.fixture
+async def dataset(log: JetStreamContext, names: Names) -> str:
+    data = to_jsonl(ROWS)
+    store = await log.object_store(names.data_store)
+    await store.put(dataset_ref(data), data)
+    return dataset_ref(data)
+
+
+@pytest.fixture
+async def start(
+    log: JetStreamContext, nats_url: str, names: Names
+) -> AsyncIterator[Callable[..., Awaitable[Started]]]:
+    """Start `run()` as a task (once its heartbeat is in KV); stopped at teardown."""
+    running: list[Started] = []
+
+    async def start_executor(executor_id: str = "ex1", **overrides: Any) -> Started:
+        settings = Settings(
+            nats_url=nats_url, namespace=names.namespace, heartbeat_ttl_s=HEARTBEAT_TTL_S
+        )
+        options = {"slots": 2, "poll_s": 0.1, "progress_every_s": 0.0, **overrides}
+        stop = asyncio.Event()
+        task = asyncio.create_task(run(settings, executor_id=executor_id, stop=stop, **options))
+        started = Started(executor_id, stop, task)
+        running.append(started)
+
+        async def registered() -> bool:
+            if task.done():
+                task.result()  # raises what run() raised
+            return await heartbeat(log, names, executor_id) is not None
+
+        await wait_until(registered)
+        return started
+
+    yield start_executor
+    for started in running:
+        if not started.task.done():
+            await started.stopped()
+
+
+def order(ref: str, *, pipeline_id: int = 1, shard: int = 0, **changes: Any) -> WorkOrder:
+    model_config = {"model": "sim-a", "accuracy": 0.6, **changes.pop("model_config", {})}
+    base = WorkOrder(
+        experiment_id="exp1",
+        pipeline_id=pipeline_id,
+        shard=shard,
+        attempt=1,
+        executor_id="ex1",
+        dataset_ref=ref,
+        row_start=8,
+        row_end=40,
+        spec=PipelineSpec(
+            pipeline_name=f"p{pipeline_id}",
+            pipeline_type="sim",
+            model_config=model_config,
+            sampling_params={"max_tokens": 4},
+        ),
+        eval=EVAL,
+    )
+    return msgspec.structs.replace(base, **changes)
+
+
+async def send(js: JetStreamContext, names: Names, work: WorkOrder) -> None:
+    await js.publish(
+        names.work(work.executor_id),
+        encode(work),
+        stream=names.work_stream,
+        headers={"Nats-Msg-Id": work.msg_id},
+    )
+
+
+def of(found: list[AnyReport], kind: type, pipeline_id: int = 1) -> list[Any]:
+    return [r for r in found if isinstance(r, kind) and r.pipeline_id == pipeline_id]
+
+
+async def test_heartbeat_advertises_capabilities_and_leaves_on_stop(start, log, names):
+    executor = await start("ex1", slots=3)
+    info = await heartbeat(log, names, "ex1")
+    assert info is not None
+    assert (info.backends, info.slots, info.busy, info.has_gpu) == (["sim"], 3, 0, False)
+    assert info.loaded_models == []
+    assert info.pid > 0
+    assert info.heartbeat_at >= info.started_at > 0
+    await executor.stopped()
+    assert await heartbeat(log, names, "ex1") is None
+
+
+async def test_a_shard_reports_stats_and_writes_results(start, log, names, dataset):
+    await start("ex1", batch_size=10)
+    work = order(dataset)
+    await send(log, names, work)
+
+    async def finished() -> list[ShardFinished]:
+        return of(await reports(log, names), ShardFinished)
+
+    [done] = await wait_until(finished)
+    found = await reports(log, names)
+    assert len(of(found, ShardStarted)) == 1
+    assert [p.rows_done for p in of(found, ShardProgress)] == [10, 20, 30]  # none after the last
+    assert found.index(of(found, ShardStarted)[0]) < found.index(done)
+    assert (done.executor_id, done.shard, done.attempt) == ("ex1", 0, 1)
+
+    config = SimConfig.parse(work.spec.model_config)
+    expected = [
+        answer(config, GenerationRequest(prompt="", key=str(i), reference=ROWS[i]["answer"]))
+        for i in range(8, 40)
+    ]
+    right = sum(text == ROWS[i]["answer"] for i, text in zip(range(8, 40), expected, strict=True))
+    stats = done.stats
+    assert stats.rows == 32
+    assert stats.metrics["exact_match"].count == 32
+    assert stats.metrics["exact_match"].total == right
+    assert 0 < right < 32
+    assert (stats.prompt_tokens, stats.completion_tokens, stats.errors) == (32 * 3, 32 * 4, 0)
+    assert sum(stats.latency_ms_buckets) == 32
+    assert stats.duration_s > 0
+
+    store = await log.object_store(names.results_store)
+    lines = from_jsonl((await store.get("exp1/1/0.jsonl")).data)
+    assert [line["row_index"] for line in lines] == list(range(8, 40))
+    assert lines[0]["row_id"] == "r8"
+    assert lines[0]["prompt"] == "Q: 8+1?\nA:"
+    assert [line["output"] for line in lines] == expected
+    assert [line["scores"]["exact_match"] for line in lines] == [
+        float(text == ROWS[i]["answer"]) for i, text in zip(range(8, 40), expected, strict=True)
+    ]
+    assert all(line["simulated"] for line in lines)
+
+    async def acked_and_loaded() -> bool:
+        info = await heartbeat(log, names, "ex1")
+        work_left = (await log.stream_info(names.work_stream)).state.messages
+        return work_left == 0 and info is not None and info.loaded_models == ["sim:sim-a"]
+
+    await wait_until(acked_and_loaded)
+
+
+async def test_deleting_a_pipeline_aborts_only_its_shard(start, log, nc, names, dataset):
+    await start("ex1", batch_size=16)
+    slow = order(dataset, pipeline_id=1, model_config={"latency_ms_per_row": 100})
+    other = order(dataset, pipeline_id=2, model_config={"latency_ms_per_row": 20})
+    await send(log, names, slow)
+    await send(log, names, other)
+
+    async def started() -> bool:
+        return bool(of(await reports(log, names), ShardStarted))
+
+    await wait_until(started)
+    await asyncio.sleep(0.2)  # inside its first batch (1.6 s)
+    deleted = PipelineDeleted(pipeline_id=1)
+    await Appender(nc).append(
+        names.evt_stream, [Outgoing(subject_for(names, deleted), encode(deleted), "del-1")]
+    )
+
+    async def settled() -> bool:
+        found = await reports(log, names)
+        return bool(of(found, ShardAborted, 1) and of(found, ShardFinished, 2))
+
+    await wait_until(settled)
+    await asyncio.sleep(0.3)
+    found = await reports(log, names)
+    assert of(found, ShardFinished, 1) == []
+    assert len(of(found, ShardAborted, 1)) == 1
+    assert of(found, ShardAborted, 2) == []
+
+    async def acked() -> bool:
+        return (await log.stream_info(names.work_stream)).state.messages == 0
+
+    await wait_until(acked)
+
+
+async def test_failing_shards_report_clear_errors(start, log, names, dataset):
+    await start("ex1")
+    await send(log, names, order(dataset, eval=EvalSpec(prompt="Q: {missing}")))
+    await send(log, names, order(dataset, pipeline_id=2, model_config={"accuracy": 2}))
+    await send(log, names, order("sha256-" + "0" * 64, pipeline_id=3))
+
+    async def errored() -> list[ShardErrored]:
+        found = [r for r in await reports(log, names) if isinstance(r, ShardErrored)]
+        return found if len(found) == 3 else []
+
+    by_pipeline = {r.pipeline_id: r for r in await wait_until(errored)}
+    assert "needs field 'missing'" in by_pipeline[1].error
+    assert "accuracy" in by_pipeline[2].error
+    assert "is not in" in by_pipeline[3].error
+    assert not any(r.retryable for r in by_pipeline.values())  # they would fail every time
+    assert not any(isinstance(r, ShardFinished) for r in await reports(log, names))
+
+
+async def test_shutdown_aborts_shards_that_outlast_the_drain_timeout(start, log, names, dataset):
+    executor = await start("ex1", drain_timeout_s=0.2)
+    await send(log, names, order(dataset, model_config={"latency_ms_per_row": 200}))
+
+    async def started() -> bool:
+        return bool(of(await reports(log, names), ShardStarted))
+
+    await wait_until(started)
+    await executor.stopped()
+    found = await reports(log, names)
+    assert len(of(found, ShardAborted)) == 1
+    assert of(found, ShardFinished) == []
+    assert await heartbeat(log, names, "ex1") is None
+    assert (await log.stream_info(names.work_stream)).state.messages == 0
+
+
+async def test_shutdown_lets_a_short_shard_finish(start, log, names, dataset):
+    executor = await start("ex1", drain_timeout_s=5)
+    await send(log, names, order(dataset, model_config={"latency_ms_per_row": 10}))
+
+    async def started() -> bool:
+        return bool(of(await reports(log, names), ShardStarted))
+
+    await wait_until(started)
+    await executor.stopped()
+    found = await reports(log, names)
+    assert len(of(found, ShardFinished)) == 1
+    assert of(found, ShardAborted) == []
+
+
+async def test_the_process_runs_until_sigterm_and_leaves(log, nats_url, names, tmp_path):
+    env = {
+        **os.environ,
+        "NATS_URL": nats_url,
+        "INFERNO_NAMESPACE": names.namespace,
+        "INFERNO_HEARTBEAT_TTL_S": str(HEARTBEAT_TTL_S),
+        "INFERNO_EXECUTOR_ID": "proc1",
+        "INFERNO_EXECUTOR_SLOTS": "4",
+        "INFERNO_LOG_FORMAT": "json",
+    }
+    out = tmp_path / "executor.log"
+    with out.open("wb") as sink:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "inferno.executor", env=env, stdout=sink, stderr=sink
+        )
+    try:
+
+        async def registered() -> ExecutorInfo | None:
+            return await heartbeat(log, names, "proc1")
+
+        info = await wait_until(registered, timeout=15)
+        assert info.slots == 4
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), 15)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+            print(out.read_text())
+    assert process.returncode == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    config = next(line for line in lines if line["event"] == "effective_config")
+    assert (config["executor_id"], config["slots"], config["service"]) == ("proc1", 4, "executor")
+    assert lines[-1]["event"] == "executor stopped"
+    assert await heartbeat(log, names, "proc1") is None
+
+
+class BrokenEngine:
+    async def generate(self, requests, sampling):
+        raise RuntimeError("CUDA error: device-side assert triggered")
+
+    async def abort(self) -> None:
+        return None
+
+
+@asynccontextmanager
+async def open_broken(spec: PipelineSpec) -> AsyncIterator[BrokenEngine]:
+    yield BrokenEngine()
+
+
+async def test_backends_are_pluggable_and_engine_failures_are_retryable(start, log, names, dataset):
+    backends = {
+        **default_backends(),
+        "hf": Backend("hf", open_broken),
+        "vllm": Backend("vllm", open_broken, available=lambda: False),
+    }
+    await start("ex1", backends=backends)
+    info = await heartbeat(log, names, "ex1")
+    assert info is not None
+    assert info.backends == ["hf", "sim"]  # vllm is not available here
+    work = order(dataset)
+    await send(
+        log,
+        names,
+        msgspec.structs.replace(work, spec=msgspec.structs.replace(work.spec, pipeline_type="hf")),
+    )
+
+    async def errored() -> list[ShardErrored]:
+        return of(await reports(log, names), ShardErrored)
+
+    [report] = await wait_until(errored)
+    assert report.error == "RuntimeError: CUDA error: device-side assert triggered"
+    assert report.retryable

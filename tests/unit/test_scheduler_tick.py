@@ -1,0 +1,75 @@
+"""`tick_messages`: which executors a scheduler tick expires, and what capacity it offers."""
+
+from __future__ import annotations
+
+from inferno.events import State, decide, evolve
+from inferno.events.commands import AssignWork, CreateExperiment, ExecutorSlot
+from inferno.events.model import PipelineSpec
+from inferno.events.work import ExecutorInfo
+from inferno.scheduler.roster import tick_messages
+
+NOW = 1000.0
+TTL = 10.0
+
+
+def _info(executor_id: str, *, age: float = 0.0, slots: int = 2) -> ExecutorInfo:
+    return ExecutorInfo(
+        executor_id=executor_id, backends=["sim"], slots=slots, heartbeat_at=NOW - age
+    )
+
+
+def _state_with_work_on(executor_id: str, shards: int) -> State:
+    """One pipeline with `shards` shards in flight on `executor_id`."""
+    state = State()
+    create = CreateExperiment(
+        experiment_id="x",
+        context_id="c",
+        experiment_name="x",
+        dataset_ref="sha256-0",
+        row_count=10,
+        num_shards=5,
+        pipelines=[PipelineSpec(pipeline_name="p", pipeline_type="sim")],
+    )
+    for event in decide(state, create, now=NOW, seq=1):
+        evolve(state, event)
+    slot = ExecutorSlot(executor_id=executor_id, backends=frozenset({"sim"}), free_slots=shards)
+    for event in decide(state, AssignWork(executors=(slot,)), now=NOW):
+        evolve(state, event)
+    return state
+
+
+def test_capacity_counts_the_states_assignments_not_the_heartbeat():
+    state = _state_with_work_on("a", 2)
+    expired, assign = tick_messages(
+        state,
+        {"a": _info("a", slots=3), "b": _info("b")},
+        now=NOW,
+        heartbeat_ttl_s=TTL,
+        expire=True,
+    )
+    assert expired == []
+    assert {s.executor_id: s.free_slots for s in assign.executors} == {"a": 1, "b": 2}
+
+
+def test_an_executor_with_work_and_no_heartbeat_is_expired_only_after_the_grace():
+    state = _state_with_work_on("a", 1)
+    during_grace = tick_messages(state, {}, now=NOW, heartbeat_ttl_s=TTL, expire=False)
+    assert during_grace[0] == []
+    expired, assign = tick_messages(state, {}, now=NOW, heartbeat_ttl_s=TTL, expire=True)
+    assert [e.executor_id for e in expired] == ["a"]
+    assert assign.executors == ()
+
+
+def test_a_stale_heartbeat_expires_its_work_and_offers_no_capacity():
+    state = _state_with_work_on("a", 1)
+    executors = {"a": _info("a", age=TTL + 1), "b": _info("b", age=TTL - 1)}
+    expired, assign = tick_messages(state, executors, now=NOW, heartbeat_ttl_s=TTL, expire=True)
+    assert [e.executor_id for e in expired] == ["a"]
+    assert [s.executor_id for s in assign.executors] == ["b"]
+
+
+def test_an_idle_executor_is_never_expired():
+    expired, assign = tick_messages(
+        State(), {"a": _info("a", age=TTL + 1)}, now=NOW, heartbeat_ttl_s=TTL, expire=True
+    )
+    assert (expired, assign.executors) == ([], ())
