@@ -32,8 +32,15 @@ fmt: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# every benchmark in turn (about 4 minutes on 2 cores); each writes bench/out/<name>.json.
+# Pick some and pass them arguments for a quick run, e.g.
+#   make bench BENCHES="replay dispatch" replay_ARGS="--events 100000 --rounds 1" \
+#       dispatch_ARGS=--only-sync-always
+BENCHES ?= replay ic_latency dispatch
+
 bench: install
-	$(BIN)/python bench/replay.py
+	@set -e; $(foreach b,$(BENCHES),echo "== bench/$(b).py $($(b)_ARGS)"; \
+		$(BIN)/python bench/$(b).py $($(b)_ARGS);)
 
 # a local cluster in the foreground (Ctrl-C stops it); `inferno up --help` for the options
 up: install

@@ -1,8 +1,9 @@
 """A realistic event log for benchmarks: experiments whose pipelines run every shard to the end.
 
 Per experiment: its creation, 10 pipelines × 100 shards (assigned, then completed with
-metric statistics), a stop/resume of one pipeline mid-run, and the completions. The mix is what a
-real INFERNO_EVT holds: mostly shard events, each a few hundred bytes of JSON.
+metric statistics and a latency histogram), a stop/resume of one pipeline mid-run, and the
+completions. The mix is what a real INFERNO_EVT holds: mostly shard events, each a few hundred
+bytes of JSON.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from inferno.events.model import MetricStats, PipelineSpec, ShardStats
 
 PIPELINES = 10
 SHARDS = 100
+# an executor's histogram of 50 rows' latencies (inferno.events.model.LATENCY_BUCKETS_MS)
+LATENCY_BUCKETS = [0, 0, 0, 0, 0, 0, 0, 4, 21, 17, 6, 2, 0, 0, 0, 0]
 
 
 def experiment_events(n: int, first_pipeline: int, first_ic: int, t: float) -> Iterator[Event]:
@@ -62,6 +65,7 @@ def experiment_events(n: int, first_pipeline: int, first_ic: int, t: float) -> I
                 prompt_tokens=1500,
                 completion_tokens=400,
                 duration_s=0.5,
+                latency_ms_buckets=LATENCY_BUCKETS,
             )
             yield ShardCompleted(
                 at=t, pipeline_id=pid, shard=shard, attempt=1, executor_id=executor, stats=stats

@@ -26,6 +26,7 @@ from inferno.client.tables import (
     clock,
     executors_table,
     field,
+    leaderboard_table,
     operations_table,
     pipelines_table,
     settled,
@@ -288,6 +289,61 @@ def _report(out: TextIO, what: str, op: dict[str, Any]) -> int:
     return 0
 
 
+def cmd_results(args: argparse.Namespace, out: TextIO) -> int:
+    """Per-row results of one pipeline as JSONL, or `--compare`: an experiment's leaderboard."""
+    if (args.pipeline is None) == (args.compare is None):
+        raise UsageError("results: give a PIPELINE, or --compare EXPERIMENT (not both)")
+    if args.metric and args.compare is None:
+        raise UsageError("results: --metric goes with --compare")
+    with _client(args) as client:
+        if args.compare is not None:
+            experiment_id = resolve_experiment(args.compare, client.experiments())
+            print(leaderboard_table(client.leaderboard(experiment_id, args.metric)), file=out)
+            return 0
+        (pid,) = _resolve_all(client, [args.pipeline])
+        if args.output in (None, "-"):
+            sink = _TextSink(out)
+            client.download_results(pid, sink)
+            out.flush()
+            return 0
+        path = Path(args.output)
+        partial = path.with_name(f".{path.name}.partial")  # no half-written file under the name
+        try:
+            with partial.open("wb") as file:
+                rows = client.download_results(pid, file)
+            partial.replace(path)
+        finally:
+            partial.unlink(missing_ok=True)
+        print(f"{rows} rows of {_who(args.pipeline, pid)} written to {path}", file=out)
+    return 0
+
+
+class _TextSink:
+    """Bytes written to a text stream (stdout, or the StringIO tests pass as `out`)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+
+    def write(self, data: bytes) -> int:
+        return self._out.write(data.decode("utf-8"))
+
+
+def resolve_experiment(token: str, experiments: Sequence[dict[str, Any]]) -> str:
+    """An experiment id, or the one experiment whose name is `token` or starts with it."""
+    if any(e.get("experiment_id") == token for e in experiments):
+        return token
+    exact = [e for e in experiments if e.get("experiment_name") == token]
+    matches = exact or [e for e in experiments if str(e.get("experiment_name")).startswith(token)]
+    if len(matches) == 1:
+        return str(matches[0]["experiment_id"])
+    listed = ", ".join(f"{e['experiment_id']} ({e.get('experiment_name')})" for e in experiments)
+    if not matches:
+        raise UsageError(
+            f"no experiment id or name prefix matches {token!r} (experiments: {listed or 'none'})"
+        )
+    raise UsageError(f"{token!r} matches {len(matches)} experiments; give its id ({listed})")
+
+
 def cmd_ops(args: argparse.Namespace, out: TextIO) -> int:
     with _client(args) as client:
         operations = sorted(client.operations(), key=lambda o: o["ic_id"])
@@ -433,6 +489,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-config", metavar="JSON", help="keys merged onto the parent's")
     p.add_argument("--sampling-params", metavar="JSON", help="keys merged onto the parent's")
     wait_flag(p)
+
+    p = add(
+        "results",
+        cmd_results,
+        "a pipeline's per-row results as JSONL, or --compare an experiment's pipelines",
+    )
+    p.add_argument("pipeline", nargs="?", metavar="PIPELINE", help="id or unique name prefix")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the JSONL here (default stdout)")
+    p.add_argument(
+        "--compare",
+        metavar="EXPERIMENT",
+        help="print the experiment's leaderboard (id or unique name prefix) instead",
+    )
+    p.add_argument("--metric", metavar="M", help="rank by this metric (default the first scorer)")
 
     p = add("ops", cmd_ops, "list operations")
     p.add_argument("--limit", type=int, default=20, metavar="N", help="last N (0 = all)")

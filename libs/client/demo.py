@@ -1,7 +1,7 @@
 """`inferno demo` (`make demo`): the whole story of DESIGN §1 in well under a minute.
 
 A throwaway cluster (temp data dir, free ports, 3 executors) runs the example experiment; once
-every pipeline has finished two shards the worst one (lowest mean of the first metric) is stopped
+every pipeline has finished two shards the worst one (lowest value of the first metric) is stopped
 and the best is cloned with new sampling params; when everything else has completed the
 operations and the final pipelines are printed and the cluster is shut down. The children's logs
 go to files, kept (and named) only if something goes wrong.
@@ -9,6 +9,7 @@ go to files, kept (and named) only if something goes wrong.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -20,8 +21,9 @@ from inferno.client.launcher import ClusterError, LocalCluster
 from inferno.client.sdk import Client, InfernoError, load_spec
 from inferno.client.tables import (
     field,
-    metric_mean,
+    leaderboard_table,
     metric_names,
+    metric_value,
     operations_table,
     pipelines_table,
 )
@@ -57,7 +59,7 @@ def run_demo(
         try:
             cluster.start()
             say(f"cluster ready: api {cluster.api_url}, nats {cluster.nats_url}")
-            with Client(cluster.api_url) as client:
+            with Client(cluster.api_url, token=os.environ.get("INFERNO_TOKEN")) as client:
                 _story(client, spec_path, say, out, time.monotonic() + timeout)
             ok = True
         finally:
@@ -93,13 +95,13 @@ def _story(
         lambda ps: all(p.get("shards_completed", 0) >= 2 for p in ps),
     )
     metric = (metric_names(pipelines) or ["exact_match"])[0]
-    ranked = sorted(pipelines, key=lambda p: (metric_mean(p, metric) or 0.0, p["pipeline_id"]))
+    ranked = sorted(pipelines, key=lambda p: (metric_value(p, metric) or 0.0, p["pipeline_id"]))
     worst, best = ranked[0], ranked[-1]
 
     op = client.stop(worst["pipeline_id"], wait=WAIT_S)
     _check(op, "stop")
     say(
-        f"stopped the worst pipeline {_name(worst)} ({metric} {_mean(worst, metric)}):"
+        f"stopped the worst pipeline {_name(worst)} ({metric} {_value(worst, metric)}):"
         f" ic_id {op['ic_id']} {op['status']}"
     )
     name = f"{field(best, 'pipeline_name')}-t07"
@@ -108,7 +110,7 @@ def _story(
     )
     _check(op, "clone")
     say(
-        f"cloned the best pipeline {_name(best)} ({metric} {_mean(best, metric)}) with"
+        f"cloned the best pipeline {_name(best)} ({metric} {_value(best, metric)}) with"
         f" sampling_params {CLONE_SAMPLING} as pipeline {op['result']['pipeline_id']} ({name}):"
         f" ic_id {op['ic_id']} {op['status']}"
     )
@@ -123,7 +125,9 @@ def _story(
         lambda ps: all(p.get("status") == "completed" for p in ps if p["pipeline_id"] != stopped),
     )
     print("\noperations\n" + operations_table(client.operations()), file=out)
-    print("\npipelines\n" + pipelines_table(pipelines) + "\n", file=out, flush=True)
+    print("\npipelines\n" + pipelines_table(pipelines) + "\n", file=out)
+    board = client.leaderboard(experiment_id, metric=metric)
+    print("leaderboard\n" + leaderboard_table(board) + "\n", file=out, flush=True)
 
 
 def _wait(
@@ -167,6 +171,6 @@ def _name(pipeline: dict[str, Any]) -> str:
     return f"{pipeline['pipeline_id']}:{field(pipeline, 'pipeline_name')}"
 
 
-def _mean(pipeline: dict[str, Any], metric: str) -> str:
-    mean = metric_mean(pipeline, metric)
-    return "-" if mean is None else f"{mean:.3f}"
+def _value(pipeline: dict[str, Any], metric: str) -> str:
+    value = metric_value(pipeline, metric)
+    return "-" if value is None else f"{value:.3f}"

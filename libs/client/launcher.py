@@ -207,7 +207,12 @@ class LocalCluster:
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         waiting = "the api's /readyz"
-        with httpx.Client(base_url=self.api_url, timeout=2.0, trust_env=False) as http:
+        api = next(c for c in self.children if c.name == "api")
+        token = api.env.get("INFERNO_TOKEN", "").strip()  # probes pass auth like any client
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        with httpx.Client(
+            base_url=self.api_url, headers=headers, timeout=2.0, trust_env=False
+        ) as http:
             while True:
                 for child in self.children:
                     if not child.alive:

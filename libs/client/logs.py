@@ -7,7 +7,8 @@
   trace_id=...)` appear on every line logged in that context.
 - Secrets never reach a line: values of secret-looking keys (api_key, token, password, secret,
   authorization, ...) become "***", at any depth, and `sk-...` keys, bearer tokens and URL
-  credentials are masked inside any string, tracebacks included.
+  credentials are masked inside any string, tracebacks included — as is any secret the process
+  was told of with `remember_secret` (the values an executor resolved from INFERNO_SECRETS).
 - Standard-library `logging` (nats-py, uvicorn, ...) goes through the same processors and renderer.
 
 Calling `configure_logging` again replaces the previous configuration.
@@ -38,13 +39,33 @@ _SECRET_TEXT = [
     (re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^@/\s,]+@"), rf"\1{MASK}@"),
 ]
 _HANDLER_NAME = "inferno"
+_MIN_KNOWN_SECRET = 8  # shorter strings would mask innocent text everywhere
+_known_secrets: tuple[str, ...] = ()  # replaced, never mutated: loggers in threads iterate it
 
 
 def is_secret_key(key: object) -> bool:
     return isinstance(key, str) and bool(_SECRET_KEY.search(key.lower().replace("-", "_")))
 
 
+def remember_secret(value: Any) -> None:
+    """Mask the strings in `value` wherever they appear from now on, in this process: for
+    secrets it fetched (an executor resolving refs), which no pattern might match."""
+    global _known_secrets
+    if isinstance(value, str):
+        if len(value) >= _MIN_KNOWN_SECRET and value not in _known_secrets:
+            _known_secrets = (*_known_secrets, value)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            remember_secret(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            remember_secret(item)
+
+
 def mask_text(text: str) -> str:
+    for known in _known_secrets:
+        if known in text:
+            text = text.replace(known, MASK)
     for pattern, replacement in _SECRET_TEXT:
         text = pattern.sub(replacement, text)
     return text

@@ -3,23 +3,25 @@
 A non-2xx answer raises `InfernoError(status, message)` with the server's `error` text; an api
 that cannot be reached raises `ApiUnreachable` (status 0). `load_spec` turns an experiment spec
 file (YAML or JSON, the body of POST /api/v1/experiments) into that body, uploading a local
-`dataset.path` (JSONL or CSV) once through POST /api/v1/datasets.
+`dataset.path` (JSONL, CSV or Parquet) once through POST /api/v1/datasets.
 """
 
 from __future__ import annotations
 
-import csv
+import io
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 import yaml
 
+from inferno.events.dataset_files import SUFFIXES, DatasetFileError, format_of, parse_rows
+
 DEFAULT_URL = "http://127.0.0.1:8851"
 API = "/api/v1"
-DATASET_SUFFIXES = (".jsonl", ".ndjson", ".csv")
+DATASET_SUFFIXES = tuple(SUFFIXES)
 
 
 class InfernoError(Exception):
@@ -76,6 +78,18 @@ class Client:
         """Store rows once (content-addressed); returns {"dataset_ref", "row_count"}."""
         return self._request("POST", f"{API}/datasets", {"rows": rows})
 
+    def upload_dataset_file(self, path: str | Path) -> dict[str, Any]:
+        """Upload a JSONL, CSV or Parquet file as it is; the api reads it into rows."""
+        path = Path(path)
+        with path.open("rb") as file:
+            return self._request("POST", f"{API}/datasets", files={"file": (path.name, file)})
+
+    def leaderboard(self, experiment_id: str, metric: str | None = None) -> dict[str, Any]:
+        """The experiment's pipelines best first by `metric` (default: its first scorer), each
+        with the metric's value, confidence interval, shards done and status."""
+        path = f"{API}/experiments/{experiment_id}/leaderboard"
+        return self._request("GET", path, params={"metric": metric})
+
     def experiments(self) -> list[dict[str, Any]]:
         return _items(self._request("GET", f"{API}/experiments"), "experiments")
 
@@ -92,6 +106,28 @@ class Client:
 
     def pipeline(self, pipeline_id: int) -> dict[str, Any]:
         return self._request("GET", f"{API}/pipelines/{pipeline_id}")
+
+    def download_results(self, pipeline_id: int, out: BinaryIO) -> int:
+        """Stream the pipeline's per-row results (JSONL, completed shards in order) into `out`;
+        the number of rows written."""
+        rows = 0
+        try:
+            with self._http.stream("GET", f"{API}/pipelines/{pipeline_id}/results") as response:
+                if not response.is_success:
+                    response.read()
+                    raise InfernoError(response.status_code, _error_text(response))
+                for chunk in response.iter_bytes():
+                    rows += chunk.count(b"\n")
+                    out.write(chunk)
+        except httpx.TransportError as error:
+            raise ApiUnreachable(self.base_url, str(error) or type(error).__name__) from error
+        return rows
+
+    def results(self, pipeline_id: int) -> list[dict[str, Any]]:
+        """The pipeline's per-row results so far: row_index, prompt, output, scores, tokens."""
+        buffer = io.BytesIO()
+        self.download_results(pipeline_id, buffer)
+        return [json.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
 
     def stop(
         self, pipeline_id: int, wait: float | None = None, idempotency_key: str | None = None
@@ -155,6 +191,7 @@ class Client:
         wait: float | None = None,
         idempotency_key: str | None = None,
         params: Mapping[str, Any] | None = None,
+        files: Mapping[str, Any] | None = None,
     ) -> Any:
         query = {k: v for k, v in (params or {}).items() if v is not None}
         if wait is not None:
@@ -168,6 +205,7 @@ class Client:
                 method,
                 path,
                 json=body,
+                files=files,
                 params=query,
                 headers=headers,
                 timeout=httpx.Timeout(self._http.timeout.connect or 5.0, read=timeout),
@@ -201,9 +239,9 @@ def _items(body: Any, key: str) -> list[dict[str, Any]]:
 
 # experiment spec files
 def load_spec(path: str | Path, client: Client | None = None) -> dict[str, Any]:
-    """The POST /experiments body in a YAML or JSON file. A `dataset.path` (JSONL or CSV, relative
-    to the spec file) is read and, when `client` is given, uploaded once and replaced by
-    `dataset.ref`; without a client the rows are inlined as `dataset.rows`."""
+    """The POST /experiments body in a YAML or JSON file. A `dataset.path` (JSONL, CSV or
+    Parquet, relative to the spec file) is read and, when `client` is given, uploaded once and
+    replaced by `dataset.ref`; without a client the rows are inlined as `dataset.rows`."""
     path = Path(path)
     spec = read_spec(path)
     dataset = spec.get("dataset")
@@ -248,54 +286,25 @@ def read_spec(path: Path) -> dict[str, Any]:
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL (one JSON object a line; blank lines skipped) or CSV file (header row;
-    values stay strings)."""
+    """Rows of a JSONL (one JSON object a line; blank lines skipped), CSV (header row; values
+    stay strings) or Parquet file (`inferno.events.dataset_files`)."""
     suffix = path.suffix.lower()
-    if suffix not in DATASET_SUFFIXES:
+    fmt = format_of(path.name)
+    if fmt is None:
         raise SpecError(
             f"dataset {path}: unsupported file type {suffix or '(none)'!r};"
             f" use {', '.join(DATASET_SUFFIXES)}"
         )
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise SpecError(f"dataset file {path} not found") from None
-    except (OSError, UnicodeDecodeError) as error:
+    except OSError as error:
         raise SpecError(f"cannot read dataset file {path}: {error}") from None
-    rows = _csv_rows(path, text) if suffix == ".csv" else _jsonl_rows(path, text)
-    if not rows:
-        raise SpecError(f"dataset {path} has no rows")
-    return rows
-
-
-def _jsonl_rows(path: Path, text: str) -> list[dict[str, Any]]:
-    rows = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise SpecError(f"dataset {path} line {number}: invalid JSON: {error.msg}") from None
-        if not isinstance(row, dict):
-            raise SpecError(f"dataset {path} line {number}: a row must be a JSON object")
-        rows.append(row)
-    return rows
-
-
-def _csv_rows(path: Path, text: str) -> list[dict[str, Any]]:
-    reader = csv.DictReader(text.splitlines())
-    if not reader.fieldnames:
-        raise SpecError(f"dataset {path} has no header row")
-    rows = []
-    for row in reader:
-        if None in row or any(value is None for value in row.values()):
-            raise SpecError(
-                f"dataset {path} line {reader.line_num}: expected {len(reader.fieldnames)}"
-                " columns as in the header"
-            )
-        rows.append(dict(row))
-    return rows
+    try:
+        return parse_rows(data, fmt)
+    except DatasetFileError as error:
+        raise SpecError(f"dataset {path} {error}") from None
 
 
 def _yaml_reason(error: yaml.YAMLError) -> str:

@@ -68,12 +68,13 @@ def metric_names(pipelines: Iterable[dict[str, Any]]) -> list[str]:
     return sorted({name for p in pipelines for name in (p.get("metrics") or {})})
 
 
-def metric_mean(pipeline: dict[str, Any], name: str) -> float | None:
+def metric_value(pipeline: dict[str, Any], name: str) -> float | None:
+    """A metric's current value (`value`; `mean` from an api older than the intervals)."""
     stats = (pipeline.get("metrics") or {}).get(name)
     if not isinstance(stats, dict):
         return None
-    mean = stats.get("mean")
-    return float(mean) if isinstance(mean, int | float) else None
+    value = stats.get("value", stats.get("mean"))
+    return float(value) if isinstance(value, int | float) else None
 
 
 def pipelines_table(pipelines: Sequence[dict[str, Any]]) -> str:
@@ -96,12 +97,49 @@ def pipelines_table(pipelines: Sequence[dict[str, Any]]) -> str:
                 f"{p.get('shards_completed', 0)}/{p.get('num_shards', '?')}",
                 count(p.get("in_flight")),
                 p.get("rows_processed"),
-                *(metric_mean(p, m) for m in metrics),
+                *(metric_value(p, m) for m in metrics),
                 p.get("parent_pipeline_id"),
                 *([p.get("experiment_id")] if several else []),
             ]
         )
     return format_table(headers, rows)
+
+
+def interval(entry: dict[str, Any]) -> str | None:
+    """`[0.612, 0.843]`: a metric's confidence interval, None where it has none yet."""
+    low, high = entry.get("lower_bound"), entry.get("upper_bound")
+    if not isinstance(low, int | float) or not isinstance(high, int | float):
+        return None
+    return f"[{low:.3f}, {high:.3f}]"
+
+
+def leaderboard_table(board: dict[str, Any]) -> str:
+    """GET /experiments/{id}/leaderboard as a table, best first, with a title line."""
+    entries = board.get("pipelines") or []
+    metric = board.get("metric")
+    levels = {e.get("confidence_level") for e in entries} - {None}
+    level = f"{levels.pop():.0%} " if len(levels) == 1 else ""
+    methods = ", ".join(sorted({str(e.get("ci_method")) for e in entries if e.get("ci_method")}))
+    title = (
+        f"experiment {board.get('experiment_id')} ({board.get('experiment_name', '')})"
+        f" by {metric or '(no metric)'}"
+        + (f", {level}confidence intervals: {methods}" if methods else "")
+    )
+    headers = ["RANK", "ID", "NAME", "STATUS", "SHARDS", str(metric or "VALUE"), "INTERVAL", "N"]
+    rows = [
+        [
+            e.get("rank"),
+            e.get("pipeline_id"),
+            e.get("pipeline_name"),
+            e.get("status"),
+            f"{e.get('shards_completed', 0)}/{e.get('num_shards', '?')}",
+            e.get("value"),
+            interval(e),
+            e.get("count"),
+        ]
+        for e in entries
+    ]
+    return f"{title}\n{format_table(headers, rows)}"
 
 
 def operations_table(operations: Sequence[dict[str, Any]]) -> str:

@@ -54,6 +54,7 @@ class Settings:
     executor_id: str | None = None
     log_level: str = "info"
     log_format: str = "auto"
+    scorer_modules: tuple[str, ...] = ()  # modules user scorers (module:function) may come from
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -158,4 +159,5 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "INFERNO_EXECUTOR_ID": ("executor_id", _token("executor id")),
     "INFERNO_LOG_LEVEL": ("log_level", _one_of(*LOG_LEVELS)),
     "INFERNO_LOG_FORMAT": ("log_format", _one_of(*LOG_FORMATS)),
+    "INFERNO_SCORER_MODULES": ("scorer_modules", _comma_list),
 }

@@ -8,6 +8,7 @@ per second; `decide` never mutates state, and tests check that folding is determ
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from operator import add
 from typing import Any, Literal
 
 import msgspec
@@ -33,6 +34,7 @@ from inferno.events.events import (
     ShardFailed,
     ShardReleased,
 )
+from inferno.events.metrics import merge_buckets
 from inferno.events.model import EvalSpec, MetricStats, PipelineSpec
 
 PipelineStatus = Literal["new", "ongoing", "stopped", "completed", "failed", "deleted"]
@@ -65,6 +67,10 @@ class Pipeline(msgspec.Struct, kw_only=True):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     failure: str | None = None
+    # issue 4: what live metrics need beyond `metrics` (merged like them, shard by shard)
+    latency_ms_buckets: list[int] = msgspec.field(default_factory=list)
+    busy_s: float = 0.0  # the completed shards' durations, summed
+    row_errors: int = 0  # rows the engine failed on (they have no scores)
 
     @property
     def runnable(self) -> bool:
@@ -285,6 +291,16 @@ def _shard_completed(s: State, e: ShardCompleted) -> None:
     pipeline.rows_processed += stats.rows
     pipeline.prompt_tokens += stats.prompt_tokens
     pipeline.completion_tokens += stats.completion_tokens
+    pipeline.busy_s += stats.duration_s
+    pipeline.row_errors += stats.errors
+    buckets = stats.latency_ms_buckets
+    if buckets:
+        have = pipeline.latency_ms_buckets
+        pipeline.latency_ms_buckets = (
+            list(map(add, have, buckets))
+            if len(have) == len(buckets)
+            else merge_buckets(have, buckets)
+        )
     metrics = pipeline.metrics
     for name, more in stats.metrics.items():
         current = metrics.get(name)

@@ -33,6 +33,11 @@ class WorkOrder(msgspec.Struct, kw_only=True, omit_defaults=True):
         return f"work-{self.pipeline_id}-{self.shard}-{self.attempt}"
 
 
+def results_name(experiment_id: str, pipeline_id: int, shard: int) -> str:
+    """A shard's per-row outputs and scores in INFERNO_RESULTS (JSONL, one row a line)."""
+    return f"{experiment_id}/{pipeline_id}/{shard}.jsonl"
+
+
 def work_order(experiment: Experiment, pipeline: Pipeline, shard: int) -> WorkOrder:
     assignment = pipeline.in_flight[shard]
     start, end = shard_bounds(experiment.row_count, experiment.num_shards, shard)

@@ -3,6 +3,8 @@
 A command is appended to INFERNO_CMD as a single message; its stream sequence is its ic_id.
 The answer is read back from the projection (once the CMD tail has folded it), so a client sees
 exactly what a later read shows, and a retried Idempotency-Key gets the original operation.
+Secrets a request carries are stored in INFERNO_SECRETS and replaced by refs first
+(`inferno.api.secrets`), so no command in the log holds one.
 
 Before appending, the projection is asked whether the command can work: an unknown pipeline is a
 404 and a transition the projection already shows to be invalid a 409, in the decider's own
@@ -20,7 +22,7 @@ import uuid
 
 from nats.js.errors import NotFoundError
 
-from inferno.api import views
+from inferno.api import secrets, views
 from inferno.api.deps import Gateway
 from inferno.api.errors import ApiError
 from inferno.events import State, decide, encode
@@ -103,6 +105,7 @@ async def submit(
         if ic_id is None:
             raise refused
     else:
+        command = await secrets.protect(gw, command)  # before anything is appended
         outgoing = Outgoing(where, encode(command), message_id)
         ic_id = (await gw.appender.append(gw.names.cmd_stream, [outgoing])).first_seq
     # with ?wait, the scheduler's outcome usually folds before the command's own echo does

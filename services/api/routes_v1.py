@@ -9,18 +9,24 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Query
-from starlette.responses import Response
+from fastapi import APIRouter, Body, Query, Request
+from starlette.responses import Response, StreamingResponse
 
 from inferno.api import views
 from inferno.api.commands import submit
-from inferno.api.data import load_rows, store_rows
+from inferno.api.data import load_rows, rows_from_request, store_rows, stream_results
 from inferno.api.deps import GatewayDep, IdempotencyKey, Wait
 from inferno.api.errors import ApiError
 from inferno.api.responses import MsgspecJSONResponse, json_response
-from inferno.api.schemas import CloneBody, ExperimentBody, RowsBody, check_experiment
+from inferno.api.schemas import (
+    CloneBody,
+    ExperimentBody,
+    RowsBody,
+    check_experiment,
+    check_user_scorers,
+)
 from inferno.events.commands import (
     AnyCommand,
     ClonePipeline,
@@ -30,6 +36,7 @@ from inferno.events.commands import (
     StopPipeline,
 )
 from inferno.events.state import OperationStatus, PipelineStatus
+from inferno.events.work import results_name
 
 router = APIRouter(prefix="/api/v1", tags=["v1"], default_response_class=MsgspecJSONResponse)
 
@@ -44,6 +51,7 @@ async def create_experiment(
     """Create an experiment with its first pipelines. The dataset is inline (`rows`, stored
     once under its digest) or a stored one (`ref`). `pipelines` in the answer fill in once the
     scheduler has decided (use `?wait`)."""
+    check_user_scorers(body.eval, gw.settings.scorer_modules)
     if body.dataset.rows is not None:
         rows = body.dataset.rows
         check_experiment(body, len(rows), rows[0])
@@ -69,11 +77,46 @@ async def create_experiment(
     return json_response(views.created_experiment(gw.projection.state, op))
 
 
-@router.post("/datasets")
-async def upload_dataset(body: RowsBody, gw: GatewayDep) -> Response:
-    """Store rows once (content-addressed); experiments then name them by `dataset_ref`."""
-    ref = await store_rows(gw, body.rows)
-    return json_response({"dataset_ref": ref, "row_count": len(body.rows)})
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": RowsBody.model_json_schema()},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+            **{
+                media: {"schema": {"type": "string", "format": "binary"}}
+                for media in ("application/x-ndjson", "text/csv", "application/vnd.apache.parquet")
+            },
+        },
+    }
+}
+
+
+@router.post("/datasets", openapi_extra=_UPLOAD_BODY)
+async def upload_dataset(
+    request: Request,
+    gw: GatewayDep,
+    fmt: Annotated[
+        Literal["jsonl", "csv", "parquet"] | None,
+        Query(
+            alias="format",
+            description="the file's format, when its name or Content-Type does not say",
+        ),
+    ] = None,
+) -> Response:
+    """Store rows once (content-addressed); experiments then name them by `dataset_ref`.
+    The rows come as JSON `{"rows": [...]}`, as a multipart form's `file` (.jsonl, .csv,
+    .parquet), or as the raw body with a Content-Type of application/x-ndjson, text/csv or
+    application/vnd.apache.parquet. CSV values stay strings."""
+    rows = await rows_from_request(request, fmt)
+    ref = await store_rows(gw, rows)
+    return json_response({"dataset_ref": ref, "row_count": len(rows)})
 
 
 @router.get("/experiments")
@@ -91,6 +134,31 @@ async def get_experiment(experiment_id: str, gw: GatewayDep) -> Response:
     return json_response(views.experiment_detail(state, experiment))
 
 
+@router.get("/experiments/{experiment_id}/leaderboard")
+async def experiment_leaderboard(
+    experiment_id: str,
+    gw: GatewayDep,
+    metric: Annotated[
+        str | None, Query(description="the metric to rank by (default: the first scorer's)")
+    ] = None,
+) -> Response:
+    """The experiment's pipelines (deleted ones left out), best first by `metric`, each with
+    its value, confidence interval, shards done and status."""
+    state = gw.projection.state
+    experiment = state.experiments.get(experiment_id)
+    if experiment is None:
+        raise ApiError(404, f"experiment {experiment_id} not found")
+    known = views.metric_names(state, experiment)
+    if metric is not None and metric not in known:
+        raise ApiError(
+            400,
+            f"query parameter 'metric': {metric!r} is not a metric of experiment"
+            f" {experiment_id} (it has: {', '.join(known) or 'none'})",
+        )
+    chosen = metric or (known[0] if known else None)
+    return json_response(views.leaderboard(state, experiment, chosen))
+
+
 # pipelines
 
 
@@ -100,11 +168,11 @@ async def list_pipelines(
     experiment_id: str | None = None,
     status: Annotated[PipelineStatus | None, Query()] = None,
 ) -> Response:
-    pipelines = gw.projection.state.pipelines
+    state = gw.projection.state
     return json_response(
         [
-            views.pipeline(p)
-            for _, p in sorted(pipelines.items())
+            views.pipeline(p, state.experiments[p.experiment_id])
+            for _, p in sorted(state.pipelines.items())
             if (experiment_id is None or p.experiment_id == experiment_id)
             and (status is None or p.status == status)
         ]
@@ -113,10 +181,30 @@ async def list_pipelines(
 
 @router.get("/pipelines/{pipeline_id}")
 async def get_pipeline(pipeline_id: int, gw: GatewayDep) -> Response:
+    state = gw.projection.state
+    pipeline = state.pipelines.get(pipeline_id)
+    if pipeline is None:
+        raise ApiError(404, f"pipeline {pipeline_id} not found")
+    return json_response(views.pipeline(pipeline, state.experiments[pipeline.experiment_id]))
+
+
+@router.get(
+    "/pipelines/{pipeline_id}/results",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}}}},
+)
+async def pipeline_results(pipeline_id: int, gw: GatewayDep) -> StreamingResponse:
+    """Per-row outputs and scores as JSONL: the completed shards' objects in INFERNO_RESULTS,
+    in shard order (shards still running or pending are not included yet)."""
     pipeline = gw.projection.state.pipelines.get(pipeline_id)
     if pipeline is None:
         raise ApiError(404, f"pipeline {pipeline_id} not found")
-    return json_response(views.pipeline(pipeline))
+    objects = [
+        results_name(pipeline.experiment_id, pipeline_id, shard)
+        for shard in sorted(pipeline.completed)
+    ]
+    store = await gw.js.object_store(gw.names.results_store)
+    return StreamingResponse(stream_results(store, objects), media_type="application/x-ndjson")
 
 
 async def _issue(gw: GatewayDep, command: AnyCommand, key: str | None, wait: float) -> Response:

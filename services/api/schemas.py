@@ -9,6 +9,7 @@ never reaches the log.
 from __future__ import annotations
 
 import string
+from collections.abc import Collection
 from typing import Any, Literal
 
 import msgspec
@@ -17,11 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from inferno.api.errors import bad_field
 from inferno.events.model import EvalSpec, PipelineChanges, PipelineSpec, PipelineType, Scorer
 from inferno.events.names import check_token
-
-SCORERS: frozenset[str] = frozenset({"exact_match"})
-"""Scorers executors know; extend this set as they learn more."""
-NEEDS_TARGET: frozenset[str] = frozenset({"exact_match"})
-"""Scorers that compare with a row field, named by the scorer's `target`."""
+from inferno.events.scorers import BUILTIN_SCORERS, ScorerError, check_scorer, user_scorer
 
 
 class _Closed(BaseModel):
@@ -30,6 +27,20 @@ class _Closed(BaseModel):
 
 class _Open(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
+
+
+PRICE_KEYS = ("price_per_1k_prompt_tokens", "price_per_1k_completion_tokens")
+"""client_config keys the estimated cost is computed from (docs/evaluation.md)."""
+
+
+def check_prices(config: dict[str, Any]) -> dict[str, Any]:
+    for key in PRICE_KEYS:
+        value = config.get(key)
+        if value is not None and (
+            not isinstance(value, int | float) or isinstance(value, bool) or value < 0
+        ):
+            raise ValueError(f"{key} must be a number >= 0 (per 1,000 tokens), not {value!r}")
+    return config
 
 
 class _Knobs(BaseModel):
@@ -42,6 +53,11 @@ class _Knobs(BaseModel):
     client_config: dict[str, Any] = Field(default_factory=dict)
     rpm_limit: int | None = Field(default=None, ge=1)
     tpm_limit: int | None = Field(default=None, ge=1)
+
+    @field_validator("client_config")
+    @classmethod
+    def _prices(cls, config: dict[str, Any]) -> dict[str, Any]:
+        return check_prices(config)
 
     def spec(self) -> PipelineSpec:
         return PipelineSpec(
@@ -90,6 +106,11 @@ class CloneBody(_Closed):
     rpm_limit: int | None = Field(default=None, ge=1)
     tpm_limit: int | None = Field(default=None, ge=1)
 
+    @field_validator("client_config")
+    @classmethod
+    def _prices(cls, config: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if config is None else check_prices(config)
+
     def changes(self) -> PipelineChanges:
         return PipelineChanges(
             pipeline_name=self.pipeline_name,
@@ -130,15 +151,26 @@ class ScorerBody(_Closed):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        if name not in SCORERS:
-            raise ValueError(f"unknown scorer {name!r} (known: {', '.join(sorted(SCORERS))})")
+        if name not in BUILTIN_SCORERS and user_scorer(name) is None:
+            raise ValueError(
+                f"unknown scorer {name!r} (known: {', '.join(BUILTIN_SCORERS)},"
+                " or module:function from INFERNO_SCORER_MODULES)"
+            )
         return name
 
     @model_validator(mode="after")
-    def _target(self) -> ScorerBody:
-        if self.name in NEEDS_TARGET and not self.target:
-            raise ValueError(f"{self.name} needs a 'target': the row field to compare with")
+    def _usable(self) -> ScorerBody:
+        """Target and options of a built-in; a user scorer's allow-list is checked by
+        `check_user_scorers`, which knows the settings."""
+        if user_scorer(self.name) is None:
+            try:
+                check_scorer(self.scorer(), ())
+            except ScorerError as error:
+                raise ValueError(str(error)) from None
         return self
+
+    def scorer(self) -> Scorer:
+        return msgspec.convert(self.model_dump(), Scorer)
 
 
 class Message(_Closed):
@@ -166,7 +198,7 @@ class EvalBody(_Closed):
         )
         return EvalSpec(
             prompt=prompt,
-            scorers=[msgspec.convert(s.model_dump(), Scorer) for s in self.scorers],
+            scorers=[s.scorer() for s in self.scorers],
             ci_method=self.ci_method,
             confidence_level=self.confidence_level,
         )
@@ -200,6 +232,17 @@ def template_fields(template: str, field: str) -> set[str]:
             raise bad_field(field, f"{{{name}}}: private attributes are not allowed")
         names.add(base)
     return names
+
+
+def check_user_scorers(body: EvalBody, allowed_modules: Collection[str]) -> None:
+    """A `module:function` scorer runs only from a module in INFERNO_SCORER_MODULES: the api
+    refuses any other with a 400 naming it (executors check their own list again)."""
+    for i, scorer in enumerate(body.scorers):
+        if user_scorer(scorer.name) is not None:
+            try:
+                check_scorer(scorer.scorer(), allowed_modules)
+            except ScorerError as error:
+                raise bad_field(f"eval.scorers.{i}.name", str(error)) from None
 
 
 def check_experiment(body: ExperimentBody, row_count: int, first_row: dict[str, Any]) -> None:

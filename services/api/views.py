@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from inferno.client.logs import mask_value
+from inferno.events import metrics
 from inferno.events.model import MetricStats
 from inferno.events.state import Experiment, Operation, Pipeline, State
 from inferno.events.work import ExecutorInfo
@@ -49,18 +50,26 @@ def dispatcher_ack(op: Operation) -> dict[str, Any]:
     return {"ic_id": op.ic_id, "message": message, "status": op.status}
 
 
-def metric(stats: MetricStats) -> dict[str, Any]:
-    if stats.count == 0:
-        return {"count": 0, "mean": None, "min": None, "max": None}
+def live_metrics(p: Pipeline, e: Experiment) -> dict[str, Any]:
+    """Per metric its value and confidence interval (`inferno.events.metrics`), and the
+    pipeline's throughput, latency, tokens and cost (docs/evaluation.md)."""
+    buckets = p.latency_ms_buckets
     return {
-        "count": stats.count,
-        "mean": stats.total / stats.count,
-        "min": stats.minimum,
-        "max": stats.maximum,
+        "metrics": metrics.metric_summaries(p.metrics, e.eval, e.row_count),
+        "rows_per_s": metrics.rows_per_s(p.rows_processed, p.busy_s),
+        "latency_ms": {
+            "p50": metrics.latency_percentile(buckets, 0.5),
+            "p95": metrics.latency_percentile(buckets, 0.95),
+        },
+        "tokens": {"prompt": p.prompt_tokens, "completion": p.completion_tokens},
+        "estimated_cost": metrics.estimated_cost(
+            p.prompt_tokens, p.completion_tokens, p.spec.client_config
+        ),
+        "row_errors": p.row_errors,
     }
 
 
-def pipeline(p: Pipeline) -> dict[str, Any]:
+def pipeline(p: Pipeline, e: Experiment) -> dict[str, Any]:
     spec = p.spec
     return {
         "pipeline_id": p.pipeline_id,
@@ -85,7 +94,7 @@ def pipeline(p: Pipeline) -> dict[str, Any]:
         "client_config": mask_value(spec.client_config),
         "rpm_limit": spec.rpm_limit,
         "tpm_limit": spec.tpm_limit,
-        "metrics": {name: metric(stats) for name, stats in sorted(p.metrics.items())},
+        **live_metrics(p, e),
         "prompt_tokens": p.prompt_tokens,
         "completion_tokens": p.completion_tokens,
         "created_at": p.created_at,
@@ -117,7 +126,48 @@ def experiment(e: Experiment) -> dict[str, Any]:
 
 
 def experiment_detail(state: State, e: Experiment) -> dict[str, Any]:
-    return {**experiment(e), "pipelines": [pipeline(state.pipelines[i]) for i in e.pipeline_ids]}
+    pipelines = [pipeline(state.pipelines[i], e) for i in e.pipeline_ids]
+    return {**experiment(e), "pipelines": pipelines}
+
+
+def metric_names(state: State, e: Experiment) -> list[str]:
+    """The experiment's metrics: its scorers in spec order, then any other a pipeline reports."""
+    names = [s.name for s in e.eval.scorers]
+    seen = {n for i in e.pipeline_ids for n in state.pipelines[i].metrics}
+    return names + sorted(seen - set(names))
+
+
+def leaderboard(state: State, e: Experiment, metric: str | None) -> dict[str, Any]:
+    """The experiment's live pipelines, best first by `metric` (higher is better; pipelines
+    without a value yet last; ties by id), each with the metric's interval and its progress."""
+    entries = []
+    for i in e.pipeline_ids:
+        p = state.pipelines[i]
+        if p.status == "deleted":
+            continue
+        name = metric or ""
+        summary = metrics.metric_summary(
+            name, p.metrics.get(name, MetricStats()), e.eval, e.row_count
+        )
+        entries.append(
+            {
+                "pipeline_id": p.pipeline_id,
+                "pipeline_name": p.spec.pipeline_name,
+                "pipeline_type": p.spec.pipeline_type,
+                "status": p.status,
+                "shards_completed": len(p.completed),
+                "num_shards": p.num_shards,
+                **summary,
+            }
+        )
+    entries.sort(key=lambda x: (x["value"] is None, -(x["value"] or 0.0), x["pipeline_id"]))
+    return {
+        "experiment_id": e.experiment_id,
+        "experiment_name": e.experiment_name,
+        "metric": metric,
+        "row_count": e.row_count,
+        "pipelines": [{"rank": rank, **x} for rank, x in enumerate(entries, 1)],
+    }
 
 
 def created_experiment(state: State, op: Operation) -> dict[str, Any]:
@@ -127,7 +177,11 @@ def created_experiment(state: State, op: Operation) -> dict[str, Any]:
         **operation(op),
         "experiment_id": op.experiment_id,
         "context_id": op.context_id,
-        "pipelines": [pipeline(state.pipelines[i]) for i in ids if i in state.pipelines],
+        "pipelines": [
+            pipeline(p, state.experiments[p.experiment_id])
+            for p in (state.pipelines.get(i) for i in ids)
+            if p is not None
+        ],
     }
 
 

@@ -1,11 +1,11 @@
 """Keep one loaded engine per executor across shards and pipelines (DESIGN §1, §4).
 
 Loading a model costs minutes on a GPU, so the engine stays loaded while shards keep asking for
-the same `(pipeline_type, model_config)`; sampling params differ per call and never force a
-reload. A shard that needs another model waits until no shard uses the loaded one, then the old
-engine is torn down before the new one loads (one model in GPU memory at a time). While such a
-swap waits, new users of the loaded engine wait too, so a stream of shards for one model cannot
-starve the other.
+the same `engine_key` (type, model_config, client_config, limits); sampling params differ per
+call and never force a reload. A shard that needs another model waits until no shard uses the
+loaded one, then the old engine is torn down before the new one loads (one model in GPU memory
+at a time). While such a swap waits, new users of the loaded engine wait too, so a stream of
+shards for one model cannot starve the other.
 """
 
 from __future__ import annotations
@@ -21,8 +21,11 @@ from inferno.executor.backends.base import Backends, Engine, EngineConfigError
 
 
 def engine_key(spec: PipelineSpec) -> tuple[str, bytes]:
-    """Two specs share an engine exactly when their type and model_config are equal."""
-    return spec.pipeline_type, msgspec.json.encode(spec.model_config, order="sorted")
+    """Two specs share an engine exactly when their type, model_config, client_config and rate
+    limits are equal: an `openai` engine is its endpoint, key (by ref) and limiter, so pipelines
+    with other endpoints or keys must never be sent through it."""
+    config = (spec.model_config, spec.client_config, spec.rpm_limit, spec.tpm_limit)
+    return spec.pipeline_type, msgspec.json.encode(config, order="sorted")
 
 
 def loaded_model(spec: PipelineSpec) -> str:
@@ -46,8 +49,12 @@ class EngineCache:
         return [self._model] if self._model is not None else []
 
     @asynccontextmanager
-    async def use(self, spec: PipelineSpec) -> AsyncIterator[Engine]:
-        """The engine for `spec`, loaded if need be; it stays loaded after the block."""
+    async def use(
+        self, spec: PipelineSpec, *, resolved: PipelineSpec | None = None
+    ) -> AsyncIterator[Engine]:
+        """The engine for `spec`, loaded if need be; it stays loaded after the block. A new
+        engine opens with `resolved` (`spec` with its secret refs resolved) when given, while
+        the key it is kept under is `spec`'s: it holds refs, never secret values."""
         key = engine_key(spec)
         async with self._changed:
             swap = key != self._key
@@ -60,7 +67,7 @@ class EngineCache:
                 self._swaps_waiting -= swap
             if key != self._key:
                 await self._unload()
-                await self._load(spec, key)
+                await self._load(resolved or spec, key)
             self._users += 1
             engine = self._engine
         assert engine is not None

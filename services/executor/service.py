@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import glob
+import importlib.util
 import os
 import signal
 import socket
@@ -35,7 +37,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from inferno.client.logs import log_effective_config
+from inferno.client.logs import log_effective_config, mask_text
 from inferno.events.codec import decode_event, encode
 from inferno.events.commands import Report, ShardAborted, ShardErrored
 from inferno.events.config import Settings
@@ -53,6 +55,7 @@ from inferno.events.work import (
 from inferno.executor.backends import Backends, default_backends
 from inferno.executor.datasets import DatasetCache
 from inferno.executor.engines import EngineCache
+from inferno.executor.secrets import Secrets
 from inferno.executor.shard import PERMANENT, Runtime, run_shard
 
 _log = structlog.get_logger("inferno.executor")
@@ -72,8 +75,16 @@ class _Running:
 class Executor:
     """One executor's work loop over an open connection; `run` does the wiring around it."""
 
-    def __init__(self, rt: Runtime, *, slots: int, poll_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        *,
+        slots: int,
+        poll_s: float = 1.0,
+        gpus: list[dict[str, object]] | None = None,
+    ) -> None:
         self.rt, self.slots, self.poll_s = rt, slots, poll_s
+        self.gpus = gpus or []
         self.running: dict[asyncio.Task[None], _Running] = {}
 
     # the work loop
@@ -163,6 +174,7 @@ class Executor:
             else:
                 permanent = isinstance(error, PERMANENT)
                 text = str(error) if permanent else f"{type(error).__name__}: {error}"
+                text = mask_text(text)  # to INFERNO_EXEC and the log: it may quote a secret
                 fields = {"outcome": "errored", "error": text, "retryable": not permanent}
                 if not permanent:  # a bug or an outage: the traceback helps
                     fields["exc_info"] = error
@@ -220,11 +232,32 @@ class Executor:
             slots=self.slots,
             busy=len(self.running),
             loaded_models=self.rt.engines.loaded_models,
+            has_gpu=bool(self.gpus),
+            gpus=self.gpus,
             hostname=socket.gethostname(),
             pid=os.getpid(),
             started_at=started_at,
             heartbeat_at=time.time(),
         )
+
+
+def local_gpus() -> list[dict[str, object]]:
+    """The GPUs torch sees, for the heartbeat: [{"index", "name", "memory_mb"}]. torch is
+    imported only where a GPU device node exists: the import takes seconds, and a host without
+    one has nothing to report."""
+    if not (glob.glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/kfd")):
+        return []
+    if importlib.util.find_spec("torch") is None:
+        return []
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    devices = [torch.cuda.get_device_properties(i) for i in range(torch.cuda.device_count())]
+    return [
+        {"index": i, "name": props.name, "memory_mb": props.total_memory // 2**20}
+        for i, props in enumerate(devices)
+    ]
 
 
 async def _keep_alive(msg: Msg) -> None:
@@ -326,10 +359,13 @@ async def run(
             datasets=DatasetCache(js, names, cache_dir=cache_dir),
             results=await js.object_store(names.results_store),
             report=report,
+            secrets=Secrets(await js.key_value(names.secrets_bucket)),
             batch_size=batch_size,
             progress_every_s=progress_every_s,
+            scorer_modules=frozenset(settings.scorer_modules),
         )
-        executor = Executor(rt, slots=slots, poll_s=poll_s)
+        gpus = await asyncio.to_thread(local_gpus)
+        executor = Executor(rt, slots=slots, poll_s=poll_s, gpus=gpus)
         sub = await durable_pull(
             js,
             names.work_stream,

@@ -2,8 +2,8 @@
 
 Failures raise; the caller decides what to report (`ShardErrored`, or `ShardAborted` when it
 cancelled the shard). Errors that would recur on every attempt (bad template, unknown scorer,
-unusable model_config, missing dataset) are `PERMANENT`: the scheduler fails the pipeline at
-once with the reason instead of retrying.
+unusable model_config, missing dataset, unknown secret ref) are `PERMANENT`: the scheduler fails
+the pipeline at once with the reason instead of retrying.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from dataclasses import dataclass
 import msgspec
 from nats.js.object_store import ObjectStore
 
+from inferno.client.logs import mask_text
 from inferno.events.commands import Report, ShardFinished, ShardProgress, ShardStarted
 from inferno.events.model import ShardStats
 from inferno.events.work import WorkOrder
+from inferno.events.work import results_name as work_results_name
 from inferno.executor.backends.base import EngineConfigError, GenerationRequest
 from inferno.executor.datasets import DatasetCache, DatasetError
 from inferno.executor.engines import EngineCache
@@ -30,8 +32,14 @@ from inferno.executor.evaluation import (
     render,
     stats_of,
 )
+from inferno.executor.secrets import SecretError, Secrets
 
-PERMANENT: tuple[type[Exception], ...] = (EvalError, EngineConfigError, DatasetError)
+PERMANENT: tuple[type[Exception], ...] = (
+    EvalError,
+    EngineConfigError,
+    DatasetError,
+    SecretError,
+)
 _encode = msgspec.json.Encoder().encode
 
 
@@ -44,12 +52,14 @@ class Runtime:
     datasets: DatasetCache
     results: ObjectStore
     report: Callable[[Report], Awaitable[None]]
+    secrets: Secrets  # the engine opens with the spec's secret refs resolved
     batch_size: int = 16
     progress_every_s: float = 1.0  # progress is liveness only: no need to flood INFERNO_EXEC
+    scorer_modules: frozenset[str] = frozenset()  # INFERNO_SCORER_MODULES: user scorers' modules
 
 
 def results_name(order: WorkOrder) -> str:
-    return f"{order.experiment_id}/{order.pipeline_id}/{order.shard}.jsonl"
+    return work_results_name(order.experiment_id, order.pipeline_id, order.shard)
 
 
 async def run_shard(rt: Runtime, order: WorkOrder) -> ShardStats:
@@ -61,7 +71,7 @@ async def run_shard(rt: Runtime, order: WorkOrder) -> ShardStats:
         "attempt": order.attempt,
     }
     await rt.report(ShardStarted(**ids, at=time.time()))
-    check_eval(order.eval)
+    scorers = check_eval(order.eval, rt.scorer_modules)
     dataset = await rt.datasets.rows(order.dataset_ref)
     if order.row_end > len(dataset):
         raise DatasetError(
@@ -73,7 +83,8 @@ async def run_shard(rt: Runtime, order: WorkOrder) -> ShardStats:
     prompts = [render(order.eval.prompt, row) for row in rows]
     results: list[RowResult] = []
     if rows:
-        async with rt.engines.use(order.spec) as engine:
+        spec = await rt.secrets.resolve_spec(order.spec)  # for the engine only: never logged
+        async with rt.engines.use(order.spec, resolved=spec) as engine:
             last_progress = time.monotonic()
             for start in range(0, len(rows), rt.batch_size):
                 end = min(start + rt.batch_size, len(rows))
@@ -86,13 +97,23 @@ async def run_shard(rt: Runtime, order: WorkOrder) -> ShardStats:
                     )
                     for i in range(start, end)
                 ]
-                generations = await engine.generate(requests, order.spec.sampling_params)
+                generations = await engine.generate(requests, spec.sampling_params)
                 if len(generations) != len(requests):
                     raise RuntimeError(
                         f"engine returned {len(generations)} generations for {len(requests)}"
                     )
+                for gen in generations:  # a row's error text may quote a secret (an echoed key)
+                    if gen.error is not None:
+                        gen.error = mask_text(gen.error)
                 results += [
-                    evaluate(order.eval, first_index + j, rows[start + j], prompts[start + j], gen)
+                    evaluate(
+                        order.eval,
+                        first_index + j,
+                        rows[start + j],
+                        prompts[start + j],
+                        gen,
+                        scorers,
+                    )
                     for j, gen in enumerate(generations)
                 ]
                 now = time.monotonic()

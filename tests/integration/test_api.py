@@ -76,6 +76,16 @@ def experiment_body(**overrides: Any) -> dict[str, Any]:
     return body
 
 
+class _Ref:
+    """Equal to any secret ref (the api keeps keys in INFERNO_SECRETS, see test_secrets.py)."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and other.startswith("sec-")
+
+
+ANY_REF = _Ref()
+
+
 async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -467,13 +477,23 @@ async def test_pipeline_reads_and_transitions(api: Api, scheduler: PlayScheduler
     one = (await api.client.get("/api/v1/pipelines/1")).json()
     assert (one["shards_completed"], one["num_shards"], one["rows_processed"]) == (1, 2, 2)
     assert one["in_flight"] == []
-    assert one["metrics"] == {"exact_match": {"count": 2, "mean": 0.5, "min": 0.0, "max": 1.0}}
+    # 2 of 4 rows: Wilson (0/1 scorer) with z·sqrt((4 - 2) / (4 - 1)) in place of z
+    assert one["metrics"] == {
+        "exact_match": {
+            "value": 0.5,
+            "lower_bound": pytest.approx(0.12533, abs=1e-5),
+            "upper_bound": pytest.approx(0.87467, abs=1e-5),
+            "confidence_level": 0.95,
+            "ci_method": "wilson",
+            "count": 2,
+        }
+    }
     assert (one["simulated"], one["source"], one["parent_pipeline_id"]) == (True, "user", None)
     assert one["sampling_params"] == {"temperature": 0, "max_tokens": 16}
 
     # secrets never leave the api
     two = (await api.client.get("/api/v1/pipelines/2")).json()
-    assert two["client_config"] == {"base_url": "http://llm", "api_key": "***"}
+    assert two["client_config"] == {"base_url": "http://llm", "api_key_ref": ANY_REF}
     assert (two["simulated"], two["rpm_limit"]) == (False, 60)
 
     # 409 when the projection already shows the transition is invalid

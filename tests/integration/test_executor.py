@@ -164,7 +164,9 @@ async def test_heartbeat_advertises_capabilities_and_leaves_on_stop(start, log, 
     executor = await start("ex1", slots=3)
     info = await heartbeat(log, names, "ex1")
     assert info is not None
-    assert (info.backends, info.slots, info.busy, info.has_gpu) == (["sim"], 3, 0, False)
+    available = sorted(name for name, b in default_backends().items() if b.available())
+    assert "sim" in available
+    assert (info.backends, info.slots, info.busy, info.has_gpu) == (available, 3, 0, False)
     assert info.loaded_models == []
     assert info.pid > 0
     assert info.heartbeat_at >= info.started_at > 0
@@ -362,7 +364,8 @@ async def test_backends_are_pluggable_and_engine_failures_are_retryable(start, l
     await start("ex1", backends=backends)
     info = await heartbeat(log, names, "ex1")
     assert info is not None
-    assert info.backends == ["hf", "sim"]  # vllm is not available here
+    assert "vllm" not in info.backends  # advertised only where it is available
+    assert {"hf", "sim"} <= set(info.backends)
     work = order(dataset)
     await send(
         log,

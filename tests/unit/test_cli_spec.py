@@ -84,7 +84,7 @@ def test_inline_rows_and_refs_pass_through(tmp_path: Path) -> None:
         ({"spec.yaml": "dataset: rows.jsonl\n"}, "`dataset` must be a mapping"),
         ({"spec.yaml": "dataset: {path: r.jsonl, ref: x}\n"}, "has `path` and `ref`; give one"),
         ({"spec.yaml": "dataset: {path: rows.jsonl}\n"}, "dataset file {dir}/rows.jsonl not found"),
-        ({"spec.yaml": "dataset: {path: rows.parquet}\n"}, "unsupported file type '.parquet'"),
+        ({"spec.yaml": "dataset: {path: rows.xlsx}\n"}, "unsupported file type '.xlsx'"),
         (
             {"spec.yaml": "dataset: {path: rows.jsonl}\n", "rows.jsonl": '{"a": 1}\n{"a": \n'},
             "rows.jsonl line 2: invalid JSON",

@@ -21,10 +21,9 @@ def test_format_table_aligns_numbers_right_and_shows_missing_as_dash() -> None:
     ]
 
 
-def pipeline(pid: int, name: str, status: str, done: int, mean: float | None, **extra: object):
-    metrics = (
-        {} if mean is None else {"exact_match": {"count": 8, "mean": mean, "min": 0, "max": 1}}
-    )
+def pipeline(pid: int, name: str, status: str, done: int, value: float | None, **extra: object):
+    interval = {"lower_bound": value, "upper_bound": value, "ci_method": "wilson"}
+    metrics = {} if value is None else {"exact_match": {"value": value, "count": 8, **interval}}
     return {
         "pipeline_id": pid,
         "pipeline_name": name,

@@ -87,7 +87,13 @@ def test_scorers_is_a_registry_of_named_functions():
     ("scorers", "message"),
     [
         ([Scorer(name="bleu", target="answer")], "unknown scorer 'bleu'"),
-        ([Scorer(name="exact_match")], "needs a target"),
+        ([Scorer(name="exact_match")], "needs a 'target'"),
+        ([Scorer(name="regex")], "needs options.pattern"),
+        ([Scorer(name="regex", options={"pattern": "("})], "pattern is invalid"),
+        ([Scorer(name="contains", target="a", options={"case": True})], "unknown option 'case'"),
+        ([Scorer(name="numeric", target="a", options={"tolerance": -1})], "a number >= 0"),
+        ([Scorer(name="numeric", target="a", options={"pick": "middle"})], "'first' or 'last'"),
+        ([Scorer(name="os:system")], "module 'os' is not in INFERNO_SCORER_MODULES"),
         ([Scorer(name="exact_match", target="a"), Scorer(name="exact_match", target="b")], "twice"),
     ],
 )

@@ -6,13 +6,14 @@ executor loop never changes.
 
 from __future__ import annotations
 
-from inferno.executor.backends import sim
+from inferno.executor.backends import hf, openai, sim, vllm
 from inferno.executor.backends.base import Backend, Backends
 
 
 def default_backends() -> dict[str, Backend]:
     """Every backend this build knows, by pipeline_type (advertised only where available)."""
-    return {backend.pipeline_type: backend for backend in (sim.BACKEND,)}
+    backends = (sim.BACKEND, hf.BACKEND, openai.BACKEND, vllm.BACKEND)
+    return {backend.pipeline_type: backend for backend in backends}
 
 
 __all__ = ["Backend", "Backends", "default_backends"]

@@ -1,0 +1,294 @@
+"""Fixtures for the end-to-end tests: a real cluster started the way people start one.
+
+`LocalCluster` runs nats-server, the api, two schedulers (a leader and a standby) and two
+executors, each a separate `python -m inferno.<service>` process with its log in `<tmp>/logs`.
+Tests drive it over HTTP (`Live.http`, loopback, no proxies) and judge the outcome from the log
+itself: `Live.events()` replays INFERNO_EVT from sequence 1 and `Live.state()` folds it with the
+same `evolve` every service uses.
+
+A module may override `cluster_env` (module scope) to start its clusters with more environment,
+e.g. a bearer token or a short heartbeat TTL; LocalCluster copies `os.environ` into every child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import msgspec
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from inferno.client.launcher import Child, LocalCluster
+from inferno.events import Names, State, decode_command, decode_event, decode_report, fold
+from inferno.events.commands import AnyCommand, AnyReport
+from inferno.events.events import AnyEvent, ShardCompleted
+from inferno.events.jetstream import connect, replay
+
+T = TypeVar("T")
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+ARITH_ROWS: list[dict[str, Any]] = [
+    json.loads(line) for line in (EXAMPLES / "arith.jsonl").read_text().splitlines() if line
+]
+"""The example's 96 rows: 8 shards of 12 rows, so `latency_ms_per_row` 30 makes ~0.4 s shards."""
+
+SETTLED = frozenset({"completed", "stopped", "deleted", "failed"})
+
+
+# the cluster
+
+
+@pytest.fixture(scope="module")
+def cluster_env() -> dict[str, str]:
+    """Extra environment for every process of the module's clusters (override per module)."""
+    return {}
+
+
+@contextmanager
+def local_cluster(
+    root: Path, env: Mapping[str, str], mp: pytest.MonkeyPatch
+) -> Iterator[LocalCluster]:
+    for key, value in env.items():
+        mp.setenv(key, value)  # LocalCluster copies os.environ into each child
+    cluster = LocalCluster(root / "data", executors=2, schedulers=2, log_dir=root / "logs")
+    print(f"cluster logs: {root / 'logs'}")  # shown with a failure's captured output
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster(
+    tmp_path: Path, cluster_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[LocalCluster]:
+    """A fresh cluster for one test (tests that kill its processes)."""
+    with local_cluster(tmp_path, cluster_env, monkeypatch) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def module_cluster(
+    tmp_path_factory: pytest.TempPathFactory, cluster_env: dict[str, str]
+) -> Iterator[LocalCluster]:
+    """One cluster for a whole module; its tests each run their own experiment on it."""
+    with (
+        pytest.MonkeyPatch.context() as mp,
+        local_cluster(tmp_path_factory.mktemp("cluster"), cluster_env, mp) as started,
+    ):
+        yield started
+
+
+# talking to it
+
+
+@dataclass
+class Live:
+    """A started cluster with an HTTP client for its api and a NATS connection to its log."""
+
+    cluster: LocalCluster
+    names: Names
+    nc: NATS
+    js: JetStreamContext
+    http: httpx.AsyncClient
+
+    # building requests and judging the log (tests cannot import conftest: importlib mode)
+
+    @staticmethod
+    def sim(
+        name: str, *, latency_ms: float = 30.0, accuracy: float = 0.8, model: str | None = None
+    ) -> dict[str, Any]:
+        """A `sim` pipeline as in examples/arith.yaml; a 12-row shard lasts 12 × `latency_ms`."""
+        return {
+            "pipeline_name": name,
+            "pipeline_type": "sim",
+            "model_config": {
+                "model": model or f"sim-{name}",
+                "accuracy": accuracy,
+                "latency_ms_per_row": latency_ms,
+                "tokens_per_row": 6,
+            },
+            "sampling_params": {"temperature": 0, "max_tokens": 16},
+        }
+
+    @staticmethod
+    def experiment_body(
+        *pipelines: dict[str, Any], name: str = "arith", num_shards: int = 8, **extra: Any
+    ) -> dict[str, Any]:
+        """The body of `POST /api/v1/experiments` for the arith example with these pipelines."""
+        return {
+            "experiment_name": name,
+            "num_shards": num_shards,
+            "dataset": {"rows": ARITH_ROWS},
+            "eval": {
+                "prompt": "Q: {question}\nA:",
+                "scorers": [{"name": "exact_match", "target": "answer"}],
+            },
+            "pipelines": list(pipelines),
+            **extra,
+        }
+
+    @staticmethod
+    def completions(events: list[tuple[int, AnyEvent]]) -> Counter[tuple[int, int]]:
+        """How often each (pipeline, shard) was completed in the log."""
+        return Counter((e.pipeline_id, e.shard) for _, e in events if isinstance(e, ShardCompleted))
+
+    @staticmethod
+    def assert_run_complete(events: list[tuple[int, AnyEvent]]) -> State:
+        """Each (pipeline, shard) completed at most once, and exactly once for every shard of every
+        pipeline that was not stopped or deleted, which is completed; returns the folded state."""
+        state = fold(event for _, event in events)
+        counts = Live.completions(events)
+        twice = {key: n for key, n in counts.items() if n > 1}
+        assert not twice, f"shards completed more than once: {twice}"
+        for pid, p in state.pipelines.items():
+            if p.status in ("stopped", "deleted"):
+                continue
+            assert p.status == "completed", f"pipeline {pid} is {p.status}: {p.failure}"
+            assert p.completed == set(range(p.num_shards)), (pid, sorted(p.completed))
+            assert not p.in_flight, (pid, p.in_flight)
+            assert all(counts[pid, shard] == 1 for shard in range(p.num_shards)), pid
+        return state
+
+    def child(self, name: str) -> Child:
+        return next(c for c in self.cluster.children if c.name == name)
+
+    # HTTP
+
+    async def get(self, path: str, **params: Any) -> Any:
+        response = await self.http.get(path, params=params)
+        assert response.status_code == 200, f"GET {path}: {response.status_code} {response.text}"
+        return response.json()
+
+    async def post(self, path: str, body: Any = None, **kwargs: Any) -> Any:
+        response = await self.http.post(path, json=body, **kwargs)
+        assert response.status_code == 200, f"POST {path}: {response.status_code} {response.text}"
+        return response.json()
+
+    async def create_experiment(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /api/v1/experiments with ?wait: the created experiment with its pipelines."""
+        created = await self.post("/api/v1/experiments", body, params={"wait": 10})
+        assert created["status"] == "completed", created
+        assert len(created["pipelines"]) == len(body["pipelines"]), created
+        return created
+
+    async def pipeline(self, pipeline_id: int) -> dict[str, Any]:
+        return await self.get(f"/api/v1/pipelines/{pipeline_id}")
+
+    async def until(
+        self, check: Callable[[], Awaitable[T | None]], what: str, timeout: float = 15.0
+    ) -> T:
+        """Poll `check` until it returns something truthy; fail naming `what` after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if result := await check():
+                return result
+            for message in self.cluster.check():  # a child that died explains a timeout
+                print(message)
+            assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+            await asyncio.sleep(0.05)
+
+    async def running(self, pipeline_id: int, *, completed: int = 0) -> dict[str, Any]:
+        """The pipeline once it has `completed` shards done and at least one in flight."""
+
+        async def check() -> dict[str, Any] | None:
+            p = await self.pipeline(pipeline_id)
+            return p if p["in_flight"] and p["shards_completed"] >= completed else None
+
+        return await self.until(check, f"pipeline {pipeline_id} running")
+
+    async def settled(self, *pipeline_ids: int, timeout: float = 20.0) -> list[dict[str, Any]]:
+        """The pipelines once each is completed, stopped, deleted or failed with nothing in
+        flight."""
+
+        async def check() -> list[dict[str, Any]] | None:
+            pipelines = [await self.pipeline(pid) for pid in pipeline_ids]
+            done = all(p["status"] in SETTLED and not p["in_flight"] for p in pipelines)
+            return pipelines if done else None
+
+        return await self.until(check, f"pipelines {pipeline_ids} to settle", timeout)
+
+    async def operation(self, ic_id: int, timeout: float = 10.0) -> dict[str, Any]:
+        """The operation once it is final, polled as RapidFire's clients poll it."""
+
+        async def check() -> dict[str, Any] | None:
+            op = await self.get(f"/dispatcher/operation-status/{ic_id}")
+            return op if op["status"] in ("completed", "failed") else None
+
+        return await self.until(check, f"operation {ic_id}", timeout)
+
+    # the log
+
+    async def events(self) -> list[tuple[int, AnyEvent]]:
+        """INFERNO_EVT from sequence 1: (seq, event)."""
+        out: list[tuple[int, Any]] = []
+        await replay(
+            self.js, self.names.evt_stream, lambda data, seq: out.append((seq, decode_event(data)))
+        )
+        return out
+
+    async def state(self) -> State:
+        """The state folded from INFERNO_EVT sequence 1 on."""
+        return fold(event for _, event in await self.events())
+
+    async def commands(self, subject: str | None = None) -> list[tuple[int, AnyCommand]]:
+        out: list[tuple[int, AnyCommand]] = []
+
+        def keep(data: bytes, seq: int) -> None:
+            out.append((seq, decode_command(data)))
+
+        await replay(self.js, self.names.cmd_stream, keep, subjects=subject)
+        return out
+
+    async def reports(self) -> list[tuple[int, AnyReport]]:
+        """INFERNO_EXEC: what executors reported, (seq, report)."""
+        out: list[tuple[int, AnyReport]] = []
+
+        def keep(data: bytes, seq: int) -> None:
+            out.append((seq, decode_report(data)))
+
+        await replay(self.js, self.names.exec_stream, keep)
+        return out
+
+    async def leader(self) -> str:
+        """The scheduler id in the INFERNO_LEADER lease (the LocalCluster child's name)."""
+        kv = await self.js.key_value(self.names.leader_bucket)
+        entry = await kv.get("scheduler")
+        return msgspec.json.decode(entry.value or b"{}")["scheduler_id"]
+
+
+@asynccontextmanager
+async def connected(cluster: LocalCluster) -> AsyncIterator[Live]:
+    token = next(c for c in cluster.children if c.name == "api").env.get("INFERNO_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    nc = await connect(cluster.nats_url, name="e2e-test")
+    try:
+        async with httpx.AsyncClient(
+            base_url=cluster.api_url, headers=headers, timeout=30.0, trust_env=False
+        ) as http:
+            yield Live(cluster, Names(cluster.namespace), nc, nc.jetstream(), http)
+    finally:
+        await nc.close()
+
+
+@pytest.fixture
+async def live(cluster: LocalCluster) -> AsyncIterator[Live]:
+    async with connected(cluster) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+async def shared_live(module_cluster: LocalCluster) -> AsyncIterator[Live]:
+    async with connected(module_cluster) as started:
+        yield started

@@ -1,0 +1,213 @@
+"""Acceptance (issue 4, Secrets): an API key given in a request reaches INFERNO_SECRETS and
+nothing else — no stream message, KV entry, object, API response or log line of a real cluster.
+
+Two keys are cloned in: `sk-test-<random>` (the shape the acceptance names) and one no log
+masking pattern matches, so that finding neither proves the keys never got there, rather than
+that a mask hid them. The pipelines are `sim`, which ignores the key, but every shard still
+resolves its spec's refs first (a ref that resolves to nothing fails the shard for good), so
+pipelines that complete show the executor fetched the keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import secrets
+import string
+import time
+from pathlib import Path
+
+import httpx
+import msgspec
+import nats
+import pytest
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from inferno.client.launcher import LocalCluster
+from inferno.events.names import Names
+
+ROWS = [{"id": i, "question": f"{i}+1?", "answer": str(i + 1)} for i in range(12)]
+SIM = {"model": "sim-a", "accuracy": 0.7}
+
+
+def random_text(n: int) -> str:
+    return "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(n))
+
+
+class Wiretap:
+    """Every message published on the namespace's subjects, KV buckets and object stores while
+    the test runs (work orders included, which the WORK stream deletes once acked)."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+
+    async def record(self, msg: Msg) -> None:
+        self.messages.append((msg.subject, f"{msg.headers}".encode() + msg.data))
+
+
+async def stored_messages(js: JetStreamContext, stream: str) -> bytes:
+    info = await js.stream_info(stream)
+    blob = bytearray()
+    if info.state.messages == 0:
+        return b""
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        try:
+            msg = await js.get_msg(stream, seq)
+        except nats.js.errors.NotFoundError:  # deleted (acked work, replaced KV values)
+            continue
+        blob += f"{msg.subject} {msg.headers}\n".encode() + (msg.data or b"") + b"\n"
+    return bytes(blob)
+
+
+async def wait_completed(http: httpx.AsyncClient, ids: list[int], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        statuses = {
+            p["pipeline_id"]: p["status"] for p in (await http.get("/api/v1/pipelines")).json()
+        }
+        if all(statuses.get(i) in ("completed", "failed") for i in ids):
+            assert all(statuses[i] == "completed" for i in ids), statuses
+            return
+        assert time.monotonic() < deadline, f"pipelines not completed in time: {statuses}"
+        await asyncio.sleep(0.2)
+
+
+async def test_an_api_key_appears_nowhere_but_in_the_secrets_bucket(
+    tmp_path: Path, namespace: str, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("INFERNO_LOG_LEVEL", "debug")  # the most a process ever logs
+    sk_key = "sk-test-" + random_text(24)
+    plain_key = "e2e-plain-" + random_text(24)  # matches no masking pattern
+    keys = [sk_key.encode(), plain_key.encode()]
+    names = Names(namespace)
+    out = io.StringIO()
+    log_dir = tmp_path / "logs"
+    cluster = LocalCluster(
+        tmp_path / "data", executors=1, namespace=namespace, log_dir=log_dir, out=out
+    )
+    await asyncio.to_thread(cluster.start)
+    responses: list[bytes] = []
+
+    async def keep(response: httpx.Response) -> None:
+        responses.append(await response.aread())
+
+    nc = None
+    try:
+        nc = await nats.connect(cluster.nats_url)
+        js = nc.jetstream()
+        tap = Wiretap()
+        for subject in (f"{namespace}.>", "$KV.>", "$O.>"):
+            await nc.subscribe(subject, cb=tap.record)
+        async with httpx.AsyncClient(
+            base_url=cluster.api_url, timeout=30, event_hooks={"response": [keep]}
+        ) as http:
+            created = await http.post(
+                "/api/v1/experiments?wait=10",
+                json={
+                    "experiment_name": "secrets",
+                    "num_shards": 3,
+                    "dataset": {"rows": ROWS},
+                    "eval": {
+                        "prompt": "Q: {question}",
+                        "scorers": [{"name": "exact_match", "target": "answer"}],
+                    },
+                    "pipelines": [
+                        {"pipeline_name": "base", "pipeline_type": "sim", "model_config": SIM}
+                    ],
+                },
+            )
+            assert created.json()["status"] == "completed", created.text
+            [base] = created.json()["result"]["pipeline_ids"]
+            clone = await http.post(
+                f"/api/v1/pipelines/{base}/clone?wait=10",
+                json={"pipeline_name": "keyed", "client_config": {"api_key": sk_key}},
+            )
+            assert clone.json()["status"] == "completed", clone.text
+            keyed = clone.json()["result"]["pipeline_id"]
+            context_id = created.json()["context_id"]
+            into = await http.post(
+                "/dispatcher/clone-pipeline?wait=10",
+                json={
+                    "context_id": context_id,
+                    "pipeline_name": "keyed-too",
+                    "pipeline_type": "sim",
+                    "model_config": SIM,
+                    "client_config": {"api_key": plain_key, "base_url": "http://unused"},
+                },
+            )
+            assert into.json()["status"] == "completed", into.text
+            ops = (await http.get("/dispatcher/all-operations")).json()
+            keyed_too = ops[-1]["result"]["pipeline_id"]
+            ids = [base, keyed, keyed_too]
+
+            await wait_completed(http, ids)
+            for pid in ids:
+                pipeline = (await http.get(f"/api/v1/pipelines/{pid}")).json()
+                assert pipeline["shards_completed"] == 3
+                if pid != base:
+                    assert pipeline["client_config"]["api_key_ref"].startswith("sec-")
+                exported = await http.get(f"/api/v1/pipelines/{pid}/results")
+                assert exported.status_code == 200, exported.text
+                assert len(exported.text.splitlines()) == len(ROWS)  # every row, scanned below
+                assert "client_config" not in exported.text  # rows never carry the config
+            experiment_id = created.json()["experiment_id"]
+            for path in (
+                "/api/v1/experiments",
+                f"/api/v1/experiments/{experiment_id}",
+                f"/api/v1/experiments/{experiment_id}/leaderboard",
+                "/api/v1/pipelines",
+                "/api/v1/operations",
+                "/api/v1/executors",
+                *(f"/dispatcher/operation-status/{op['ic_id']}" for op in ops),
+            ):
+                assert (await http.get(path)).status_code == 200, path
+
+        # everything stored in the namespace: streams, KV buckets and object stores
+        secrets_stream = f"KV_{names.secrets_bucket}"
+        streams = [s.config.name for s in await js.streams_info()]
+        assert {names.cmd_stream, names.evt_stream, names.exec_stream, names.work_stream} <= set(
+            streams
+        )
+        assert secrets_stream in streams
+        stored = {s: await stored_messages(js, s) for s in streams}
+        for store_name in (names.data_store, names.results_store):
+            store = await js.object_store(store_name)
+            for info in await store.list():
+                stored[f"{store_name}/{info.name}"] = (await store.get(info.name)).data or b""
+        results = await js.object_store(names.results_store)
+        assert len(await results.list()) == 9  # 3 pipelines x 3 shards, all scanned
+        kv = await js.key_value(names.secrets_bucket)
+        try:
+            refs = await kv.keys()
+        except nats.js.errors.NoKeysError:
+            refs = []
+        kept = [msgspec.json.decode((await kv.get(ref)).value) for ref in refs]
+        await nc.drain()  # every tapped message handled
+    finally:
+        if nc is not None and not nc.is_closed:
+            await nc.close()
+        await asyncio.to_thread(cluster.stop)
+
+    logs = {path: path.read_bytes() for path in log_dir.iterdir()}
+    logs[cluster.nats.log_file] = cluster.nats.log_file.read_bytes()
+    logs[Path("launcher output")] = out.getvalue().encode()
+    assert logs[log_dir / "exec-1.log"], "the executor logged nothing: the scan would be empty"
+
+    # the keys are nowhere but in the secrets bucket
+    tapped = [(s, d) for s, d in tap.messages if not s.startswith(f"$KV.{names.secrets_bucket}.")]
+    assert any(s.startswith(f"{namespace}.work.") for s, _ in tapped)  # work orders were seen
+    for key in keys:
+        for name, blob in stored.items():
+            assert name == secrets_stream or key not in blob, f"key found in {name}"
+        for subject, data in tapped:
+            assert key not in data, f"key found in a message on {subject}"
+        for i, body in enumerate(responses):
+            assert key not in body, f"key found in api response {i}"
+        for path, text in logs.items():
+            assert key not in text, f"key found in {path}"
+
+    # and they ARE there: the scan looked in the right place
+    assert sorted(kept) == sorted([sk_key, plain_key])
+    assert all(key in stored[secrets_stream] for key in keys)
+    assert len(tapped) < len(tap.messages)  # the tap saw the puts into the secrets bucket

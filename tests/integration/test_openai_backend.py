@@ -1,0 +1,308 @@
+"""The `openai` backend through the real executor, against the OpenAI-compatible test server on
+loopback (bench/openai_server.py): answers and scores, rate limits without 429s, retried 5xx, a
+row that never works, chat and completions, keys, and an endpoint that is down."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from nats.js import JetStreamContext
+
+from inferno.events.codec import decode_report, encode
+from inferno.events.commands import AnyReport, ShardErrored, ShardFinished
+from inferno.events.config import Settings
+from inferno.events.datasets import dataset_ref, from_jsonl, to_jsonl
+from inferno.events.jetstream import ensure_log, replay
+from inferno.events.model import EvalSpec, PipelineSpec, Scorer
+from inferno.events.names import Names
+from inferno.events.work import WorkOrder
+from inferno.executor.backends import openai as openai_backend
+from inferno.executor.backends.base import EngineAborted, EngineConfigError, GenerationRequest
+from inferno.executor.service import run
+
+
+def _load_server_module() -> Any:
+    """bench/ is not a package: load the test server from its file."""
+    path = Path(__file__).parents[2] / "bench" / "openai_server.py"
+    spec = importlib.util.spec_from_file_location("inferno_bench_openai_server", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+fake = _load_server_module()
+
+POISON = 13  # the server can never answer this row
+ROWS = [
+    {"id": f"r{i}", "question": f"What is {i} + {3 * i}?", "answer": str(4 * i)} for i in range(40)
+]
+ROWS[POISON]["question"] = "What is POISON + 1?"
+EVAL = EvalSpec(prompt="Q: {question}\nA:", scorers=[Scorer(name="exact_match", target="answer")])
+HEARTBEAT_TTL_S = 3.0
+FAST_RETRIES = {"backoff_s": 0.02, "backoff_max_s": 0.1}
+
+
+def answer_or_fail(prompt: str) -> str:
+    if "POISON" in prompt:
+        raise ValueError("this prompt always fails")
+    return fake.arithmetic(prompt)
+
+
+@pytest.fixture
+def server() -> Iterator[Any]:
+    with fake.OpenAIServer(answer_or_fail) as s:
+        yield s
+
+
+@pytest.fixture
+async def log(js: JetStreamContext, names: Names) -> JetStreamContext:
+    await ensure_log(js, names, heartbeat_ttl_s=HEARTBEAT_TTL_S)
+    data = to_jsonl(ROWS)
+    await (await js.object_store(names.data_store)).put(dataset_ref(data), data)
+    return js
+
+
+@pytest.fixture
+async def executor(log: JetStreamContext, nats_url: str, names: Names) -> AsyncIterator[None]:
+    settings = Settings(
+        nats_url=nats_url, namespace=names.namespace, heartbeat_ttl_s=HEARTBEAT_TTL_S
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run(
+            settings,
+            executor_id="ex1",
+            slots=2,
+            stop=stop,
+            backends={"openai": openai_backend.BACKEND},
+            poll_s=0.1,
+        )
+    )
+    yield
+    stop.set()
+    await asyncio.wait_for(task, 15)
+
+
+def order(pipeline_id: int, eval: EvalSpec = EVAL, **spec: Any) -> WorkOrder:
+    data = to_jsonl(ROWS)
+    return WorkOrder(
+        experiment_id="exp1",
+        pipeline_id=pipeline_id,
+        shard=0,
+        attempt=1,
+        executor_id="ex1",
+        dataset_ref=dataset_ref(data),
+        row_start=0,
+        row_end=len(ROWS),
+        spec=PipelineSpec(pipeline_name=f"p{pipeline_id}", pipeline_type="openai", **spec),
+        eval=eval,
+    )
+
+
+async def send(js: JetStreamContext, names: Names, work: WorkOrder) -> None:
+    await js.publish(
+        names.work("ex1"),
+        encode(work),
+        stream=names.work_stream,
+        headers={"Nats-Msg-Id": work.msg_id},
+    )
+
+
+async def final_report(
+    js: JetStreamContext, names: Names, pipeline_id: int, timeout: float = 15.0
+) -> ShardFinished | ShardErrored:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        found: list[AnyReport] = []
+        await replay(
+            js, names.exec_stream, lambda data, _seq, into=found: into.append(decode_report(data))
+        )
+        final = [
+            r
+            for r in found
+            if isinstance(r, ShardFinished | ShardErrored) and r.pipeline_id == pipeline_id
+        ]
+        if final:
+            return final[0]
+        assert asyncio.get_running_loop().time() < deadline, f"pipeline {pipeline_id}: no report"
+        await asyncio.sleep(0.1)
+
+
+async def results(js: JetStreamContext, names: Names, pipeline_id: int) -> list[dict[str, Any]]:
+    store = await js.object_store(names.results_store)
+    return from_jsonl((await store.get(f"exp1/{pipeline_id}/0.jsonl")).data)
+
+
+async def test_rows_are_answered_within_limits_retried_and_failed_alone(
+    server: Any, executor: None, log: JetStreamContext, names: Names
+) -> None:
+    server.rpm, server.tpm, server.window_s = 30, 900, 2.0
+    server.error_rate, server.seed = 0.25, 7
+    work = order(
+        1,
+        model_config={"model": "test-model"},
+        client_config={
+            "base_url": server.base_url,
+            "api_key": "sk-test",
+            "rate_window_s": 2.0,
+            "max_attempts": 4,
+            **FAST_RETRIES,
+        },
+        sampling_params={"max_tokens": 8, "temperature": 0.0, "seed": 3, "top_k": 5},
+        rpm_limit=28,
+        tpm_limit=850,
+    )
+    await send(log, names, work)
+    done = await final_report(log, names, 1)
+    assert isinstance(done, ShardFinished), done
+
+    lines = await results(log, names, 1)
+    assert [line["row_index"] for line in lines] == list(range(40))
+    good = [line for line in lines if line["row_index"] != POISON]
+    assert [line["output"] for line in good] == [r["answer"] for r in ROWS if r["id"] != "r13"]
+    assert all(line["scores"] == {"exact_match": 1.0} and "error" not in line for line in good)
+    assert all(not line.get("simulated") and line["completion_tokens"] >= 1 for line in good)
+    poison = lines[POISON]
+    assert "scores" not in poison  # a failed row is not scored
+    assert poison["error"].startswith("failed after 4 attempts: HTTP 500")
+    # (its last attempt may have met an injected error before the answer failed)
+
+    stats = done.stats
+    assert (stats.rows, stats.errors) == (40, 1)
+    assert (stats.metrics["exact_match"].count, stats.metrics["exact_match"].total) == (39, 39)
+    seen = server.stats()
+    assert stats.prompt_tokens + stats.completion_tokens == sum(t for _, t in seen.admitted)
+    assert seen.injected_errors > 0  # retried: every other row still has its answer
+    assert 1 <= seen.failed_answers <= 4  # the poison row's attempts that were not injected
+    assert seen.rate_limited == []  # the limiter kept under the server's limits
+    assert len(seen.admitted) == 39
+    sent = server.last_body
+    assert (sent["max_tokens"], sent["temperature"], sent["seed"], sent["top_k"]) == (8, 0, 3, 5)
+    assert sent["model"] == "test-model"
+
+
+async def test_chat_messages_completions_and_keys_from_the_environment(
+    server: Any,
+    executor: None,
+    log: JetStreamContext,
+    names: Names,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server.api_key = "sk-from-env"
+    monkeypatch.setenv("INFERNO_TEST_OPENAI_KEY", "sk-from-env")
+    client = {"base_url": server.base_url, "api_key_env": "INFERNO_TEST_OPENAI_KEY", **FAST_RETRIES}
+    chat = EvalSpec(
+        prompt=[
+            {"role": "system", "content": "Answer with a number."},
+            {"role": "user", "content": "{question}"},
+        ],
+        scorers=EVAL.scorers,
+    )
+    await send(log, names, order(1, chat, model_config={"model": "m"}, client_config=client))
+    completions = {**client, "endpoint": "completions"}  # another engine: the key differs
+    await send(log, names, order(2, model_config={"model": "m"}, client_config=completions))
+
+    for pipeline_id in (1, 2):
+        done = await final_report(log, names, pipeline_id)
+        assert isinstance(done, ShardFinished), done
+        assert (done.stats.rows, done.stats.errors) == (40, 1)
+        assert done.stats.metrics["exact_match"].total == 39
+    # two engines: pipelines with another client_config never share one (nor its key)
+    assert server.stats().answered == {"chat": 39, "completions": 39}
+    assert server.stats().unauthorized == 0
+
+
+async def test_a_down_endpoint_fails_the_shard_and_a_bad_key_the_pipeline(
+    server: Any, executor: None, log: JetStreamContext, names: Names
+) -> None:
+    server.api_key = "sk-right"
+    client = {"base_url": server.base_url, "down_after": 4, **FAST_RETRIES}
+    spec = {"model_config": {"model": "m"}, "rpm_limit": 1000}
+    await send(log, names, order(1, client_config={**client, "api_key": "sk-wrong"}, **spec))
+    bad_key = await final_report(log, names, 1)
+    assert isinstance(bad_key, ShardErrored)
+    assert not bad_key.retryable  # retrying cannot fix a key
+    assert "HTTP 401" in bad_key.error
+    assert "sk-wrong" not in bad_key.error
+
+    server.down = True
+    await send(log, names, order(2, client_config={**client, "api_key": "sk-right"}, **spec))
+    down = await final_report(log, names, 2)
+    assert isinstance(down, ShardErrored)
+    assert down.retryable  # the scheduler tries the shard again later
+    assert "EndpointDown" in down.error
+    assert "HTTP 503" in down.error
+
+
+async def test_abort_stops_requests_in_flight(server: Any) -> None:
+    server.latency_s = 5.0
+    spec = PipelineSpec(
+        pipeline_name="p",
+        pipeline_type="openai",
+        model_config={"model": "m"},
+        client_config={"base_url": server.base_url},
+    )
+    async with openai_backend.open_openai(spec) as engine:
+        requests = [GenerationRequest(prompt=f"{i} + 1", key=str(i)) for i in range(3)]
+        call = asyncio.ensure_future(engine.generate(requests, {}))
+        await asyncio.sleep(0.3)
+        await engine.abort()
+        with pytest.raises(EngineAborted):
+            await asyncio.wait_for(call, 2)
+        server.latency_s = 0.0
+        [again] = await engine.generate(requests[:1], {"max_tokens": 4})  # later calls run
+        assert again.text == "1"
+
+
+def spec_with(**client: Any) -> PipelineSpec:
+    return PipelineSpec(
+        pipeline_name="p",
+        pipeline_type="openai",
+        model_config={"model": "m"},
+        client_config=client,
+        rpm_limit=60,
+    )
+
+
+def test_config_is_validated_and_keys_resolved() -> None:
+    config = openai_backend.OpenAIConfig.parse(spec_with(api_key_env="K"), {"K": "sk-env"})
+    assert (config.api_key, config.endpoint, config.max_concurrency, config.rpm) == (
+        "sk-env",
+        "chat",
+        8,
+        60,
+    )
+    assert "sk-env" not in repr(config)
+    assert openai_backend.resolve_api_key({}, {"OPENAI_API_KEY": "sk-host"}) == "no-key"
+    for client, error in [
+        ({"max_concurency": 4}, "unknown key"),
+        ({"endpoint": "embeddings"}, "chat or completions"),
+        ({"max_attempts": 0}, "positive int"),
+        ({"timeout_s": "fast"}, "positive float"),
+        ({"api_key_env": "UNSET_FOR_SURE"}, "not set on this executor"),
+        ({"api_key": "a", "api_key_env": "B"}, "not both"),
+    ]:
+        with pytest.raises(EngineConfigError, match=error):
+            openai_backend.OpenAIConfig.parse(spec_with(**client), {})
+    no_model = msgspec.structs.replace(spec_with(), model_config={})
+    with pytest.raises(EngineConfigError, match="model"):
+        openai_backend.OpenAIConfig.parse(no_model, {})
+
+
+def test_reservations_cover_prompt_and_answer() -> None:
+    assert openai_backend.reserve_tokens("x" * 40, {"max_tokens": 16}) == 26
+    assert openai_backend.reserve_tokens("x" * 40, {"max_completion_tokens": 6}) == 16
+    messages = [{"role": "user", "content": "x" * 7}]
+    assert (
+        openai_backend.reserve_tokens(messages, {}) == 2 + openai_backend.UNSET_MAX_TOKENS_RESERVE
+    )
