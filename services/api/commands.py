@@ -63,9 +63,9 @@ def subject(gw: Gateway, command: AnyCommand) -> str:
     return names.pipeline_cmd(command.pipeline_id, _PIPELINE_ACTIONS[type(command)])
 
 
-def refusal(state: State, command: AnyCommand) -> ApiError | None:
+def refusal(state: State, command: AnyCommand, last_seen: int) -> ApiError | None:
     """404 for what the command names but the projection lacks; 409 for what `decide` would
-    reject in the projection's state."""
+    reject in the projection's state (`last_seen`: the last INFERNO_CMD sequence it folded)."""
     if isinstance(command, CreateExperiment):
         return None
     if isinstance(command, CloneIntoContext):
@@ -74,7 +74,7 @@ def refusal(state: State, command: AnyCommand) -> ApiError | None:
         return None
     if command.pipeline_id not in state.pipelines:
         return ApiError(404, f"pipeline {command.pipeline_id} not found")
-    if _undecided(state, command.pipeline_id):
+    if _undecided(state, command.pipeline_id, last_seen):
         return None  # the projection is about to change: only the decider can judge now
     for event in decide(state, command, now=time.time(), seq=state.last_command_seq + 1):
         if isinstance(event, OperationFailed):
@@ -82,12 +82,14 @@ def refusal(state: State, command: AnyCommand) -> ApiError | None:
     return None
 
 
-def _undecided(state: State, pipeline_id: int) -> bool:
-    """Whether an earlier command on this pipeline is still waiting for the scheduler."""
-    return any(
-        op.pipeline_id == pipeline_id and op.status in ("pending", "processing")
-        for op in state.operations.values()
-    )
+def _undecided(state: State, pipeline_id: int, last_seen: int) -> bool:
+    """Whether an earlier command on this pipeline is still waiting for the scheduler. It
+    decides commands in ic_id order, so only those after the last decided one can be waiting."""
+    for ic_id in range(state.last_command_seq + 1, last_seen + 1):
+        op = state.operations.get(ic_id)
+        if op is not None and op.pipeline_id == pipeline_id and op.status == "pending":
+            return True
+    return False
 
 
 async def submit(
@@ -98,7 +100,7 @@ async def submit(
     projection = gw.projection
     message_id = msg_id(idempotency_key)
     where = subject(gw, command)
-    refused = refusal(projection.state, command)
+    refused = refusal(projection.state, command, projection.cmd_seq)
     if refused is not None:
         # a retry of a command that has taken effect since is refused now: answer the original
         ic_id = await _earlier(gw, where, message_id) if idempotency_key else None

@@ -525,6 +525,24 @@ async def test_pipeline_reads_and_transitions(api: Api, scheduler: PlayScheduler
     assert (twice.status_code, twice.json()) == (409, {"error": "pipeline 2 is already deleted"})
 
 
+async def test_no_409_while_an_earlier_command_on_the_pipeline_is_undecided(
+    api: Api, scheduler: PlayScheduler
+):
+    """Stop, then resume at once, is valid: the projection cannot judge the resume until the
+    stop is decided, so the api lets the decider do it."""
+    await created(api, scheduler)
+    stop = await api.client.post("/api/v1/pipelines/1/stop")
+    resume = await api.client.post("/api/v1/pipelines/1/resume")
+    assert (stop.status_code, resume.status_code) == (200, 200)
+    await scheduler.command(stop.json()["ic_id"])
+    await scheduler.command(resume.json()["ic_id"])
+    for ack in (stop, resume):
+        op = (await api.client.get(f"/api/v1/operations/{ack.json()['ic_id']}")).json()
+        assert op["status"] == "completed"
+    # once both are decided the projection judges again
+    assert (await api.client.post("/api/v1/pipelines/1/resume")).status_code == 409
+
+
 async def test_wait_returns_the_final_status(api: Api, scheduler: PlayScheduler):
     await created(api, scheduler)
     started = time.monotonic()
