@@ -91,7 +91,7 @@ class Report(msgspec.Struct, tag_field="report", kw_only=True, omit_defaults=Tru
 
 
 class ShardStarted(Report, tag="shard_started"):
-    pass
+    """The executor began the attempt: liveness and audit only, it decides nothing."""
 
 
 class ShardProgress(Report, tag="shard_progress"):
@@ -108,7 +108,7 @@ class ShardErrored(Report, tag="shard_errored"):
 
 
 class ShardAborted(Report, tag="shard_aborted"):
-    pass
+    """The executor gave the attempt up (shutdown, engine abort): the shard goes back to pending."""
 
 
 AnyReport = ShardStarted | ShardProgress | ShardFinished | ShardErrored | ShardAborted
