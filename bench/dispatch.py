@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nats.js.api import PubAck
+from workload import sim_experiment
 
 from inferno.client.embedded import die_with_parent_hook
 from inferno.client.launcher import ClusterError, LocalCluster
@@ -139,28 +140,6 @@ class Hosts:
 
 
 # the run
-
-
-def experiment(pipelines: int, shards: int, rows: int) -> dict:
-    return {
-        "experiment_name": "dispatch",
-        "num_shards": shards,
-        "dataset": {
-            "rows": [{"id": i, "question": f"{i}+1?", "answer": str(i + 1)} for i in range(rows)]
-        },
-        "eval": {
-            "prompt": "Q: {question}\nA:",
-            "scorers": [{"name": "exact_match", "target": "answer"}],
-        },
-        "pipelines": [
-            {
-                "pipeline_name": f"p{i}",
-                "pipeline_type": "sim",
-                "model_config": {"model": f"sim-{i}", "accuracy": 0.8, "latency_ms_per_row": 0},
-            }
-            for i in range(pipelines)
-        ],
-    }
 
 
 def cpu_seconds(pid: int) -> float:
@@ -405,7 +384,9 @@ def run_once(args: argparse.Namespace, *, sync_always: bool) -> dict:
         wait_for_executors(client, args.executors, hosts, timeout=60)
         pids = {"nats": cluster.nats.pid, **{c.name: c.pid for c in cluster.children}}
         pids |= {f"executors-{i}": p.pid for i, p in enumerate(hosts.processes)}
-        spec = experiment(args.pipelines, args.shards, args.rows)
+        spec = sim_experiment(
+            "dispatch", pipelines=args.pipelines, shards=args.shards, rows=args.rows, latency_ms=0
+        )
         before = {name: cpu_seconds(pid) for name, pid in pids.items() if pid}
         bench_before = time.process_time()
         created = client.create_experiment(spec, wait=30)

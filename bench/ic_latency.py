@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from sqlite_controller import SqliteController, submit_and_wait
+from workload import sim_experiment
 
 from inferno.client.launcher import LocalCluster
 from inferno.client.sdk import Client
@@ -29,25 +30,9 @@ from inferno.client.sdk import Client
 OUT = Path(__file__).parent / "out"
 
 
-def long_running_experiment(pipelines: int) -> dict:
-    rows = [{"id": i, "question": f"{i}+1?", "answer": str(i + 1)} for i in range(4000)]
-    return {
-        "experiment_name": "ic-latency",
-        "num_shards": 400,
-        "dataset": {"rows": rows},
-        "eval": {
-            "prompt": "Q: {question}\nA:",
-            "scorers": [{"name": "exact_match", "target": "answer"}],
-        },
-        "pipelines": [
-            {
-                "pipeline_name": f"p{i}",
-                "pipeline_type": "sim",
-                "model_config": {"model": f"sim-{i}", "accuracy": 0.8, "latency_ms_per_row": 20},
-            }
-            for i in range(pipelines)
-        ],
-    }
+def long_running(pipelines: int) -> dict:
+    """Sim pipelines that stay ongoing: 400 shards of 10 rows at 20 ms a row."""
+    return sim_experiment("ic-latency", pipelines=pipelines, shards=400, rows=4000, latency_ms=20)
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -62,7 +47,7 @@ def inferno_latencies(ops: int, pipelines: int) -> tuple[list[float], list[float
         cluster.start()
         try:
             with Client(cluster.api_url) as client:
-                created = client.create_experiment(long_running_experiment(pipelines), wait=10)
+                created = client.create_experiment(long_running(pipelines), wait=10)
                 ids = [p["pipeline_id"] for p in created["pipelines"]]
                 client_side, server_side = [], []
                 actions = itertools.cycle(["stop", "resume"])

@@ -87,3 +87,30 @@ def event_log(count: int, names: Names) -> list[tuple[str, bytes]]:
         log.extend((subject_for(names, e), encode(e)) for e in events)
         n += 1
     return log
+
+
+def sim_experiment(name: str, *, pipelines: int, shards: int, rows: int, latency_ms: float) -> dict:
+    """An api request body (POST /api/v1/experiments): `pipelines` sim models over arithmetic."""
+    return {
+        "experiment_name": name,
+        "num_shards": shards,
+        "dataset": {
+            "rows": [{"id": i, "question": f"{i}+1?", "answer": str(i + 1)} for i in range(rows)]
+        },
+        "eval": {
+            "prompt": "Q: {question}\nA:",
+            "scorers": [{"name": "exact_match", "target": "answer"}],
+        },
+        "pipelines": [
+            {
+                "pipeline_name": f"p{i}",
+                "pipeline_type": "sim",
+                "model_config": {
+                    "model": f"sim-{i}",
+                    "accuracy": 0.8,
+                    "latency_ms_per_row": latency_ms,
+                },
+            }
+            for i in range(pipelines)
+        ],
+    }

@@ -17,7 +17,7 @@ explicitly, rather than the whole row, so an engine never sees dataset fields it
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -49,6 +49,17 @@ class Generation(msgspec.Struct, kw_only=True):
 
 class EngineConfigError(ValueError):
     """The pipeline's model_config cannot work; retrying the shard would fail the same way."""
+
+
+def reject_unknown_keys(where: str, config: Mapping[str, Any], allowed: Iterable[str]) -> None:
+    """A typo in a config (`acuracy`) fails the pipeline with the key named, instead of being
+    silently ignored."""
+    allowed = list(allowed)
+    unknown = sorted(set(config) - set(allowed))
+    if unknown:
+        raise EngineConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; expected {', '.join(allowed)}"
+        )
 
 
 class EngineAborted(RuntimeError):

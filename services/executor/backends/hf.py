@@ -48,6 +48,7 @@ from inferno.executor.backends.base import (
     Generation,
     GenerationRequest,
     Prompt,
+    reject_unknown_keys,
 )
 
 INSTALL_HINT = "pip install 'inferno[hf]'"
@@ -85,12 +86,7 @@ class HfConfig:
     @classmethod
     def parse(cls, model_config: Mapping[str, Any]) -> HfConfig:
         """Validate an hf model_config; `EngineConfigError` names the offending key."""
-        unknown = sorted(set(model_config) - set(_CONFIG_KEYS))
-        if unknown:
-            raise EngineConfigError(
-                f"hf model_config: unknown key(s) {', '.join(unknown)}; "
-                f"expected {', '.join(_CONFIG_KEYS)}"
-            )
+        reject_unknown_keys("hf model_config", model_config, _CONFIG_KEYS)
         model = model_config.get("model")
         dtype = model_config.get("dtype", "auto")
         device = model_config.get("device", "auto")

@@ -48,6 +48,7 @@ from inferno.executor.backends.base import (
     Generation,
     GenerationRequest,
     Prompt,
+    reject_unknown_keys,
 )
 from inferno.executor.ratelimit import RateLimiter, Reservation, backoff_s, server_hint
 
@@ -122,12 +123,7 @@ class OpenAIConfig:
         if not isinstance(model, str) or not model:
             raise EngineConfigError("openai model_config.model must be a non-empty string")
         client = spec.client_config
-        unknown = sorted(set(client) - _KEYS)
-        if unknown:
-            raise EngineConfigError(
-                f"openai client_config: unknown key(s) {', '.join(unknown)}; "
-                f"expected {', '.join(sorted(_KEYS))}"
-            )
+        reject_unknown_keys("openai client_config", client, sorted(_KEYS))
         base_url = client.get("base_url")
         if base_url is not None and (not isinstance(base_url, str) or not base_url):
             raise EngineConfigError("openai client_config.base_url must be a URL")

@@ -29,6 +29,7 @@ from inferno.executor.backends.base import (
     EngineConfigError,
     Generation,
     GenerationRequest,
+    reject_unknown_keys,
 )
 
 _DEFAULTS: dict[str, Any] = {
@@ -49,12 +50,7 @@ class SimConfig:
     @classmethod
     def parse(cls, model_config: Mapping[str, Any]) -> SimConfig:
         """Validate a sim model_config; `EngineConfigError` names the offending key."""
-        unknown = sorted(set(model_config) - set(_DEFAULTS))
-        if unknown:
-            raise EngineConfigError(
-                f"sim model_config: unknown key(s) {', '.join(unknown)}; "
-                f"expected {', '.join(_DEFAULTS)}"
-            )
+        reject_unknown_keys("sim model_config", model_config, _DEFAULTS)
         values = {**_DEFAULTS, **model_config}
         model, accuracy = values["model"], values["accuracy"]
         latency, tokens = values["latency_ms_per_row"], values["tokens_per_row"]
