@@ -1,25 +1,50 @@
-# Inferno developer commands. `make test` builds .venv on first use (and again whenever
-# pyproject.toml changes), then runs the suite.
+# Inferno developer commands. They build .venv on first use (and again whenever pyproject.toml
+# changes): `make demo` and `make up` install the package alone, which is all they run; `make test`
+# and the other commands install the dev extra too, with the hf backend's torch and transformers.
+#
+# Packages are installed with uv when it is on PATH or can be put into the venv (several times
+# faster than pip: docs/benchmarks.md), else with pip; `make INSTALLER=pip ...` uses pip alone.
+# torch is always installed by pip, first: pip's config can point at a CPU build on disk, which
+# uv does not read, and uv then keeps the torch it finds installed.
 
 PYTHON ?= python3
 VENV ?= .venv
+INSTALLER ?= uv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.install-stamp
+PIP := $(BIN)/python -m pip
+BASE_STAMP := $(VENV)/.install-base
+DEV_STAMP := $(VENV)/.install-dev
+TORCH := $(shell sed -n 's/.*"\(torch==[^"]*\)".*/\1/p' pyproject.toml)
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
+
+# `$(INSTALL) ARGS` is `pip install ARGS` into the venv, run by uv or by pip (see above)
+INSTALL = $(SHELL) -c 'uv=; \
+	if [ "$(INSTALLER)" = uv ]; then \
+		uv=$$(command -v uv) || { uv=$(BIN)/uv; [ -x $$uv ] || $(PIP) install -q uv || uv=; }; \
+	fi; \
+	if [ -n "$$uv" ]; then set -- $$uv pip install --python $(BIN)/python "$$@"; \
+	else set -- $(PIP) install "$$@"; fi; \
+	echo "$$*"; exec "$$@"' install
 
 .PHONY: all install test lint fmt bench up demo clean
 
 all: test
 
-install: $(STAMP)
+install: $(DEV_STAMP)
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e '.[dev]'
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(BASE_STAMP): pyproject.toml | $(BIN)/python
+	@$(INSTALL) -e .
 	touch $@
+
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) install '$(TORCH)'
+	@$(INSTALL) -e '.[dev]'
+	touch $@ $(BASE_STAMP)
 
 test: install
 	$(BIN)/pytest -q
@@ -43,11 +68,11 @@ bench: install
 		$(BIN)/python bench/$(b).py $($(b)_ARGS);)
 
 # a local cluster in the foreground (Ctrl-C stops it); `inferno up --help` for the options
-up: install
+up: $(BASE_STAMP)
 	$(BIN)/inferno up
 
 # a throwaway cluster runs examples/arith.yaml, stops the worst pipeline, clones the best
-demo: install
+demo: $(BASE_STAMP)
 	$(BIN)/inferno demo
 
 # removes everything the commands above create, the virtual environment included

@@ -88,6 +88,8 @@ class OpenAIServer:
         )
         self.down = False
         self.last_body: dict[str, Any] = {}
+        self.last_query = ""  # the raw query string of the last request to an endpoint
+        self.last_headers: dict[str, str] = {}  # its headers, names lower-cased
         self._stats = ServerStats()
         self._window: deque[tuple[float, int]] = deque()
         self._window_tokens = 0
@@ -161,6 +163,9 @@ class OpenAIServer:
             body += message.get("body", b"")
             more = message.get("more_body", False)
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        if scope["path"] in ("/v1/chat/completions", "/v1/completions"):
+            self.last_query = scope["query_string"].decode()
+            self.last_headers = headers
         status, extra, payload = await self._handle(scope["method"], scope["path"], headers, body)
         await send(
             {

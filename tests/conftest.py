@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +76,12 @@ async def js(nc: NATS, names: Names) -> AsyncIterator[JetStreamContext]:
     await delete_namespace(context, names)
 
 
+@pytest.fixture(scope="session")
+def drop_namespace() -> Callable[[JetStreamContext, Names], Awaitable[None]]:
+    """`delete_namespace`, for fixtures elsewhere that make namespaces of their own."""
+    return delete_namespace
+
+
 async def delete_namespace(js: JetStreamContext, names: Names) -> None:
     """Delete every stream of the namespace; KV buckets and object stores are streams too."""
     own, offset, doomed = f"{names.prefix}_", 0, []
@@ -104,6 +110,10 @@ class LocalCluster:
         """Start node i again (same ports and data) and wait until it sees the meta leader."""
         self.nodes[i].start()
         wait_for_meta_leader(self.nodes)
+
+    def index(self, server_name: str) -> int:
+        """Which node is `server_name` (as stream info names a leader)."""
+        return [node.server_name for node in self.nodes].index(server_name)
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,11 @@
 """`inferno`: run a local cluster, submit experiments and steer their pipelines (DESIGN §7).
 
-Exit codes: 0 ok, 1 the server refused or failed (or cannot be reached), 2 usage (bad arguments,
+Exit codes: 0 ok, 1 the server refused or failed (or cannot be reached, or an operation is still
+undecided when its --wait ends: the error says whether a scheduler leads), 2 usage (bad arguments,
 a spec file that cannot be used, a pipeline name that matches none or several pipelines).
-Errors are one line on stderr: `inferno: error: ...`.
+Errors are one line on stderr: `inferno: error: ...`, caught in one place (`main`), never a
+traceback. Every line printed goes through `terminal.printable`: text from the log cannot
+control the terminal, and tables and error listings are bounded however long the names are.
 """
 
 from __future__ import annotations
@@ -10,27 +13,31 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import time
+from codecs import getincrementaldecoder
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, get_args
 from urllib.parse import urlparse
 
 from inferno.client import launcher
 from inferno.client.demo import run_demo
-from inferno.client.embedded import NatsServerError
+from inferno.client.embedded import NatsServerError, port_in_use
 from inferno.client.sdk import ApiUnreachable, Client, InfernoError, SpecError, load_spec
 from inferno.client.tables import (
+    CELL_WIDTH,
     clock,
     executors_table,
     field,
     leaderboard_table,
     operations_table,
+    pipeline_failures,
     pipelines_table,
     settled,
 )
+from inferno.client.terminal import ELLIPSIS, clip, json_safe, printable
+from inferno.events.state import PipelineStatus
 
 CLONE_FIELDS = (
     "pipeline_name",
@@ -42,6 +49,8 @@ CLONE_FIELDS = (
     "tpm_limit",
 )
 DEFAULT_WAIT_S = 10.0
+LISTED = 5  # names an error lists before it says "e.g."
+ERROR_WIDTH = 2000  # the longest error line printed
 
 
 class UsageError(Exception):
@@ -112,33 +121,54 @@ def resolve_pipeline(token: str, pipelines: Sequence[dict[str, Any]]) -> int:
     if len(matches) == 1:
         return int(matches[0]["pipeline_id"])
     if not matches:
-        names = ", ".join(_label(p) for p in live) or "none"
-        raise UsageError(f"no pipeline id or name prefix matches {token!r} (pipelines: {names})")
+        listed = listing("pipeline", [_label(p) for p in live])
+        raise UsageError(f"no pipeline id or name prefix matches {_quote(token)} ({listed})")
     raise UsageError(
-        f"{token!r} matches {len(matches)} pipelines: {', '.join(_label(p) for p in matches)};"
+        f"{_quote(token)} matches {listing('pipeline', [_label(p) for p in matches])};"
         " give more of the name, or the id"
     )
 
 
+def listing(what: str, labels: Sequence[str]) -> str:
+    """`2 pipelines: 1 (a), 2 (b)`; past LISTED labels `2,345 pipelines, e.g. 1 (a), …`, so an
+    error stays one short line however many there are."""
+    count = f"{len(labels):,} {what}{'' if len(labels) == 1 else 's'}"
+    if not labels:
+        return f"no {what}s"
+    if len(labels) <= LISTED:
+        return f"{count}: {', '.join(labels)}"
+    return f"{count}, e.g. {', '.join(labels[:LISTED])}, {ELLIPSIS}"
+
+
+def _quote(token: str) -> str:
+    return repr(clip(token, CELL_WIDTH))
+
+
 def _label(pipeline: dict[str, Any]) -> str:
-    return f"{pipeline['pipeline_id']} ({field(pipeline, 'pipeline_name', '?')})"
+    return f"{pipeline['pipeline_id']} ({_name(pipeline)})"
+
+
+def _name(pipeline: dict[str, Any]) -> str:
+    """The name as the tables show it: escaped and cut to CELL_WIDTH."""
+    return printable(field(pipeline, "pipeline_name", "?"), CELL_WIDTH)
 
 
 # commands
 def cmd_up(args: argparse.Namespace, out: TextIO) -> int:
     data_dir = Path(args.data_dir)
+    env = os.environ
     options = {
-        "api_port": args.api_port,
-        "nats_port": args.nats_port,
+        "api_port": env_port(env, "INFERNO_API_PORT", 8851)
+        if args.api_port is None
+        else args.api_port,
+        "nats_port": nats_url_port(env) if args.nats_port is None else args.nats_port,
         "executors": args.executors,
         "schedulers": args.schedulers,
         "namespace": args.namespace,
     }
-    if args.executors < 0 or args.schedulers < 1:
-        raise UsageError("--executors must be 0 or more and --schedulers 1 or more")
     launcher.claim_data_dir(data_dir)  # before the ports: a cluster running from here holds them
-    for what, port in (("api", args.api_port), ("nats", args.nats_port)):
-        if port and not _port_free(port):
+    for what, port in (("api", options["api_port"]), ("nats", options["nats_port"])):
+        if port and port_in_use(port):
             flag = "--api-port" if what == "api" else "--nats-port"
             raise UsageError(
                 f"port {port} for the {what} is in use (another `inferno up`?); "
@@ -146,10 +176,10 @@ def cmd_up(args: argparse.Namespace, out: TextIO) -> int:
             )
     if args.detach:
         state = launcher.start_detached(data_dir, **options)
-        print(f"inferno is up (detached, supervisor pid {state['pid']})", file=out)
-        print(f"  api   {state['api_url']}\n  nats  {state['nats_url']}", file=out)
+        emit(out, f"inferno is up (detached, supervisor pid {state['pid']})")
+        emit(out, f"  api   {state['api_url']}\n  nats  {state['nats_url']}")
         where = "" if data_dir == launcher.default_data_dir() else f" --data-dir {data_dir}"
-        print(f"  logs  {state['logs']}\n  stop it with: inferno{where} down", file=out)
+        emit(out, f"  logs  {state['logs']}\n  stop it with: inferno{where} down")
         return 0
     cluster = launcher.LocalCluster(data_dir, out=out, **options)
 
@@ -163,21 +193,12 @@ def cmd_up(args: argparse.Namespace, out: TextIO) -> int:
     return launcher.serve(cluster, on_ready=ready)
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def cmd_down(args: argparse.Namespace, out: TextIO) -> int:
     data_dir = Path(args.data_dir)
     if launcher.stop_detached(data_dir):
-        print(f"stopped the cluster running from {data_dir}", file=out)
+        emit(out, f"stopped the cluster running from {data_dir}")
     else:
-        print(f"no cluster running from {data_dir}", file=out)
+        emit(out, f"no cluster running from {data_dir}")
     return 0
 
 
@@ -187,17 +208,20 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         answer = client.create_experiment(spec, wait=args.wait)
         result = answer.get("result") or {}
         experiment_id = answer.get("experiment_id") or result.get("experiment_id")
-        print(f"experiment  {experiment_id}  ({spec.get('experiment_name', '')})", file=out)
-        print(f"context     {answer.get('context_id') or result.get('context_id')}", file=out)
-        print(f"ic_id       {answer.get('ic_id')}  ({answer.get('status', 'accepted')})", file=out)
+        name = clip(str(spec.get("experiment_name", "")), CELL_WIDTH)
+        emit(out, f"experiment  {experiment_id}  ({name})")
+        emit(out, f"context     {answer.get('context_id') or result.get('context_id')}")
+        emit(out, f"ic_id       {answer.get('ic_id')}  ({answer.get('status', 'accepted')})")
         if answer.get("status") == "failed":
             raise InfernoError(409, f"experiment not created: {answer.get('error')}")
+        if args.wait and answer.get("status") in ("pending", "processing"):
+            return _fail(f"experiment not created yet: {undecided(answer, client.no_leader())}", 1)
         pipelines = answer.get("pipelines") or []
         if pipelines:
-            listed = [f"{p['pipeline_id']} {field(p, 'pipeline_name', '')}" for p in pipelines]
+            listed = [f"{p['pipeline_id']} {_name(p)}" for p in pipelines]
         else:
             listed = [str(i) for i in result.get("pipeline_ids", [])]
-        print(f"pipelines   {', '.join(listed) or '(pending)'}", file=out)
+        emit(out, f"pipelines   {', '.join(listed) or '(pending)'}")
         if args.watch:
             return watch(client, experiment_id, out, args.interval)
     return 0
@@ -205,12 +229,14 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
 def watch(client: Client, experiment_id: str | None, out: TextIO, interval: float = 0.5) -> int:
     """Redraw the pipelines table (in place on a terminal, on change otherwise) until every
-    pipeline has settled."""
+    pipeline has settled, saying so under the table while no scheduler leads."""
     redraw = _isatty(out)
     shown = ""
     while True:
         pipelines = client.pipelines(experiment_id=experiment_id)
         table = pipelines_table(pipelines)
+        if not all(settled(p) for p in pipelines) and client.no_leader():  # words that stay
+            table += "\nwarning: no scheduler holds the lease: nothing progresses until one does"
         if table != shown:
             if redraw and shown:
                 out.write(f"\033[{shown.count(chr(10)) + 2}F\033[J")
@@ -225,9 +251,14 @@ def watch(client: Client, experiment_id: str | None, out: TextIO, interval: floa
 def cmd_ps(args: argparse.Namespace, out: TextIO) -> int:
     with _client(args) as client:
         pipelines = client.pipelines(experiment_id=args.experiment, status=args.status)
+        no_leader = client.no_leader()
     if not args.all and not args.status:
         pipelines = [p for p in pipelines if p.get("status") != "deleted"]
-    print(pipelines_table(pipelines), file=out)
+    emit(out, pipelines_table(pipelines))
+    for line in pipeline_failures(pipelines):
+        emit(out, line)
+    if no_leader:  # the counts are the last leader's: say so rather than show them as live
+        _warn(f"{no_leader}: nothing progresses; RUNNING is what was in flight when it lapsed")
     return 0
 
 
@@ -251,7 +282,7 @@ def cmd_control(args: argparse.Namespace, out: TextIO) -> int:
                 _fail(f"{what}: {error}", 1)
                 failed += 1
                 continue
-            failed += _report(out, what, op)
+            failed += _report(out, what, op, client if args.wait else None)
     return 1 if failed else 0
 
 
@@ -263,8 +294,9 @@ def cmd_clone(args: argparse.Namespace, out: TextIO) -> int:
         new_id = (op.get("result") or {}).get("pipeline_id")
         suffix = f" → pipeline {new_id}" if new_id is not None else ""
         if new_id is not None and changes.get("pipeline_name"):
-            suffix += f" ({changes['pipeline_name']})"
-        return _report(out, f"clone {_who(args.pipeline, pid)}{suffix}", op)
+            suffix += f" ({clip(str(changes['pipeline_name']), CELL_WIDTH)})"
+        what = f"clone {_who(args.pipeline, pid)}{suffix}"
+        return _report(out, what, op, client if args.wait else None)
 
 
 def _resolve_all(client: Client, tokens: Sequence[str]) -> list[int]:
@@ -273,20 +305,28 @@ def _resolve_all(client: Client, tokens: Sequence[str]) -> list[int]:
 
 
 def _who(token: str, pid: int) -> str:
-    return f"pipeline {pid}" if token == str(pid) else f"pipeline {pid} ({token})"
+    return f"pipeline {pid}" if token == str(pid) else f"pipeline {pid} ({clip(token, CELL_WIDTH)})"
 
 
-def _report(out: TextIO, what: str, op: dict[str, Any]) -> int:
-    """One line per operation; a failed one goes to stderr and counts as a failure."""
+def _report(out: TextIO, what: str, op: dict[str, Any], waited: Client | None = None) -> int:
+    """One line per operation; a failed one goes to stderr and counts as a failure, and so
+    does one still undecided after a wait (`waited`: the client that waited), with the reason
+    when it is that no scheduler leads."""
     status = op.get("status", "accepted")
     if status == "failed":
-        print(
-            f"inferno: error: {what}: ic_id {op.get('ic_id')} failed: {op.get('error')}",
-            file=sys.stderr,
-        )
-        return 1
-    print(f"{what}: ic_id {op.get('ic_id')} {status}", file=out)
+        return _fail(f"{what}: ic_id {op.get('ic_id')} failed: {op.get('error')}", 1)
+    if waited is not None and status in ("pending", "processing"):
+        return _fail(f"{what}: {undecided(op, waited.no_leader())}", 1)
+    emit(out, f"{what}: ic_id {op.get('ic_id')} {status}")
     return 0
+
+
+def undecided(op: dict[str, Any], no_leader: str | None) -> str:
+    """`ic_id 12 is pending: no scheduler holds the lease (...) — is the scheduler running?`"""
+    still = f"ic_id {op.get('ic_id')} is {op.get('status')}"
+    if no_leader:
+        return f"{still}: {no_leader} — is the scheduler running?"
+    return f"{still} after the wait, though a scheduler leads; see `inferno ops`"
 
 
 def cmd_results(args: argparse.Namespace, out: TextIO) -> int:
@@ -298,13 +338,13 @@ def cmd_results(args: argparse.Namespace, out: TextIO) -> int:
     with _client(args) as client:
         if args.compare is not None:
             experiment_id = resolve_experiment(args.compare, client.experiments())
-            print(leaderboard_table(client.leaderboard(experiment_id, args.metric)), file=out)
+            emit(out, leaderboard_table(client.leaderboard(experiment_id, args.metric)))
             return 0
         (pid,) = _resolve_all(client, [args.pipeline])
         if args.output in (None, "-"):
-            sink = _TextSink(out)
+            sink = JsonlSink(out)
             client.download_results(pid, sink)
-            out.flush()
+            sink.close()
             return 0
         path = Path(args.output)
         partial = path.with_name(f".{path.name}.partial")  # no half-written file under the name
@@ -312,20 +352,30 @@ def cmd_results(args: argparse.Namespace, out: TextIO) -> int:
             with partial.open("wb") as file:
                 rows = client.download_results(pid, file)
             partial.replace(path)
+        except OSError as error:
+            where = error.strerror if path.parent.is_dir() else f"no directory {path.parent}"
+            raise UsageError(f"-o {path}: cannot write it ({where})") from None
         finally:
             partial.unlink(missing_ok=True)
-        print(f"{rows} rows of {_who(args.pipeline, pid)} written to {path}", file=out)
+        emit(out, f"{rows} rows of {_who(args.pipeline, pid)} written to {path}")
     return 0
 
 
-class _TextSink:
-    """Bytes written to a text stream (stdout, or the StringIO tests pass as `out`)."""
+class JsonlSink:
+    """JSONL bytes passed on to a text stream (stdout, or the StringIO tests pass as `out`):
+    decoded across chunk boundaries, with what a terminal would act on as `\\u` escapes."""
 
     def __init__(self, out: TextIO) -> None:
         self._out = out
+        self._decoder = getincrementaldecoder("utf-8")(errors="replace")
 
     def write(self, data: bytes) -> int:
-        return self._out.write(data.decode("utf-8"))
+        self._out.write(json_safe(self._decoder.decode(data)))
+        return len(data)
+
+    def close(self) -> None:
+        self._out.write(json_safe(self._decoder.decode(b"", final=True)))
+        self._out.flush()
 
 
 def resolve_experiment(token: str, experiments: Sequence[dict[str, Any]]) -> str:
@@ -336,29 +386,45 @@ def resolve_experiment(token: str, experiments: Sequence[dict[str, Any]]) -> str
     matches = exact or [e for e in experiments if str(e.get("experiment_name")).startswith(token)]
     if len(matches) == 1:
         return str(matches[0]["experiment_id"])
-    listed = ", ".join(f"{e['experiment_id']} ({e.get('experiment_name')})" for e in experiments)
     if not matches:
-        raise UsageError(
-            f"no experiment id or name prefix matches {token!r} (experiments: {listed or 'none'})"
-        )
-    raise UsageError(f"{token!r} matches {len(matches)} experiments; give its id ({listed})")
+        listed = listing("experiment", [_experiment_label(e) for e in experiments])
+        raise UsageError(f"no experiment id or name prefix matches {_quote(token)} ({listed})")
+    listed = listing("experiment", [_experiment_label(e) for e in matches])
+    raise UsageError(f"{_quote(token)} matches {listed}; give its id")
+
+
+def _experiment_label(experiment: dict[str, Any]) -> str:
+    name = clip(str(experiment.get("experiment_name")), CELL_WIDTH)
+    return f"{clip(str(experiment['experiment_id']), CELL_WIDTH)} ({name})"
 
 
 def cmd_ops(args: argparse.Namespace, out: TextIO) -> int:
     with _client(args) as client:
         operations = sorted(client.operations(), key=lambda o: o["ic_id"])
-    print(operations_table(operations[-args.limit :] if args.limit else operations), file=out)
+    emit(out, operations_table(operations[-args.limit :] if args.limit else operations))
     return 0
 
 
 def cmd_executors(args: argparse.Namespace, out: TextIO) -> int:
     with _client(args) as client:
-        print(executors_table(client.executors()), file=out)
+        emit(out, executors_table(client.executors()))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
-    return run_demo(Path(args.spec) if args.spec else None, out, executors=args.executors)
+    """A throwaway cluster; with --api or --data-dir, the running cluster they name."""
+    spec = Path(args.spec) if args.spec else None
+    if not args.explicit & {"api", "data_dir"}:
+        return run_demo(spec, out, executors=args.executors or 3)
+    if args.executors is not None:
+        raise UsageError("demo: --executors is for a throwaway cluster, not with --api/--data-dir")
+    if "api" not in args.explicit and not _running_from(Path(args.data_dir)):
+        raise UsageError(
+            f"demo: no cluster is running from {args.data_dir}; start one with"
+            f" `inferno --data-dir {args.data_dir} up --detach`, or run `inferno demo` alone"
+            " for a throwaway cluster"
+        )
+    return run_demo(spec, out, api_url=args.api, token=args.token)
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -372,25 +438,73 @@ def _isatty(stream: TextIO) -> bool:
         return False
 
 
-# argument parsing
-def default_api_url(env: Mapping[str, str], data_dir: Path) -> str:
-    """INFERNO_API_URL; else the api of a cluster `inferno up` runs from `data_dir`; else
-    127.0.0.1 on INFERNO_API_PORT (8851)."""
-    if env.get("INFERNO_API_URL"):
-        return env["INFERNO_API_URL"]
-    state = launcher.read_state(data_dir)
-    if state and launcher.is_running(state["pid"], state.get("start")):
+def emit(out: TextIO, text: str, width: int | None = None) -> None:
+    """Print `text` with each line made printable (and cut to `width`): how the CLI writes."""
+    print("\n".join(printable(line, width) for line in text.split("\n")), file=out)
+
+
+# configuration from the environment and the command line
+def default_api_url(env: Mapping[str, str], data_dir: Path, dir_given: bool = False) -> str:
+    """The cluster running from a `--data-dir` given; else INFERNO_API_URL; else the cluster
+    running from `data_dir`; else 127.0.0.1 on INFERNO_API_PORT (8851)."""
+    state = _running_from(data_dir)
+    if dir_given and state:
         return state["api_url"]
-    return f"http://127.0.0.1:{env.get('INFERNO_API_PORT') or 8851}"
+    if env.get("INFERNO_API_URL"):
+        return check_api_url(env["INFERNO_API_URL"], "INFERNO_API_URL")
+    if state:
+        return state["api_url"]
+    return f"http://127.0.0.1:{env_port(env, 'INFERNO_API_PORT', 8851)}"
 
 
-def _nats_port(env: Mapping[str, str]) -> int:
+def _running_from(data_dir: Path) -> dict[str, Any] | None:
+    state = launcher.read_state(data_dir)
+    return state if state and launcher.is_running(state["pid"], state.get("start")) else None
+
+
+def check_api_url(url: str, source: str) -> str:
+    """`url` when it is an http(s) URL with a host (and a valid port); a UsageError otherwise."""
+    try:
+        parsed = urlparse(url)
+        parsed.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise UsageError(f"{source} {url!r} is not an http(s) URL, e.g. http://127.0.0.1:8851")
+    return url
+
+
+def env_port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name) or str(default)
+    if not raw.isdigit() or int(raw) > 65535:
+        raise UsageError(f"{name}={raw!r} is not a port number (0-65535)")
+    return int(raw)
+
+
+def nats_url_port(env: Mapping[str, str]) -> int:
+    """The port of the first server in NATS_URL (4222 when it names none)."""
     url = env.get("NATS_URL", "")
     try:
         port = urlparse(url.split(",")[0].strip()).port if url else None
     except ValueError:
-        port = None
+        raise UsageError(f"NATS_URL={url!r} does not end in a port number") from None
     return port or 4222
+
+
+def _number(kind: type[int] | type[float], least: float) -> Callable[[str], Any]:
+    """An argparse type: a `kind` of at least `least`, or a clear message."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if value < least or value != value:  # NaN compares false to everything
+            raise argparse.ArgumentTypeError(f"must be {least:g} or more, not {text}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -405,7 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
         " runs from --data-dir, else http://127.0.0.1:$INFERNO_API_PORT)",
     )
     common.add_argument(
-        "--token", default=argparse.SUPPRESS, help="bearer token (env INFERNO_TOKEN)"
+        "--token",
+        default=argparse.SUPPRESS,
+        help="bearer token, when the api requires one (env INFERNO_TOKEN)",
     )
     common.add_argument(
         "--data-dir",
@@ -418,66 +534,92 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         description="Run LLM evaluation experiments you can steer while they run.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="see `inferno COMMAND --help`"
+    )
 
     def add(name: str, handler: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
         p.set_defaults(handler=handler)
         return p
 
-    def wait_flag(p: argparse.ArgumentParser, default: float | None = DEFAULT_WAIT_S) -> None:
+    def wait_flag(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--wait",
-            type=float,
-            default=default,
+            type=_number(float, 0),
+            default=DEFAULT_WAIT_S,
             metavar="S",
-            help=f"wait up to S seconds for the operation to finish (default {default})",
+            help=f"wait up to S seconds for the operation to finish (default {DEFAULT_WAIT_S})",
         )
 
-    env = os.environ
+    def interval_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--interval",
+            type=_number(float, 0.05),
+            default=0.5,
+            metavar="S",
+            help="seconds between refreshes (default 0.5)",
+        )
+
     p = add("up", cmd_up, "start nats-server, the api, scheduler(s) and executors locally")
-    p.add_argument("--executors", type=int, default=2, metavar="N")
-    p.add_argument("--schedulers", type=int, default=1, metavar="N")
+    p.add_argument(
+        "--executors", type=_number(int, 0), default=2, metavar="N", help="executors (default 2)"
+    )
+    p.add_argument(
+        "--schedulers",
+        type=_number(int, 1),
+        default=1,
+        metavar="N",
+        help="schedulers: one leads, the others stand by (default 1)",
+    )
     p.add_argument(
         "--api-port",
-        type=int,
-        default=int(env.get("INFERNO_API_PORT") or 8851),
+        type=_number(int, 0),
         metavar="P",
         help="default $INFERNO_API_PORT or 8851; 0 = any free port",
     )
     p.add_argument(
         "--nats-port",
-        type=int,
-        default=_nats_port(env),
+        type=_number(int, 0),
         metavar="P",
         help="default the port of $NATS_URL or 4222; 0 = any free port",
     )
-    p.add_argument("--namespace", default=env.get("INFERNO_NAMESPACE") or "inferno")
+    p.add_argument(
+        "--namespace",
+        default=os.environ.get("INFERNO_NAMESPACE") or "inferno",
+        help="prefix of every subject, stream and bucket (env INFERNO_NAMESPACE; default inferno)",
+    )
     p.add_argument("--detach", action="store_true", help="run in the background; see `down`")
     add("down", cmd_down, "stop the cluster `inferno up --detach` started")
 
     p = add("run", cmd_run, "create an experiment from a YAML/JSON spec file")
-    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("spec", metavar="SPEC", help="the experiment spec, e.g. examples/arith.yaml")
     p.add_argument("--watch", action="store_true", help="follow progress until all settle")
-    p.add_argument("--interval", type=float, default=0.5, help=argparse.SUPPRESS)
+    interval_flag(p)
     wait_flag(p)
 
     p = add("ps", cmd_ps, "list pipelines")
-    p.add_argument("--experiment", metavar="ID")
-    p.add_argument("--status")
+    p.add_argument("--experiment", metavar="ID", help="only this experiment's pipelines")
+    p.add_argument(
+        "--status",
+        choices=get_args(PipelineStatus),
+        help="only pipelines in this status: %(choices)s",
+    )
     p.add_argument("--all", action="store_true", help="include deleted pipelines")
 
     p = add("watch", cmd_watch, "follow pipelines' progress until all settle")
-    p.add_argument("--experiment", metavar="ID")
-    p.add_argument("--interval", type=float, default=0.5, help=argparse.SUPPRESS)
+    p.add_argument("--experiment", metavar="ID", help="only this experiment's pipelines")
+    interval_flag(p)
 
     for action in ("stop", "resume", "delete"):
         p = add(action, cmd_control, f"{action} pipelines (ids or unique name prefixes)")
-        p.add_argument("pipelines", nargs="+", metavar="PIPELINE")
+        p.add_argument(
+            "pipelines", nargs="+", metavar="PIPELINE", help="pipeline ids or unique name prefixes"
+        )
         wait_flag(p)
 
     p = add("clone", cmd_clone, "clone a pipeline with changes")
-    p.add_argument("pipeline", metavar="PIPELINE")
+    p.add_argument("pipeline", metavar="PIPELINE", help="id or unique name prefix of the parent")
     p.add_argument("--name", help="the clone's pipeline_name (default: <parent>-clone)")
     p.add_argument(
         "--set",
@@ -505,36 +647,75 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", metavar="M", help="rank by this metric (default the first scorer)")
 
     p = add("ops", cmd_ops, "list operations")
-    p.add_argument("--limit", type=int, default=20, metavar="N", help="last N (0 = all)")
+    p.add_argument(
+        "--limit", type=_number(int, 0), default=20, metavar="N", help="last N (0 = all)"
+    )
     add("executors", cmd_executors, "list registered executors")
 
-    p = add("demo", cmd_demo, "start a throwaway cluster and steer the example experiment")
+    p = add(
+        "demo",
+        cmd_demo,
+        "steer the example experiment on a throwaway cluster (or on the one --api or"
+        " --data-dir names, which stays up)",
+    )
     p.add_argument("--spec", help="experiment spec (default examples/arith.yaml)")
-    p.add_argument("--executors", type=int, default=3, metavar="N")
+    p.add_argument(
+        "--executors",
+        type=_number(int, 1),
+        metavar="N",
+        help="executors of the throwaway cluster (default 3)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """The entry point; the one place errors become a line on stderr and an exit code."""
     out = sys.stdout if out is None else out
-    args = build_parser().parse_args(argv)
-    env = os.environ
-    args.data_dir = getattr(args, "data_dir", None) or str(launcher.default_data_dir())
-    args.token = getattr(args, "token", None) or env.get("INFERNO_TOKEN") or None
-    args.api = getattr(args, "api", None) or default_api_url(env, Path(args.data_dir))
     try:
+        args = build_parser().parse_args(argv)
+        args.explicit = {name for name in ("api", "data_dir") if getattr(args, name, None)}
+        env = os.environ
+        args.data_dir = getattr(args, "data_dir", None) or str(launcher.default_data_dir())
+        args.token = getattr(args, "token", None) or env.get("INFERNO_TOKEN") or None
+        if "api" in args.explicit:
+            args.api = check_api_url(args.api, "--api")
+        else:
+            args.api = default_api_url(env, Path(args.data_dir), "data_dir" in args.explicit)
         return args.handler(args, out)
     except (UsageError, SpecError) as error:
         return _fail(error, 2)
     except ApiUnreachable as error:
-        return _fail(f"{error}; is it running? start a local cluster with `inferno up`", 1)
-    except (InfernoError, launcher.ClusterError, NatsServerError) as error:
+        return _fail(f"{error}; is `inferno up` running? (INFERNO_API_URL / --api)", 1)
+    except InfernoError as error:
+        if error.status == 401:
+            return _fail(f"{error}; set INFERNO_TOKEN or pass --token with the api's token", 1)
         return _fail(error, 1)
+    except (launcher.ClusterError, NatsServerError) as error:  # may hold a log's last lines
+        return _fail(error, 1, keep_lines=True)
+    except BrokenPipeError:  # the reader left (`inferno ps | head -1`): stop quietly
+        if out is sys.stdout:  # nothing more may reach it, not even the flush at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as error:  # a file or directory the command needs
+        where = f": {error.filename}" if error.filename else ""
+        return _fail(f"{error.strerror or error}{where}", 1)
     except KeyboardInterrupt:
         return 130
+    except Exception as error:  # a bug: still one line, the traceback on request
+        if os.environ.get("INFERNO_DEBUG"):
+            raise
+        return _fail(f"unexpected {type(error).__name__}: {error} (INFERNO_DEBUG=1 shows where)", 1)
 
 
-def _fail(error: object, code: int) -> int:
-    print(f"inferno: error: {error}", file=sys.stderr)
+def _warn(message: str) -> None:
+    """`inferno: warning: ...` on stderr: what was printed holds, but read it with this."""
+    emit(sys.stderr, f"inferno: warning: {message}", ERROR_WIDTH)
+
+
+def _fail(error: object, code: int, keep_lines: bool = False) -> int:
+    """`inferno: error: ...` on stderr, as one line unless `keep_lines`; returns `code`."""
+    text = f"inferno: error: {error}"
+    emit(sys.stderr, text if keep_lines else printable(text), ERROR_WIDTH)
     return code
 
 

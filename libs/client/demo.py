@@ -4,7 +4,8 @@ A throwaway cluster (temp data dir, free ports, 3 executors) runs the example ex
 every pipeline has finished two shards the worst one (lowest value of the first metric) is stopped
 and the best is cloned with new sampling params; when everything else has completed the
 operations and the final pipelines are printed and the cluster is shut down. The children's logs
-go to files, kept (and named) only if something goes wrong.
+go to files, kept (and named) only if something goes wrong. Given the api of a running cluster
+(`inferno demo --api URL` or `--data-dir DIR`), the same story runs there and the cluster stays.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, TextIO
 from inferno.client.launcher import ClusterError, LocalCluster
 from inferno.client.sdk import Client, InfernoError, load_spec
 from inferno.client.tables import (
+    CELL_WIDTH,
     field,
     leaderboard_table,
     metric_names,
@@ -27,6 +29,7 @@ from inferno.client.tables import (
     operations_table,
     pipelines_table,
 )
+from inferno.client.terminal import printable
 
 WAIT_S = 10.0
 CLONE_SAMPLING = {"temperature": 0.7}
@@ -39,15 +42,28 @@ def default_spec() -> Path:
 
 
 def run_demo(
-    spec_path: Path | None, out: TextIO, *, executors: int = 3, timeout: float = 90.0
+    spec_path: Path | None,
+    out: TextIO,
+    *,
+    executors: int = 3,
+    timeout: float = 90.0,
+    api_url: str | None = None,
+    token: str | None = None,
 ) -> int:
+    """The story on a throwaway cluster, or on the running one at `api_url` (left running)."""
     spec_path = spec_path or default_spec()
     started = time.monotonic()
-    data_dir = Path(tempfile.mkdtemp(prefix="inferno-demo-"))
 
     def say(text: str) -> None:
-        print(f"[demo {time.monotonic() - started:5.1f}s] {text}", file=out, flush=True)
+        print(f"[demo {time.monotonic() - started:5.1f}s] {printable(text)}", file=out, flush=True)
 
+    if api_url is not None:
+        say(f"running the story on the cluster at {api_url} (it stays up)")
+        with Client(api_url, token=token) as client:
+            _story(client, spec_path, say, out, time.monotonic() + timeout)
+        say("done")
+        return 0
+    data_dir = Path(tempfile.mkdtemp(prefix="inferno-demo-"))
     logs = data_dir / "logs"
     logs.mkdir()
     ok = False
@@ -144,7 +160,8 @@ def _wait(
     while True:
         pipelines = client.pipelines(experiment_id=experiment_id)
         progress = "  ".join(
-            f"{field(p, 'pipeline_name')} {p.get('shards_completed', 0)}/{p.get('num_shards')}"
+            f"{printable(field(p, 'pipeline_name'), CELL_WIDTH)}"
+            f" {p.get('shards_completed', 0)}/{p.get('num_shards')}"
             f" {p.get('status')}"
             for p in sorted(pipelines, key=lambda p: p["pipeline_id"])
         )
@@ -168,7 +185,7 @@ def _check(op: dict[str, Any], what: str) -> None:
 
 
 def _name(pipeline: dict[str, Any]) -> str:
-    return f"{pipeline['pipeline_id']}:{field(pipeline, 'pipeline_name')}"
+    return f"{pipeline['pipeline_id']}:{printable(field(pipeline, 'pipeline_name'), CELL_WIDTH)}"
 
 
 def _value(pipeline: dict[str, Any], metric: str) -> str:

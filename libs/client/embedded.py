@@ -63,6 +63,19 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise NatsServerError(f"no free TCP port found on {host}")
 
 
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server listens on `port` (or could not bind it for another reason). The probe
+    binds with SO_REUSEADDR, as nats-server and uvicorn do, so the connections a crashed server
+    leaves in TIME_WAIT for a minute do not count as the port being in use."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 def _ephemeral_low() -> int:
     """First port of the ephemeral range (Linux; elsewhere 32768 is below the usual ranges)."""
     try:

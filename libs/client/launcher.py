@@ -11,6 +11,13 @@ session (`python -m inferno.client.launcher supervise ...`), which runs the fore
 with log files. The CLI returns once the supervisor wrote `<data_dir>/up.json`; the cluster does
 not die with the CLI, yet still dies with its supervisor. `stop_detached` (`inferno down`)
 SIGTERMs the supervisor, which shuts the cluster down in order, and SIGKILLs whatever is left.
+
+Supervision (`serve`): a process that dies (nats-server included) is reported in one line and
+started again, the same way and on the same ports and data dir, after a delay that grows while it
+keeps crashing at once (`restarts.Backoff`); after too many such crashes the launcher gives up on
+it and says so. The rest keeps running meanwhile: services reconnect to a restarted nats-server.
+A launcher killed with its cluster leaves an up.json whose processes are gone; the next `up` from
+that data dir takes it over.
 """
 
 from __future__ import annotations
@@ -26,12 +33,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import IO, Any, Self, TextIO
 
 import httpx
 
 from inferno.client.embedded import EmbeddedNats, NatsServerError, die_with_parent_hook, free_port
+from inferno.client.restarts import Backoff, after_crash
 
 STATE_FILE = "up.json"
 _COLORS = ("36", "35", "33", "32", "34", "91", "96", "95", "93", "92")
@@ -44,6 +53,26 @@ class ClusterError(RuntimeError):
 
 def default_data_dir() -> Path:
     return Path(os.environ.get("INFERNO_DATA_DIR") or ".inferno")
+
+
+@dataclass
+class Run:
+    """Supervision bookkeeping of one process: when its current run started, how many quick
+    crashes came right before it, when it is due to start again (None while it runs)."""
+
+    started_at: float = 0.0
+    quick_crashes: int = 0
+    restart_at: float | None = None
+    gave_up: bool = False
+
+
+def exit_text(returncode: int) -> str:
+    """`exited with code 3`, or `was killed by SIGKILL` for a negative (signal) code."""
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-returncode).name}"
+        return f"was killed by signal {-returncode}"
+    return f"exited with code {returncode}"
 
 
 @dataclass
@@ -90,6 +119,7 @@ class LocalCluster:
         log_dir: str | Path | None = None,
         out: TextIO | None = None,
         color: bool | None = None,
+        backoff: Backoff | None = None,
     ) -> None:
         if executors < 0 or schedulers < 1:
             raise ValueError("a cluster needs at least one scheduler and zero or more executors")
@@ -101,6 +131,7 @@ class LocalCluster:
         self.out = out if out is not None else sys.stdout
         self.color = _wants_color(self.out) if color is None else color
         self._lock = threading.Lock()
+        self.backoff = backoff or Backoff()
         scheduler_names = (
             ["scheduler"]
             if schedulers == 1
@@ -115,6 +146,7 @@ class LocalCluster:
             for i in range(1, executors + 1)
         ]
         self._width = max(len(name) for name in ["nats", *(c.name for c in self.children)])
+        self.runs = {name: Run() for name in ["nats", *(c.name for c in self.children)]}
 
     @property
     def api_url(self) -> str:
@@ -147,20 +179,14 @@ class LocalCluster:
         executor has registered. On failure everything started is stopped again."""
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.runs["nats"].started_at = time.monotonic()
             self.nats.start()
             self.say("nats", f"nats-server on {self.nats.url} (log: {self.nats.log_file})")
             for child in self.children:
                 self._spawn(child)
             # readers start after every fork: a preexec_fn is unsafe while other threads run
             for child in self.children:
-                if child.process is not None and child.process.stdout is not None:
-                    child.reader = threading.Thread(
-                        target=self._pump,
-                        args=(child, child.process.stdout),
-                        name=f"log-{child.name}",
-                        daemon=True,
-                    )
-                    child.reader.start()
+                self._read(child)
             self.wait_ready(timeout)
         except BaseException:
             self.stop()
@@ -168,6 +194,7 @@ class LocalCluster:
         return self
 
     def _spawn(self, child: Child) -> None:
+        self.runs[child.name].started_at = time.monotonic()
         with contextlib.ExitStack() as stack:
             stdout: Any = subprocess.PIPE
             if child.log_file is not None:
@@ -183,6 +210,25 @@ class LocalCluster:
                 start_new_session=True,  # Ctrl-C reaches the launcher only, which stops us
                 preexec_fn=die_with_parent_hook(),
             )
+
+    def _respawn(self, child: Child) -> None:
+        self._spawn(child)
+        self._read(child)
+
+    def _nats_tail(self) -> str:
+        """The end of nats-server's log: its last lines say why it stopped, below a banner."""
+        return "\n".join(self.nats.log_tail().splitlines()[-8:])
+
+    def _read(self, child: Child) -> None:
+        """Stream a piped child's output to `out` from a thread (log files need none)."""
+        if child.process is not None and child.process.stdout is not None:
+            child.reader = threading.Thread(
+                target=self._pump,
+                args=(child, child.process.stdout),
+                name=f"log-{child.name}",
+                daemon=True,
+            )
+            child.reader.start()
 
     def _pump(self, child: Child, stream: IO[bytes]) -> None:
         for raw in stream:
@@ -242,6 +288,52 @@ class LocalCluster:
     def _exited(self, child: Child) -> str:
         code = child.process.returncode if child.process else None
         return f"{child.name} exited with code {code}; its last lines:\n{child.last_lines()}"
+
+    def supervise(self) -> list[str]:
+        """One round of supervision, called every fraction of a second from the thread that
+        started the cluster (PR_SET_PDEATHSIG follows that thread): report each process that died
+        since the last round and set when it starts again; start those that are due. Returns the
+        lines to show. Raises `ClusterError` on giving up on nats or the api, without which
+        nothing works; on giving up on another child the rest keeps running."""
+        now = time.monotonic()
+        messages = []
+        procs = [("nats", self.nats.process, self._nats_tail, self.nats.spawn)]
+        procs += [
+            (c.name, c.process, c.last_lines, partial(self._respawn, c)) for c in self.children
+        ]
+        for name, process, last_lines, start in procs:
+            run = self.runs[name]
+            if run.gave_up or process is None:
+                continue
+            if run.restart_at is not None:
+                if now >= run.restart_at:
+                    run.restart_at = None
+                    run.started_at = now
+                    start()
+                    messages.append(f"{name} started again (pid {self.processes()[name]['pid']})")
+                continue
+            if process.poll() is None:
+                continue
+            ran_for = now - run.started_at
+            verdict = after_crash(self.backoff, run.quick_crashes, ran_for)
+            run.quick_crashes = verdict.quick_in_a_row
+            died = f"{name} {exit_text(process.returncode)} after {ran_for:.1f}s"
+            if verdict.delay_s is not None:
+                run.restart_at = now + verdict.delay_s
+                messages.append(f"{died}; restarting it in {verdict.delay_s:g}s")
+                continue
+            run.gave_up = True
+            gave_up = (
+                f"{died}; {verdict.quick_in_a_row} crashes in a row, each within"
+                f" {self.backoff.quick_s:g}s of starting: giving up on it"
+            )
+            if name in ("nats", "api"):
+                raise ClusterError(
+                    f"{gave_up}; nothing works without it, so the cluster stops."
+                    f" Its last lines:\n{last_lines()}"
+                )
+            messages.append(f"{gave_up}; the rest keeps running. Its last lines:\n{last_lines()}")
+        return messages
 
     def check(self) -> list[str]:
         """Messages for children that exited since the last call; raises `ClusterError` when
@@ -328,9 +420,10 @@ class _Shutdown(Exception):
 
 
 def serve(cluster: LocalCluster, on_ready: Callable[[LocalCluster], None] | None = None) -> int:
-    """Start `cluster`, record it in `<data_dir>/up.json`, run until SIGINT/SIGTERM, stop it.
-    Returns 0 after a requested shutdown, 1 when nats or the api died; a cluster that does not
-    start raises `ClusterError` (or `NatsServerError`) after stopping what had started."""
+    """Start `cluster`, record it in `<data_dir>/up.json`, supervise it until SIGINT/SIGTERM
+    (up.json follows the restarts), stop it. Returns 0 after a requested shutdown, 1 after giving
+    up on nats or the api; a cluster that does not start raises `ClusterError` (or
+    `NatsServerError`) after stopping what had started."""
 
     def shutdown(_signum: int, _frame: object) -> None:
         raise _Shutdown
@@ -350,8 +443,10 @@ def serve(cluster: LocalCluster, on_ready: Callable[[LocalCluster], None] | None
                 on_ready(cluster)
             while True:
                 time.sleep(0.2)
-                for message in cluster.check():
-                    cluster.say("up", message)
+                if messages := cluster.supervise():
+                    for message in messages:
+                        cluster.say("up", message)
+                    write_state(state_file, cluster.describe())
         except _Shutdown:
             cluster.say("up", "stopping")
             return 0
@@ -398,10 +493,12 @@ def is_running(pid: int, start: int | None = None) -> bool:
 
 
 def read_state(data_dir: Path) -> dict[str, Any] | None:
+    """`<data_dir>/up.json`, or None when there is none (or it is not one we wrote)."""
     try:
-        return json.loads((data_dir / STATE_FILE).read_text())
+        state = json.loads((data_dir / STATE_FILE).read_text())
     except (OSError, ValueError):
         return None
+    return state if isinstance(state, dict) and isinstance(state.get("pid"), int) else None
 
 
 def write_state(path: Path, state: dict[str, Any]) -> None:
@@ -416,13 +513,16 @@ def remove_state(path: Path) -> None:
 
 
 def claim_data_dir(data_dir: Path) -> None:
-    """Refuse a data dir a live cluster runs from; forget the up.json of a dead one."""
+    """Refuse a data dir a live cluster runs from. Take over from a dead one (its launcher
+    crashed or was killed): stop whatever it recorded that still runs, forget its up.json."""
     state = read_state(data_dir)
     if state and is_running(state["pid"], state.get("start")):
         raise ClusterError(
             f"a cluster is already running from {data_dir} (pid {state['pid']}, api"
-            f" {state['api_url']}); stop it with `inferno down` first"
+            f" {state.get('api_url')}); stop it with `inferno down` first"
         )
+    if state:
+        stop_detached(data_dir, timeout=5.0)  # its leftovers hold the ports and the store
     remove_state(data_dir / STATE_FILE)
 
 

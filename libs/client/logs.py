@@ -7,8 +7,11 @@
   trace_id=...)` appear on every line logged in that context.
 - Secrets never reach a line: values of secret-looking keys (api_key, token, password, secret,
   authorization, ...) become "***", at any depth, and `sk-...` keys, bearer tokens and URL
-  credentials are masked inside any string, tracebacks included — as is any secret the process
-  was told of with `remember_secret` (the values an executor resolved from INFERNO_SECRETS).
+  credentials (the userinfo, and the value of a query parameter whose name looks secret,
+  `is_secret_param`) are masked inside any string, tracebacks included — as is any secret the
+  process was told of with `remember_secret` (the values an executor resolved from
+  INFERNO_SECRETS). A secret placeholder `{{sec-<32 hex>}}` (`inferno.client.secret_urls`) is a
+  reference, not a secret, and is shown as it is.
 - Standard-library `logging` (nats-py, uvicorn, ...) goes through the same processors and renderer.
 
 Calling `configure_logging` again replaces the previous configuration.
@@ -21,6 +24,7 @@ import re
 import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
+from urllib.parse import unquote_plus
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -33,11 +37,20 @@ _SECRET_KEY = re.compile(
     r"(^|_)(api_?key|token|password|passwd|secret|secret_key|access_key|private_key"
     r"|authorization|credentials|cookie)$"
 )
+# query parameter names (lower-cased, '-' and '.' as '_') whose values are secrets, beyond the
+# secret key names: `?key=`, `?sig=` (Azure SAS), `X-Amz-Signature`, `subscription-key`, ...
+_SECRET_PARAM = re.compile(r"(^|_)(key|sig|signature|auth|credential|pass|pwd|jwt|session)$")
+PLACEHOLDER = re.compile(r"\{\{(sec-[0-9a-f]{32})\}\}")
+"""Where a secret taken out of a string (a URL's credentials) was: `{{<its ref>}}`."""
 _SECRET_TEXT = [
     (re.compile(r"sk-[A-Za-z0-9_-]{8,}"), MASK),
     (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+"), rf"\1 {MASK}"),
-    (re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^@/\s,]+@"), rf"\1{MASK}@"),
+    (
+        re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)(?!\{\{sec-[0-9a-f]{32}\}\}@)[^@/\s,]+@"),
+        rf"\1{MASK}@",
+    ),
 ]
+_QUERY_PARAM = re.compile(r"([?&])([^=&#?\s\"'<>]+)=([^&#\s\"'<>,]+)")
 _HANDLER_NAME = "inferno"
 _MIN_KNOWN_SECRET = 8  # shorter strings would mask innocent text everywhere
 _known_secrets: tuple[str, ...] = ()  # replaced, never mutated: loggers in threads iterate it
@@ -45,6 +58,25 @@ _known_secrets: tuple[str, ...] = ()  # replaced, never mutated: loggers in thre
 
 def is_secret_key(key: object) -> bool:
     return isinstance(key, str) and bool(_SECRET_KEY.search(key.lower().replace("-", "_")))
+
+
+def is_secret_param(name: str) -> bool:
+    """Whether a URL query parameter (percent-decoded) or an HTTP header carries a secret: a
+    secret key name, or one ending in key, sig, signature, auth, credential, pass, pwd, jwt or
+    session. Wider than `is_secret_key`, since on the wire these names mean credentials."""
+    normal = name.lower().replace("-", "_").replace(".", "_")
+    return is_secret_key(normal) or bool(_SECRET_PARAM.search(normal))
+
+
+def is_headers(key: object) -> bool:
+    """`default_headers`: a key whose value maps HTTP header names to values."""
+    return isinstance(key, str) and key.lower().endswith("headers")
+
+
+def is_secret_name(key: object, headers: bool = False) -> bool:
+    """Whether a config key's value is a secret; `headers`: the key is a header's name (inside
+    an `is_headers` mapping), where the wider `is_secret_param` rule applies."""
+    return is_secret_key(key) or (headers and isinstance(key, str) and is_secret_param(key))
 
 
 def remember_secret(value: Any) -> None:
@@ -68,7 +100,14 @@ def mask_text(text: str) -> str:
             text = text.replace(known, MASK)
     for pattern, replacement in _SECRET_TEXT:
         text = pattern.sub(replacement, text)
-    return text
+    return _QUERY_PARAM.sub(_mask_param, text)
+
+
+def _mask_param(match: re.Match[str]) -> str:
+    separator, name, value = match.groups()
+    if PLACEHOLDER.fullmatch(value) or not is_secret_param(unquote_plus(name)):
+        return match.group(0)
+    return f"{separator}{name}={MASK}"
 
 
 def mask_value(value: Any) -> Any:

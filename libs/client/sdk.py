@@ -172,6 +172,20 @@ class Client:
         except httpx.HTTPError:
             return False
 
+    def no_leader(self) -> str | None:
+        """Why nothing gets decided, when /readyz says no scheduler holds the lease (e.g. "no
+        scheduler holds the lease in INFERNO_LEADER (last leader s1, lapsed 14 s ago)"); None
+        while one does, or when the api cannot say (unreachable, or older)."""
+        try:
+            body = self._http.get("/readyz").json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        checks = body.get("checks") if isinstance(body, dict) else None
+        leader = checks.get("leader") if isinstance(checks, dict) else None
+        if isinstance(leader, dict) and leader.get("ok") is False:
+            return str(leader.get("detail") or "no scheduler holds the lease")
+        return None
+
     def _control(
         self,
         pipeline_id: int,
@@ -214,7 +228,16 @@ class Client:
             raise ApiUnreachable(self.base_url, str(error) or type(error).__name__) from error
         if not response.is_success:
             raise InfernoError(response.status_code, _error_text(response))
-        return response.json() if response.content else None
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise InfernoError(
+                response.status_code,
+                f"{method} {path} answered with something that is not JSON;"
+                f" is {self.base_url} an Inferno api?",
+            ) from None
 
 
 def _error_text(response: httpx.Response) -> str:

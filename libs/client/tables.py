@@ -1,6 +1,8 @@
 """Plain-text tables of pipelines, operations and executors, as the api returns them (dicts).
 
 Read tolerantly: a missing field shows as '-', never as a crash, so a newer api still prints.
+Every cell is made printable (control characters escaped) and cut to a width with …, so a name
+from the log can neither control the terminal nor widen a table without bound.
 """
 
 from __future__ import annotations
@@ -10,7 +12,11 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from inferno.client.terminal import printable
+
 TERMINAL = frozenset({"completed", "failed", "deleted"})
+CELL_WIDTH = 40
+LAST_CELL_WIDTH = 160  # the last column (an error, a result) widens no other column
 
 
 def field(pipeline: dict[str, Any], key: str, default: Any = None) -> Any:
@@ -29,8 +35,14 @@ def count(value: Any) -> int:
 
 
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """Plain-text columns: numbers right-aligned, the rest left-aligned; None shows as '-'."""
-    cells = [[_cell(v) for v in row] for row in rows]
+    """Plain-text columns: numbers right-aligned, the rest left-aligned; None shows as '-';
+    cells cut to CELL_WIDTH (the last column to LAST_CELL_WIDTH)."""
+    last = len(headers) - 1
+    headers = [printable(h, CELL_WIDTH) for h in headers]
+    cells = [
+        [_cell(v, LAST_CELL_WIDTH if i == last else CELL_WIDTH) for i, v in enumerate(row)]
+        for row in rows
+    ]
     numeric = [
         all(_is_number(row[i]) for row in cells if row[i] != "-")
         and any(r[i] != "-" for r in cells)
@@ -48,12 +60,12 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join([line(headers, header=True), *(line(r) for r in cells)])
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, width: int) -> str:
     if value is None or value == "":
         return "-"
     if isinstance(value, float):
         return f"{value:.3f}"
-    return str(value)
+    return printable(value, width)
 
 
 def _is_number(text: str) -> bool:
@@ -79,7 +91,8 @@ def metric_value(pipeline: dict[str, Any], name: str) -> float | None:
 
 def pipelines_table(pipelines: Sequence[dict[str, Any]]) -> str:
     metrics = metric_names(pipelines)
-    headers = ["ID", "NAME", "TYPE", "STATUS", "SHARDS", "RUNNING", "ROWS", *metrics, "PARENT"]
+    headers = ["ID", "NAME", "TYPE", "STATUS", "SHARDS", "RUNNING", "ROWS", "ERRORS"]
+    headers += [*metrics, "PARENT"]
     several = len({p.get("experiment_id") for p in pipelines}) > 1
     if several:
         headers.append("EXPERIMENT")
@@ -97,12 +110,25 @@ def pipelines_table(pipelines: Sequence[dict[str, Any]]) -> str:
                 f"{p.get('shards_completed', 0)}/{p.get('num_shards', '?')}",
                 count(p.get("in_flight")),
                 p.get("rows_processed"),
+                p.get("row_errors"),
                 *(metric_value(p, m) for m in metrics),
                 p.get("parent_pipeline_id"),
                 *([p.get("experiment_id")] if several else []),
             ]
         )
     return format_table(headers, rows)
+
+
+def pipeline_failures(pipelines: Sequence[dict[str, Any]]) -> list[str]:
+    """`pipeline 3 (dead) failed: ...`: why each failed pipeline failed, for under the table."""
+    return [
+        printable(
+            f"pipeline {p['pipeline_id']} ({field(p, 'pipeline_name', '?')}) failed: {p['error']}",
+            LAST_CELL_WIDTH,
+        )
+        for p in sorted(pipelines, key=lambda p: p["pipeline_id"])
+        if p.get("status") == "failed" and p.get("error")
+    ]
 
 
 def interval(entry: dict[str, Any]) -> str | None:
@@ -120,12 +146,14 @@ def leaderboard_table(board: dict[str, Any]) -> str:
     levels = {e.get("confidence_level") for e in entries} - {None}
     level = f"{levels.pop():.0%} " if len(levels) == 1 else ""
     methods = ", ".join(sorted({str(e.get("ci_method")) for e in entries if e.get("ci_method")}))
+    name = printable(board.get("experiment_name", ""), CELL_WIDTH)
     title = (
-        f"experiment {board.get('experiment_id')} ({board.get('experiment_name', '')})"
-        f" by {metric or '(no metric)'}"
+        f"experiment {printable(board.get('experiment_id'), CELL_WIDTH)} ({name})"
+        f" by {printable(metric, CELL_WIDTH) if metric else '(no metric)'}"
         + (f", {level}confidence intervals: {methods}" if methods else "")
     )
-    headers = ["RANK", "ID", "NAME", "STATUS", "SHARDS", str(metric or "VALUE"), "INTERVAL", "N"]
+    headers = ["RANK", "ID", "NAME", "STATUS", "SHARDS", str(metric or "VALUE"), "INTERVAL"]
+    headers += ["N", "ERRORS"]
     rows = [
         [
             e.get("rank"),
@@ -136,10 +164,11 @@ def leaderboard_table(board: dict[str, Any]) -> str:
             e.get("value"),
             interval(e),
             e.get("count"),
+            e.get("row_errors"),
         ]
         for e in entries
     ]
-    return f"{title}\n{format_table(headers, rows)}"
+    return f"{printable(title)}\n{format_table(headers, rows)}"
 
 
 def operations_table(operations: Sequence[dict[str, Any]]) -> str:

@@ -10,6 +10,7 @@ configured (`inferno.client.logs`), since asking is I/O.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -48,6 +49,9 @@ class Settings:
     api_host: str = "127.0.0.1"
     api_port: int = 8851
     cors_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()  # Host names served beside loopback and api_host; "*": any
+    max_command_bytes: int = 1 << 20  # request body of every route but the dataset upload
+    max_upload_bytes: int = 256 << 20  # request body of POST /api/v1/datasets
     replicas: int = 1
     heartbeat_ttl_s: float = 10.0
     lease_ttl_s: float = 5.0
@@ -132,6 +136,33 @@ def _comma_list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+_HOST_NAME = re.compile(r"^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$")
+
+
+def host_name(raw: str) -> str:
+    """A host name as a `Host` header carries it, without the port: lower-case, no trailing
+    dot, an IPv6 address in brackets (`::1` -> `[::1]`); ValueError if it is not one."""
+    name = raw.strip().lower().rstrip(".")
+    bare = name.removeprefix("[").removesuffix("]")
+    if ":" in bare:
+        try:
+            return f"[{ipaddress.IPv6Address(bare)}]"
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a host name (give no scheme or port)") from None
+    if not _HOST_NAME.match(name):
+        raise ValueError(f"{raw!r} is not a host name (give no scheme or port)")
+    return name
+
+
+def _listen_host(raw: str) -> str:
+    host_name(raw)  # kept as given: uvicorn takes `::`, not `[::]`
+    return raw
+
+
+def _host_list(raw: str) -> tuple[str, ...]:
+    return tuple(item if item == "*" else host_name(item) for item in _comma_list(raw))
+
+
 def _together(env: Mapping[str, str], a: str, b: str) -> None:
     has_a, has_b = bool(env.get(a, "").strip()), bool(env.get(b, "").strip())
     if has_a != has_b:
@@ -150,9 +181,12 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "NATS_TLS_KEY": ("nats_tls_key", _str),
     "INFERNO_NAMESPACE": ("namespace", _token("namespace")),
     "INFERNO_TOKEN": ("token", _str),
-    "INFERNO_API_HOST": ("api_host", _str),
+    "INFERNO_API_HOST": ("api_host", _listen_host),
     "INFERNO_API_PORT": ("api_port", _int_between(1, 65535)),
     "INFERNO_CORS_ORIGINS": ("cors_origins", _comma_list),
+    "INFERNO_ALLOWED_HOSTS": ("allowed_hosts", _host_list),
+    "INFERNO_MAX_COMMAND_BYTES": ("max_command_bytes", _int_between(1 << 10, 1 << 30)),
+    "INFERNO_MAX_UPLOAD_BYTES": ("max_upload_bytes", _int_between(1 << 10, 1 << 40)),
     "INFERNO_REPLICAS": ("replicas", _int_between(1, 5)),
     "INFERNO_HEARTBEAT_TTL_S": ("heartbeat_ttl_s", _positive_seconds),
     "INFERNO_LEASE_TTL_S": ("lease_ttl_s", _positive_seconds),

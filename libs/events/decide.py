@@ -9,6 +9,7 @@ attempt, a deleted pipeline) yield nothing.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable, Mapping
 from functools import singledispatch
 from typing import Any, NamedTuple
 
@@ -45,7 +46,13 @@ from inferno.events.events import (
     ShardFailed,
     ShardReleased,
 )
-from inferno.events.model import PipelineChanges, PipelineSpec
+from inferno.events.model import (
+    MAX_ATTEMPTS,
+    MAX_NAME_LENGTH,
+    MAX_RETRY_BACKOFF_S,
+    PipelineChanges,
+    PipelineSpec,
+)
 from inferno.events.scheduling import plan_assignments
 from inferno.events.state import TERMINAL, Pipeline, State
 
@@ -147,7 +154,9 @@ def _(cmd: DeletePipeline, state: State, stamp: Stamp) -> list[Event]:
 @_handle.register
 def _(cmd: ClonePipeline, state: State, stamp: Stamp) -> list[Event]:
     parent = _pipeline(state, cmd.pipeline_id)
-    spec = _apply_changes(parent.spec, cmd.changes)
+    taken = live_names(state, parent.experiment_id)
+    name = cmd.changes.pipeline_name or clone_name(parent.spec.pipeline_name, taken)
+    spec = _apply_changes(parent.spec, cmd.changes, name)
     return [_new_pipeline(state, parent.experiment_id, spec, stamp, parent_id=parent.pipeline_id)]
 
 
@@ -157,6 +166,45 @@ def _(cmd: CloneIntoContext, state: State, stamp: Stamp) -> list[Event]:
     if experiment_id is None:
         raise Rejected(f"context {cmd.context_id} does not exist")
     return [_new_pipeline(state, experiment_id, cmd.spec, stamp, parent_id=None)]
+
+
+def live_names(state: State, experiment_id: str) -> dict[str, int]:
+    """The names of the experiment's pipelines that are not deleted, each with its id: the
+    CLI resolves names and their prefixes among these, so they must stay unique."""
+    return {
+        p.spec.pipeline_name: pid
+        for pid in state.experiments[experiment_id].pipeline_ids
+        if (p := state.pipelines[pid]).status != "deleted"
+    }
+
+
+def clone_name(parent: str, taken: Collection[str]) -> str:
+    """A clone's name when none is given: `<parent>-clone`, else the first free of `-clone-2`,
+    `-clone-3`, ...; the parent's part is cut so the name stays within MAX_NAME_LENGTH."""
+    n = 1
+    while True:
+        suffix = "-clone" if n == 1 else f"-clone-{n}"
+        name = parent[: MAX_NAME_LENGTH - len(suffix)] + suffix
+        if name not in taken:
+            return name
+        n += 1
+
+
+def check_pipeline_names(names: Iterable[str], taken: Mapping[str, int]) -> None:
+    """The precondition of every new pipeline, for `decide` and so for the api's 409: a name
+    fits, and is unique among the experiment's live pipelines (`taken`, see `live_names`)."""
+    seen: set[str] = set()
+    for name in names:
+        if len(name) > MAX_NAME_LENGTH:
+            raise Rejected(f"pipeline name is {len(name)} characters; at most {MAX_NAME_LENGTH}")
+        if name in taken:
+            raise Rejected(
+                f"pipeline name {name!r} is taken in this experiment by pipeline {taken[name]};"
+                " names are unique there, so that a name or its prefix picks one pipeline"
+            )
+        if name in seen:
+            raise Rejected(f"pipeline name {name!r} is given twice; names are unique there")
+        seen.add(name)
 
 
 @_handle.register
@@ -171,8 +219,13 @@ def _(cmd: CreateExperiment, state: State, stamp: Stamp) -> list[Event]:
         raise Rejected(f"num_shards ({cmd.num_shards}) exceeds the dataset's {cmd.row_count} rows")
     if not cmd.pipelines:
         raise Rejected("an experiment needs at least one pipeline")
-    if cmd.max_attempts < 1:
-        raise Rejected("max_attempts must be at least 1")
+    if not 1 <= cmd.max_attempts <= MAX_ATTEMPTS:
+        raise Rejected(f"max_attempts must be between 1 and {MAX_ATTEMPTS}")
+    if not 0 <= cmd.retry_backoff_s <= MAX_RETRY_BACKOFF_S:
+        raise Rejected(f"retry_backoff_s must be between 0 and {MAX_RETRY_BACKOFF_S:g} seconds")
+    if len(cmd.experiment_name) > MAX_NAME_LENGTH:
+        raise Rejected(f"experiment name is longer than {MAX_NAME_LENGTH} characters")
+    check_pipeline_names((p.pipeline_name for p in cmd.pipelines), {})
     created = ExperimentCreated(
         **stamp._asdict(),
         experiment_id=cmd.experiment_id,
@@ -193,6 +246,7 @@ def _(cmd: CreateExperiment, state: State, stamp: Stamp) -> list[Event]:
 def _new_pipeline(
     state: State, experiment_id: str, spec: PipelineSpec, stamp: Stamp, *, parent_id: int | None
 ) -> PipelineCreated:
+    check_pipeline_names([spec.pipeline_name], live_names(state, experiment_id))
     return PipelineCreated(
         **stamp._asdict(),
         pipeline_id=state.next_pipeline_id,
@@ -204,9 +258,9 @@ def _new_pipeline(
     )
 
 
-def _apply_changes(spec: PipelineSpec, changes: PipelineChanges) -> PipelineSpec:
+def _apply_changes(spec: PipelineSpec, changes: PipelineChanges, name: str) -> PipelineSpec:
     return PipelineSpec(
-        pipeline_name=changes.pipeline_name or f"{spec.pipeline_name}-clone",
+        pipeline_name=name,
         pipeline_type=changes.pipeline_type or spec.pipeline_type,
         model_config={**spec.model_config, **(changes.model_config or {})},
         sampling_params={**spec.sampling_params, **(changes.sampling_params or {})},
@@ -299,7 +353,8 @@ def _end_attempt(
     experiment = state.experiments[pipeline.experiment_id]
     attempt = pipeline.in_flight[shard].attempt
     if retryable and attempt < experiment.max_attempts:
-        backoff = experiment.retry_backoff_s * 2 ** (attempt - 1)
+        doubled = experiment.retry_backoff_s * 2.0 ** min(attempt - 1, 32)  # no float overflow
+        backoff = min(doubled, MAX_RETRY_BACKOFF_S)
         return [
             ShardReleased(
                 at=now,

@@ -13,6 +13,16 @@ PipelineType = Literal["vllm", "openai", "hf", "sim"]
 PIPELINE_TYPES: tuple[str, ...] = ("vllm", "openai", "hf", "sim")
 GPU_PIPELINE_TYPES: frozenset[str] = frozenset({"vllm", "hf"})
 
+# Bounds on what a request may ask for. The api's schema refuses more with a 400 naming the field
+# and `decide` refuses the rest, so the stored types stay as lenient as the logs already written.
+MAX_NAME_LENGTH = 256
+"""Experiment and pipeline names: a name is a label people type and read in a table."""
+MAX_ATTEMPTS = 100
+MAX_RETRY_BACKOFF_S = 3600.0
+"""The first retry's delay, and the cap of the exponential backoff that follows it."""
+MAX_RATE_LIMIT = 1_000_000_000
+"""rpm / tpm limits: per minute; above this a limit limits nothing."""
+
 
 class PipelineSpec(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """What a user asks for: one model/sampling/client configuration over a context."""

@@ -7,6 +7,7 @@ stops the projection and drains the NATS connection.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 import structlog
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     port = args.port if args.port is not None else settings.api_port
     log.info("listening", url=f"http://{host}:{port}")
     uvicorn.run(
-        create_app(settings),
+        create_app(dataclasses.replace(settings, api_host=host)),  # the Host it answers to
         host=host,
         port=port,
         log_config=None,  # keep our logging: uvicorn's records go through structlog

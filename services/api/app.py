@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hmac
 import ssl
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import nats.errors
 import structlog
@@ -21,8 +23,9 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 
-from inferno.api import errors, routes_dispatcher, routes_v1
+from inferno.api import errors, openapi, routes_dispatcher, routes_v1
 from inferno.api.deps import Gateway, GatewayDep
+from inferno.api.guard import BrowserGuard, Rules
 from inferno.api.projection import Projection
 from inferno.api.responses import MsgspecJSONResponse, json_response
 from inferno.events import Names
@@ -43,6 +46,9 @@ OPEN_PATHS = frozenset(
     }
 )
 """Reachable without the bearer token: probes, and the API's description (it holds no data)."""
+
+UPLOAD_PATHS = frozenset({"/api/v1/datasets"})
+"""Routes whose body is a dataset: they take files, and INFERNO_MAX_UPLOAD_BYTES of them."""
 
 
 class BearerAuth:
@@ -127,15 +133,26 @@ def create_app(settings: Settings, *, nc: NATS | None = None) -> FastAPI:
         """The process is up."""
         return json_response({"status": "ok"})
 
-    @app.get("/readyz", tags=["health"])
+    @app.get("/readyz", tags=["health"], responses=openapi.errors(503))
     async def readyz(gw: GatewayDep) -> Response:
-        """NATS connected, the log's streams present, the projection caught up."""
-        reason = await _not_ready(gw)
-        if reason is not None:
-            return json_response({"status": "not ready", "error": reason}, 503)
-        return json_response({"status": "ready"})
+        """Ready when the cluster can make progress: NATS connected, the log's streams present,
+        the projection following the log, a scheduler holding the lease. The body lists every
+        check as `{"ok", "detail"}`; a 503 names the failed ones (`failed`) and gives the first
+        one's detail as `error`. Executors are listed but never fail readiness: commands are
+        decided without any, and shards wait for one to register (executors come and go)."""
+        checks = await _readiness(gw)
+        failed = [name for name, check in checks.items() if not check["ok"]]
+        if failed:
+            body = {"status": "not ready", "error": checks[failed[0]]["detail"], "failed": failed}
+            return json_response({**body, "checks": checks}, 503)
+        return json_response({"status": "ready", "checks": checks})
 
-    if settings.token:  # added before CORS, so CORS is outermost and answers preflights itself
+    openapi.install(app, bearer=bool(settings.token), open_paths=OPEN_PATHS)
+    # The last added runs first: the guard, then CORS, then the token, then routing. The guard
+    # goes first because it judges headers alone (Host, Origin, Content-Type, size) and its
+    # refusals must be JSON, foreign preflights included (CORSMiddleware's are plain text).
+    # CORS comes before the token because a preflight never carries one.
+    if settings.token:
         app.add_middleware(BearerAuth, token=settings.token)
     if settings.cors_origins:
         app.add_middleware(
@@ -144,21 +161,38 @@ def create_app(settings: Settings, *, nc: NATS | None = None) -> FastAPI:
             allow_methods=["*"],
             allow_headers=["*"],
         )
+    app.add_middleware(BrowserGuard, rules=Rules.of(settings, UPLOAD_PATHS), routes=app.routes)
     return app
 
 
-async def _not_ready(gw: Gateway) -> str | None:
-    if not gw.nc.is_connected:
-        return "not connected to NATS"
+async def _readiness(gw: Gateway) -> dict[str, dict[str, Any]]:
+    """Every readiness check, each `{"ok", "detail"}`, in the order they depend on each other."""
+
+    def check(ok: bool, detail: str) -> dict[str, Any]:
+        return {"ok": ok, "detail": detail}
+
+    projection, names = gw.projection, gw.names
+    connected = gw.nc.is_connected
+    checks = {"nats": check(connected, "connected" if connected else "not connected to NATS")}
+    checks["streams"] = check(*await _streams(gw))
+    failure = projection.failure
+    if failure is None and not projection.caught_up:
+        failure = "projection is catching up"
+    following = f"folded {names.evt_stream} up to sequence {projection.evt_seq}"
+    checks["projection"] = check(failure is None, failure or following)
+    checks["leader"] = check(*projection.leadership.check(time.time(), names.leader_bucket))
+    registered = len(projection.executors)
+    waiting = "none registered: shards wait until an executor registers"
+    checks["executors"] = check(True, f"{registered} registered" if registered else waiting)
+    return checks
+
+
+async def _streams(gw: Gateway) -> tuple[bool, str]:
     for stream in (gw.names.cmd_stream, gw.names.evt_stream):
         try:
             await gw.js.stream_info(stream)
         except NotFoundError:
-            return f"stream {stream} is missing"
+            return False, f"stream {stream} is missing"
         except nats.errors.Error as error:
-            return f"stream {stream} is unreachable: {error!r}"
-    if (failure := gw.projection.failure) is not None:
-        return failure
-    if not gw.projection.caught_up:
-        return "projection is catching up"
-    return None
+            return False, f"stream {stream} is unreachable: {error!r}"
+    return True, f"{gw.names.cmd_stream} and {gw.names.evt_stream} present"

@@ -6,6 +6,9 @@ exactly what a later read shows, and a retried Idempotency-Key gets the original
 Secrets a request carries are stored in INFERNO_SECRETS and replaced by refs first
 (`inferno.api.secrets`), so no command in the log holds one.
 
+A command larger than the NATS server's max_payload is a 413, found before anything is stored
+(the secrets of a command that large would not fit in INFERNO_SECRETS either).
+
 Before appending, the projection is asked whether the command can work: an unknown pipeline is a
 404 and a transition the projection already shows to be invalid a 409, in the decider's own
 words (`decide` runs on the projection, so the rules live in one place). While an earlier
@@ -17,14 +20,17 @@ another still fails its operation with the reason.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import time
 import uuid
 
+import msgspec
 from nats.js.errors import NotFoundError
 
 from inferno.api import secrets, views
 from inferno.api.deps import Gateway
 from inferno.api.errors import ApiError
+from inferno.api.options import check_backend_options
 from inferno.events import State, decide, encode
 from inferno.events.commands import (
     AnyCommand,
@@ -47,11 +53,47 @@ _PIPELINE_ACTIONS: dict[type, str] = {
 }
 
 
+DIGEST_HEADER = "Inferno-Request-Digest"
+_HEADER_ROOM = 512
+"""Bytes kept for a command's headers (Nats-Msg-Id, the digest) within max_payload."""
+
+
 def msg_id(idempotency_key: str | None) -> str:
     """`Nats-Msg-Id`: derived from the client's key, so a retry is a duplicate the server drops."""
     if idempotency_key is None:
         return uuid.uuid4().hex
     return "idem-" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
+
+
+def request_digest(command: AnyCommand) -> str:
+    """What an Idempotency-Key is bound to: a digest of the canonical request, the command as
+    the client asked for it, carried in a header of the stored CMD message (`DIGEST_HEADER`).
+
+    The Nats-Msg-Id stays derived from the key alone, so the server itself drops a retry and
+    answers with the original's sequence, whatever the retry carries; the api then compares the
+    two digests, and a different request is a 409. Left out: what the api adds, not the client
+    (`issued_at`, a new experiment's ids), and secret values, replaced by refs numbered in
+    order, since a digest of a short password in the log could be brute-forced. So a retry
+    that changes only a secret's value gets the original operation.
+    """
+    canonical = msgspec.structs.replace(command, issued_at=0.0)
+    if isinstance(canonical, CreateExperiment):
+        canonical = msgspec.structs.replace(canonical, experiment_id="", context_id="")
+    numbers = itertools.count()
+    found = secrets.Found(make_ref=lambda: f"sec-{next(numbers):032x}")
+    body = msgspec.json.encode(secrets.without_secrets(canonical, found), order="sorted")
+    return "sha256-" + hashlib.sha256(body).hexdigest()
+
+
+def check_size(payload: bytes, max_payload: int) -> None:
+    """413 for a command the NATS server would refuse (it counts headers too)."""
+    if len(payload) + _HEADER_ROOM > max_payload:
+        raise ApiError(
+            413,
+            f"the command is {len(payload)} bytes encoded, over what the NATS server takes in"
+            f" one message (max_payload {max_payload} bytes, {_HEADER_ROOM} of them kept for"
+            " headers); put large data in a dataset (POST /api/v1/datasets)",
+        )
 
 
 def subject(gw: Gateway, command: AnyCommand) -> str:
@@ -71,10 +113,9 @@ def refusal(state: State, command: AnyCommand, last_seen: int) -> ApiError | Non
     if isinstance(command, CloneIntoContext):
         if command.context_id not in state.contexts:
             return ApiError(404, f"context {command.context_id} not found")
-        return None
-    if command.pipeline_id not in state.pipelines:
+    elif command.pipeline_id not in state.pipelines:
         return ApiError(404, f"pipeline {command.pipeline_id} not found")
-    if _undecided(state, command.pipeline_id, last_seen):
+    elif _undecided(state, command.pipeline_id, last_seen):
         return None  # the projection is about to change: only the decider can judge now
     for event in decide(state, command, now=time.time(), seq=state.last_command_seq + 1):
         if isinstance(event, OperationFailed):
@@ -99,44 +140,65 @@ async def submit(
     projection shows it: once final if `wait` > 0 and it gets there in time."""
     projection = gw.projection
     message_id = msg_id(idempotency_key)
+    digest = request_digest(command) if idempotency_key is not None else None
     where = subject(gw, command)
     refused = refusal(projection.state, command, projection.cmd_seq)
     if refused is not None:
         # a retry of a command that has taken effect since is refused now: answer the original
-        ic_id = await _earlier(gw, where, message_id) if idempotency_key else None
-        if ic_id is None:
+        earlier = await _earlier(gw, where, message_id) if idempotency_key else None
+        if earlier is None:
             raise refused
+        ic_id, stored_digest = earlier
     else:
+        check_backend_options(projection.state, command)
+        check_size(encode(command), gw.nc.max_payload)  # before its secrets are stored
         command = await secrets.protect(gw, command)  # before anything is appended
-        outgoing = Outgoing(where, encode(command), message_id)
-        ic_id = (await gw.appender.append(gw.names.cmd_stream, [outgoing])).first_seq
+        payload = encode(command)
+        check_size(payload, gw.nc.max_payload)  # refs may be longer than what they replace
+        headers = {DIGEST_HEADER: digest} if digest is not None else None
+        outgoing = Outgoing(where, payload, message_id, headers)
+        appended = await gw.appender.append(gw.names.cmd_stream, [outgoing])
+        ic_id, stored_digest = appended.first_seq, digest
+        if appended.duplicate:
+            stored_digest = await _digest_of(gw, ic_id)
+    if stored_digest != digest:
+        raise await _key_reused(gw, ic_id)
     # with ?wait, the scheduler's outcome usually folds before the command's own echo does
     op = await projection.wait_for_operation(ic_id, wait) if wait > 0 else None
     if op is None and not await projection.wait_for_command(ic_id):
         raise ApiError(
             503, f"command stored as ic_id {ic_id}, but the projection is behind; retry the read"
         )
-    op = projection.state.operations[ic_id]
-    if idempotency_key is not None and not _same_request(op, command):
-        raise ApiError(
-            409,
-            f"Idempotency-Key was already used for another request: ic_id {ic_id}, "
-            f"{views.describe(op)}",
-        )
-    return op
+    return projection.state.operations[ic_id]
 
 
-def _same_request(op: Operation, command: AnyCommand) -> bool:
-    return op.operation == command.operation and op.pipeline_id == getattr(
-        command, "pipeline_id", None
+async def _key_reused(gw: Gateway, ic_id: int) -> ApiError:
+    """The 409 for an Idempotency-Key that came with another request, naming that one."""
+    await gw.projection.wait_for_command(ic_id)
+    op = gw.projection.state.operations.get(ic_id)
+    what = f", {views.describe(op)}" if op is not None else ""
+    return ApiError(
+        409, f"Idempotency-Key was already used for another request: ic_id {ic_id}{what}"
     )
 
 
-async def _earlier(gw: Gateway, where: str, message_id: str) -> int | None:
-    """The ic_id of the last command on `where` if it carries `message_id` (this very request,
-    issued before), else None."""
+async def _digest_of(gw: Gateway, ic_id: int) -> str | None:
+    """The request digest stored with command `ic_id` (None: it carries none)."""
+    try:
+        stored = await gw.js.get_msg(gw.names.cmd_stream, seq=ic_id)
+    except NotFoundError:
+        return None
+    return (stored.headers or {}).get(DIGEST_HEADER)
+
+
+async def _earlier(gw: Gateway, where: str, message_id: str) -> tuple[int, str | None] | None:
+    """The ic_id and request digest of the last command on `where` if it carries `message_id`
+    (a request with this Idempotency-Key, issued before), else None."""
     try:
         last = await gw.js.get_last_msg(gw.names.cmd_stream, where)
     except NotFoundError:
         return None
-    return last.seq if (last.headers or {}).get("Nats-Msg-Id") == message_id else None
+    headers = last.headers or {}
+    if headers.get("Nats-Msg-Id") != message_id:
+        return None
+    return last.seq, headers.get(DIGEST_HEADER)

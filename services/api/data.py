@@ -70,7 +70,8 @@ async def rows_from_request(request: Request, fmt: str | None) -> list[dict[str,
                 " .parquet, or add ?format=",
             )
         return _parse(await upload.read(), kind, "file")
-    kind = fmt or format_of(content_type=media)
+    # `format` is for a body whose Content-Type does not say (application/octet-stream)
+    kind = format_of(content_type=media) or (None if media == "application/json" else fmt)
     if kind is not None:
         return _parse(await request.body(), kind, "body")
     if media in ("application/json", ""):

@@ -48,6 +48,7 @@ IdempotencyKey = Annotated[
         min_length=1,
         max_length=255,
         description="Retrying with the same key returns the original operation (same ic_id) "
-        "instead of issuing the command again; keys are remembered for 2 minutes.",
+        "instead of issuing the command again; the same key with a different request is a 409. "
+        "Keys are remembered for 2 minutes.",
     ),
 ]

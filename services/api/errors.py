@@ -1,8 +1,10 @@
 """Every error leaves the api as JSON `{"error": "..."}` with a status a client can act on.
 
-400 names the field that is wrong, 404 the thing that does not exist, 409 the transition the
-projection already shows to be invalid, 503 a log that is unreachable; 500 says nothing about
-internals (the details go to the log line instead).
+400 names the field that is wrong, 404 the thing that does not exist, 405 the methods the path
+has, 409 the transition the projection already shows to be invalid (or an Idempotency-Key
+reused for another request), 413 a body or command over its limit, 503 a log that is
+unreachable; 500 says nothing about internals (the details go to the log line instead). The
+front door's own refusals (Host 400, Origin 403, 413, 415) are in `inferno.api.guard`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from inferno.api.guard import allow, methods_of
 from inferno.api.responses import json_response
 from inferno.events.jetstream import LogUnavailable
 
@@ -58,8 +61,12 @@ def install(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return json_response({"error": validation_message(exc.errors()[0])}, 400)
 
-    async def http_error(_request: Request, exc: Exception) -> Response:
+    async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
+        if exc.status_code == 405:  # the router names the first route's methods, not the path's
+            allowed = allow(methods_of(request.app.routes, request.scope))
+            message = f"{request.method} is not allowed on {request.url.path}; it allows {allowed}"
+            return json_response({"error": message}, 405, {"Allow": allowed})
         return json_response({"error": str(exc.detail)}, exc.status_code, exc.headers)
 
     async def log_unavailable(request: Request, exc: Exception) -> Response:

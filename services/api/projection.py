@@ -3,7 +3,8 @@
 Commands (INFERNO_CMD) show up as pending operations the moment they are stored (`note_command`);
 the scheduler's events (INFERNO_EVT) move them on and carry everything else (`evolve`). The two
 streams are tailed independently, which is safe because `note_command` never overwrites an
-operation the events already started. Executors come from watching the EXECUTORS bucket.
+operation the events already started. Executors come from watching the EXECUTORS bucket, and
+who leads (`leadership`, for `/readyz`) from watching the lease in the LEADER bucket.
 
 Writers wait here instead of polling: `wait_for_command` until the CMD tail has passed an ic_id
 (a write's response comes from the projection), `wait_for_operation` until an operation is final.
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from datetime import datetime
 
 import msgspec
 import structlog
@@ -21,6 +24,7 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from inferno.events import Names, State, decode_command, decode_event, evolve, note_command
 from inferno.events.jetstream import Follower, follow, replay
+from inferno.events.leadership import LEASE_KEY, Leadership, lease_value_decoder
 from inferno.events.state import Operation
 from inferno.events.work import ExecutorInfo, executor_info_decoder
 
@@ -34,12 +38,12 @@ class Projection:
         self._js, self._names = js, names
         self.state = State()
         self.executors: dict[str, ExecutorInfo] = {}
+        self.leadership = Leadership()
         self.cmd_seq = 0
         self.evt_seq = 0
         self.caught_up = False
         self._followers: list[Follower] = []
-        self._watcher: KeyValue.KeyWatcher | None = None
-        self._watch: asyncio.Task[None] | None = None
+        self._watches: dict[KeyValue.KeyWatcher, asyncio.Task[None]] = {}
         self._op_waiters: dict[int, set[asyncio.Future[None]]] = {}
         self._cmd_waiters: dict[int, set[asyncio.Future[None]]] = {}
 
@@ -55,11 +59,12 @@ class Projection:
             last = (await js.stream_info(stream)).state.last_seq
             await replay(js, stream, handler, until_seq=last)
             self._followers.append(await follow(js, stream, handler, start_seq=last + 1))
-        kv = await js.key_value(names.executors_bucket)
-        self._watcher = await kv.watchall()
-        self._watch = asyncio.create_task(
-            self._watch_executors(self._watcher), name="executors-watch"
+        executors = await (await js.key_value(names.executors_bucket)).watchall()
+        self._watches[executors] = asyncio.create_task(
+            self._watch_executors(executors), name="executors-watch"
         )
+        lease = await (await js.key_value(names.leader_bucket)).watch(LEASE_KEY)
+        self._watches[lease] = asyncio.create_task(self._watch_lease(lease), name="lease-watch")
         self.caught_up = True
         _log.info(
             "projection caught up",
@@ -71,11 +76,11 @@ class Projection:
 
     async def stop(self) -> None:
         self.caught_up = False
-        if self._watcher is not None:
-            await self._watcher.stop()  # ends the watch task's iteration
-        if self._watch is not None:
+        for watcher, watch in self._watches.items():
+            await watcher.stop()  # ends the watch task's iteration
             with contextlib.suppress(Exception):  # a failed watch was already logged
-                await self._watch
+                await watch
+        self._watches.clear()
         for follower in self._followers:
             with contextlib.suppress(Exception):  # a failed tail was already logged
                 await follower.stop()
@@ -90,9 +95,9 @@ class Projection:
         for follower in self._followers:
             if follower.error is not None:
                 return f"projection stopped: {follower.error!r}"
-        watch = self._watch
-        if watch is not None and watch.done() and not watch.cancelled() and watch.exception():
-            return f"executors watch stopped: {watch.exception()!r}"
+        for watch in self._watches.values():
+            if watch.done() and not watch.cancelled() and watch.exception():
+                return f"{watch.get_name()} stopped: {watch.exception()!r}"
         return None
 
     # waiting
@@ -166,3 +171,23 @@ class Projection:
                 self.executors[entry.key] = executor_info_decoder.decode(entry.value)
             except msgspec.DecodeError as error:
                 _log.warning("bad executor heartbeat skipped", key=entry.key, error=str(error))
+
+    async def _watch_lease(self, watcher: KeyValue.KeyWatcher) -> None:
+        async for entry in watcher:
+            if entry is None:  # end of the initial values
+                continue
+            at = _stored_at(entry)
+            if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
+                self.leadership.ended(at)  # deleted at shutdown, or expired: nobody leads
+                continue
+            try:
+                self.leadership.held(lease_value_decoder.decode(entry.value), at)
+            except msgspec.DecodeError as error:
+                _log.warning("bad lease value skipped", error=str(error))
+
+
+def _stored_at(entry: KeyValue.Entry) -> float:
+    """When the server stored the entry, by its clock (nats-py annotates `created` as an int,
+    but it holds the message's datetime)."""
+    created: object = entry.created
+    return created.timestamp() if isinstance(created, datetime) else time.time()

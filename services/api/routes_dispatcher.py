@@ -12,6 +12,7 @@ from inferno.api import views
 from inferno.api.commands import submit
 from inferno.api.deps import GatewayDep, IdempotencyKey, Wait
 from inferno.api.errors import ApiError
+from inferno.api.openapi import errors
 from inferno.api.responses import MsgspecJSONResponse, json_response
 from inferno.api.schemas import CloneIntoContextBody, PipelineRef
 from inferno.events.commands import (
@@ -26,6 +27,9 @@ router = APIRouter(
     prefix="/dispatcher", tags=["dispatcher"], default_response_class=MsgspecJSONResponse
 )
 
+_WRITE_ERRORS = errors(400, 404, 409, 503)
+"""What a command answers besides its acknowledgement (404: the pipeline or context)."""
+
 
 async def _issue(gw: GatewayDep, command: AnyCommand, key: str | None, wait: float) -> Response:
     op = await submit(gw, command, idempotency_key=key, wait=wait)
@@ -37,7 +41,7 @@ async def health_check() -> Response:
     return json_response({"status": "ok"})
 
 
-@router.post("/stop-pipeline")
+@router.post("/stop-pipeline", responses=_WRITE_ERRORS)
 async def stop_pipeline(
     body: PipelineRef, gw: GatewayDep, idempotency_key: IdempotencyKey = None, wait: Wait = 0
 ) -> Response:
@@ -45,7 +49,7 @@ async def stop_pipeline(
     return await _issue(gw, command, idempotency_key, wait)
 
 
-@router.post("/resume-pipeline")
+@router.post("/resume-pipeline", responses=_WRITE_ERRORS)
 async def resume_pipeline(
     body: PipelineRef, gw: GatewayDep, idempotency_key: IdempotencyKey = None, wait: Wait = 0
 ) -> Response:
@@ -53,7 +57,7 @@ async def resume_pipeline(
     return await _issue(gw, command, idempotency_key, wait)
 
 
-@router.post("/delete-pipeline")
+@router.post("/delete-pipeline", responses=_WRITE_ERRORS)
 async def delete_pipeline(
     body: PipelineRef, gw: GatewayDep, idempotency_key: IdempotencyKey = None, wait: Wait = 0
 ) -> Response:
@@ -61,7 +65,7 @@ async def delete_pipeline(
     return await _issue(gw, command, idempotency_key, wait)
 
 
-@router.post("/clone-pipeline")
+@router.post("/clone-pipeline", responses=_WRITE_ERRORS)
 async def clone_pipeline(
     body: CloneIntoContextBody,
     gw: GatewayDep,
@@ -69,13 +73,11 @@ async def clone_pipeline(
     wait: Wait = 0,
 ) -> Response:
     """A new pipeline in an existing context; the operation's result holds its pipeline_id."""
-    command = CloneIntoContext(
-        context_id=body.checked_context_id(), spec=body.spec(), issued_at=time.time()
-    )
+    command = CloneIntoContext(context_id=body.context_id, spec=body.spec(), issued_at=time.time())
     return await _issue(gw, command, idempotency_key, wait)
 
 
-@router.get("/operation-status/{ic_id}")
+@router.get("/operation-status/{ic_id}", responses=errors(400, 404))
 async def operation_status(ic_id: int, gw: GatewayDep) -> Response:
     op = gw.projection.state.operations.get(ic_id)
     if op is None:

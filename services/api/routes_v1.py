@@ -19,12 +19,14 @@ from inferno.api.commands import submit
 from inferno.api.data import load_rows, rows_from_request, store_rows, stream_results
 from inferno.api.deps import GatewayDep, IdempotencyKey, Wait
 from inferno.api.errors import ApiError
+from inferno.api.openapi import errors
 from inferno.api.responses import MsgspecJSONResponse, json_response
 from inferno.api.schemas import (
     CloneBody,
     ExperimentBody,
     RowsBody,
     check_experiment,
+    check_unique_names,
     check_user_scorers,
 )
 from inferno.events.commands import (
@@ -40,24 +42,28 @@ from inferno.events.work import results_name
 
 router = APIRouter(prefix="/api/v1", tags=["v1"], default_response_class=MsgspecJSONResponse)
 
+_WRITE_ERRORS = errors(400, 404, 409, 503)
+"""What a command on a pipeline can answer besides its operation."""
+
 
 # experiments and datasets
 
 
-@router.post("/experiments")
+@router.post("/experiments", responses=errors(400, 409, 503))
 async def create_experiment(
     body: ExperimentBody, gw: GatewayDep, idempotency_key: IdempotencyKey = None, wait: Wait = 0
 ) -> Response:
     """Create an experiment with its first pipelines. The dataset is inline (`rows`, stored
     once under its digest) or a stored one (`ref`). `pipelines` in the answer fill in once the
     scheduler has decided (use `?wait`)."""
+    check_unique_names(body)
     check_user_scorers(body.eval, gw.settings.scorer_modules)
     if body.dataset.rows is not None:
         rows = body.dataset.rows
         check_experiment(body, len(rows), rows[0])
         ref = await store_rows(gw, rows)
     else:
-        ref = body.dataset.ref or ""
+        ref = body.dataset.ref
         rows = await load_rows(gw, ref, "dataset.ref")
         check_experiment(body, len(rows), rows[0])
     command = CreateExperiment(
@@ -98,7 +104,7 @@ _UPLOAD_BODY = {
 }
 
 
-@router.post("/datasets", openapi_extra=_UPLOAD_BODY)
+@router.post("/datasets", openapi_extra=_UPLOAD_BODY, responses=errors(400, 415, 503))
 async def upload_dataset(
     request: Request,
     gw: GatewayDep,
@@ -125,7 +131,7 @@ async def list_experiments(gw: GatewayDep) -> Response:
     return json_response([views.experiment(e) for e in experiments])
 
 
-@router.get("/experiments/{experiment_id}")
+@router.get("/experiments/{experiment_id}", responses=errors(404))
 async def get_experiment(experiment_id: str, gw: GatewayDep) -> Response:
     state = gw.projection.state
     experiment = state.experiments.get(experiment_id)
@@ -134,7 +140,7 @@ async def get_experiment(experiment_id: str, gw: GatewayDep) -> Response:
     return json_response(views.experiment_detail(state, experiment))
 
 
-@router.get("/experiments/{experiment_id}/leaderboard")
+@router.get("/experiments/{experiment_id}/leaderboard", responses=errors(400, 404))
 async def experiment_leaderboard(
     experiment_id: str,
     gw: GatewayDep,
@@ -162,7 +168,7 @@ async def experiment_leaderboard(
 # pipelines
 
 
-@router.get("/pipelines")
+@router.get("/pipelines", responses=errors(400))
 async def list_pipelines(
     gw: GatewayDep,
     experiment_id: str | None = None,
@@ -179,7 +185,7 @@ async def list_pipelines(
     )
 
 
-@router.get("/pipelines/{pipeline_id}")
+@router.get("/pipelines/{pipeline_id}", responses=errors(400, 404))
 async def get_pipeline(pipeline_id: int, gw: GatewayDep) -> Response:
     state = gw.projection.state
     pipeline = state.pipelines.get(pipeline_id)
@@ -191,7 +197,7 @@ async def get_pipeline(pipeline_id: int, gw: GatewayDep) -> Response:
 @router.get(
     "/pipelines/{pipeline_id}/results",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/x-ndjson": {}}}},
+    responses={200: {"content": {"application/x-ndjson": {}}}, **errors(400, 404, 503)},
 )
 async def pipeline_results(pipeline_id: int, gw: GatewayDep) -> StreamingResponse:
     """Per-row outputs and scores as JSONL: the completed shards' objects in INFERNO_RESULTS,
@@ -212,7 +218,7 @@ async def _issue(gw: GatewayDep, command: AnyCommand, key: str | None, wait: flo
     return json_response(views.operation(op))
 
 
-@router.post("/pipelines/{pipeline_id}/stop")
+@router.post("/pipelines/{pipeline_id}/stop", responses=_WRITE_ERRORS)
 async def stop_pipeline(
     pipeline_id: int, gw: GatewayDep, idempotency_key: IdempotencyKey = None, wait: Wait = 0
 ) -> Response:
@@ -221,7 +227,7 @@ async def stop_pipeline(
     return await _issue(gw, command, idempotency_key, wait)
 
 
-@router.post("/pipelines/{pipeline_id}/resume")
+@router.post("/pipelines/{pipeline_id}/resume", responses=_WRITE_ERRORS)
 async def resume_pipeline(
     pipeline_id: int, gw: GatewayDep, idempotency_key: IdempotencyKey = None, wait: Wait = 0
 ) -> Response:
@@ -230,7 +236,7 @@ async def resume_pipeline(
     return await _issue(gw, command, idempotency_key, wait)
 
 
-@router.post("/pipelines/{pipeline_id}/delete")
+@router.post("/pipelines/{pipeline_id}/delete", responses=_WRITE_ERRORS)
 async def delete_pipeline(
     pipeline_id: int, gw: GatewayDep, idempotency_key: IdempotencyKey = None, wait: Wait = 0
 ) -> Response:
@@ -239,7 +245,7 @@ async def delete_pipeline(
     return await _issue(gw, command, idempotency_key, wait)
 
 
-@router.post("/pipelines/{pipeline_id}/clone")
+@router.post("/pipelines/{pipeline_id}/clone", responses=_WRITE_ERRORS)
 async def clone_pipeline(
     pipeline_id: int,
     gw: GatewayDep,
@@ -257,7 +263,7 @@ async def clone_pipeline(
 # operations and executors
 
 
-@router.get("/operations")
+@router.get("/operations", responses=errors(400))
 async def list_operations(
     gw: GatewayDep,
     pipeline_id: int | None = None,
@@ -274,7 +280,7 @@ async def list_operations(
     )
 
 
-@router.get("/operations/{ic_id}")
+@router.get("/operations/{ic_id}", responses=errors(400, 404))
 async def get_operation(ic_id: int, gw: GatewayDep) -> Response:
     op = gw.projection.state.operations.get(ic_id)
     if op is None:

@@ -10,15 +10,32 @@ from __future__ import annotations
 
 import string
 from collections.abc import Collection
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from inferno.api.errors import bad_field
-from inferno.events.model import EvalSpec, PipelineChanges, PipelineSpec, PipelineType, Scorer
-from inferno.events.names import check_token
+from inferno.events.model import (
+    MAX_ATTEMPTS,
+    MAX_NAME_LENGTH,
+    MAX_RATE_LIMIT,
+    MAX_RETRY_BACKOFF_S,
+    EvalSpec,
+    PipelineChanges,
+    PipelineSpec,
+    PipelineType,
+    Scorer,
+)
 from inferno.events.scorers import BUILTIN_SCORERS, ScorerError, check_scorer, user_scorer
+from inferno.events.templates import check_format_spec
 
 
 class _Closed(BaseModel):
@@ -27,6 +44,23 @@ class _Closed(BaseModel):
 
 class _Open(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema's integer includes 8331.0, so a whole float is an int; 1.5 stays an error."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Int fields as the OpenAPI document describes them (`type: integer`). Bounds go before the
+# validator, or pydantic writes them into the schema as `ge` / `le`, which JSON Schema ignores.
+Integer = Annotated[int, BeforeValidator(_integral)]
+Positive = Annotated[int, Field(ge=1), BeforeValidator(_integral)]
+Attempts = Annotated[int, Field(ge=1, le=MAX_ATTEMPTS), BeforeValidator(_integral)]
+RateLimit = Annotated[int, Field(ge=1, le=MAX_RATE_LIMIT), BeforeValidator(_integral)]
+
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH)]
 
 
 PRICE_KEYS = ("price_per_1k_prompt_tokens", "price_per_1k_completion_tokens")
@@ -46,13 +80,13 @@ def check_prices(config: dict[str, Any]) -> dict[str, Any]:
 class _Knobs(BaseModel):
     """What a pipeline can set; `model_config` is pydantic's own name, hence the alias."""
 
-    pipeline_name: str = Field(min_length=1)
+    pipeline_name: Name
     pipeline_type: PipelineType
     model_settings: dict[str, Any] = Field(default_factory=dict, alias="model_config")
     sampling_params: dict[str, Any] = Field(default_factory=dict)
     client_config: dict[str, Any] = Field(default_factory=dict)
-    rpm_limit: int | None = Field(default=None, ge=1)
-    tpm_limit: int | None = Field(default=None, ge=1)
+    rpm_limit: RateLimit | None = None
+    tpm_limit: RateLimit | None = None
 
     @field_validator("client_config")
     @classmethod
@@ -75,17 +109,11 @@ class _Knobs(BaseModel):
 
 
 class PipelineRef(_Open):
-    pipeline_id: int
+    pipeline_id: Integer
 
 
 class CloneIntoContextBody(_Knobs, _Open):
-    context_id: str = Field(min_length=1)
-
-    def checked_context_id(self) -> str:
-        try:
-            return check_token(self.context_id, "context_id")
-        except ValueError as error:
-            raise bad_field("context_id", str(error)) from None
+    context_id: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="a subject token")
 
 
 # /api/v1
@@ -98,13 +126,13 @@ class PipelineBody(_Knobs, _Closed):
 class CloneBody(_Closed):
     """Changes for a clone; what is left out is inherited, dicts are merged key by key."""
 
-    pipeline_name: str | None = Field(default=None, min_length=1)
+    pipeline_name: Name | None = None
     pipeline_type: PipelineType | None = None
     model_settings: dict[str, Any] | None = Field(default=None, alias="model_config")
     sampling_params: dict[str, Any] | None = None
     client_config: dict[str, Any] | None = None
-    rpm_limit: int | None = Field(default=None, ge=1)
-    tpm_limit: int | None = Field(default=None, ge=1)
+    rpm_limit: RateLimit | None = None
+    tpm_limit: RateLimit | None = None
 
     @field_validator("client_config")
     @classmethod
@@ -123,20 +151,32 @@ class CloneBody(_Closed):
         )
 
 
-class DatasetBody(_Closed):
-    rows: list[dict[str, Any]] | None = Field(default=None, min_length=1)
-    ref: str | None = None
-    path: str | None = None
+def _rows_xor_ref(schema: dict[str, Any]) -> None:
+    """What `_one_source` checks, said in the schema: exactly one of them, neither null."""
+    for name in ("rows", "ref"):
+        schema["properties"][name].pop("default", None)
+    schema["oneOf"] = [{"required": ["rows"]}, {"required": ["ref"]}]
 
-    @model_validator(mode="after")
-    def _one_source(self) -> DatasetBody:
-        if self.path is not None:
-            raise ValueError(
-                "'path' is read by the CLI, which uploads the file; the API takes 'rows' or 'ref'"
-            )
-        if (self.rows is None) == (self.ref is None):
-            raise ValueError("give exactly one of 'rows' (inline) or 'ref' (a stored dataset)")
-        return self
+
+class DatasetBody(_Closed):
+    model_config = ConfigDict(json_schema_extra=_rows_xor_ref)
+
+    # not Optional: a null is refused like any other wrong type; absent is the None default
+    rows: list[dict[str, Any]] = Field(default=None, min_length=1)
+    ref: str = Field(default=None, pattern=r"^sha256-[0-9a-f]{64}$")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_source(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            if "path" in data:
+                raise ValueError(
+                    "'path' is read by the CLI, which uploads the file;"
+                    " the API takes 'rows' or 'ref'"
+                )
+            if ("rows" in data) == ("ref" in data):
+                raise ValueError("give exactly one of 'rows' (inline) or 'ref' (a stored dataset)")
+        return data
 
 
 class RowsBody(_Closed):
@@ -205,25 +245,34 @@ class EvalBody(_Closed):
 
 
 class ExperimentBody(_Closed):
-    experiment_name: str = Field(min_length=1)
-    num_shards: int = Field(ge=1)
+    experiment_name: Name
+    num_shards: Positive
     dataset: DatasetBody
     eval: EvalBody = Field(default_factory=EvalBody)
     pipelines: list[PipelineBody] = Field(min_length=1)
-    max_attempts: int = Field(default=3, ge=1)
-    retry_backoff_s: float = Field(default=1.0, ge=0)
+    max_attempts: Attempts = 3
+    retry_backoff_s: float = Field(default=1.0, ge=0, le=MAX_RETRY_BACKOFF_S)
 
 
 def template_fields(template: str, field: str) -> set[str]:
-    """The row fields a `str.format` template uses: `{question}`, `{row[a]}` -> question, row."""
+    """The row fields a `str.format` template uses: `{question}`, `{row[a]}` -> question, row,
+    and those its format specs use (`{question:>{width}}` -> width too). A literal spec's
+    widths are bounded here; one built from a row is bounded by the executor's renderer."""
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as error:
         raise bad_field(field, f"invalid template: {error}") from None
     names = set()
-    for _text, name, _spec, _conversion in parsed:
+    for _text, name, spec, _conversion in parsed:
         if name is None:
             continue
+        if spec and "{" in spec:
+            names |= template_fields(spec, field)
+        elif spec:
+            try:
+                check_format_spec(spec)
+            except ValueError as error:
+                raise bad_field(field, f"{{{name}:{spec}}}: {error}") from None
         base, *attributes = name.split(".")
         base = base.split("[", 1)[0]
         if not base or base.isdigit():
@@ -232,6 +281,20 @@ def template_fields(template: str, field: str) -> set[str]:
             raise bad_field(field, f"{{{name}}}: private attributes are not allowed")
         names.add(base)
     return names
+
+
+def check_unique_names(body: ExperimentBody) -> None:
+    """Pipeline names are unique in an experiment: the CLI picks pipelines by name prefix."""
+    first: dict[str, int] = {}
+    for i, pipeline in enumerate(body.pipelines):
+        name = pipeline.pipeline_name
+        if name in first:
+            raise bad_field(
+                f"pipelines.{i}.pipeline_name",
+                f"{name!r} is already the name of pipelines.{first[name]}; names are unique"
+                " in an experiment",
+            )
+        first[name] = i
 
 
 def check_user_scorers(body: EvalBody, allowed_modules: Collection[str]) -> None:

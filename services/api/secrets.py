@@ -7,8 +7,14 @@ replaced by `<key>_ref: <ref>`. Executors resolve refs when a shard runs
 (`inferno.executor.secrets`). The log, the projection and every response hold only the ref,
 which is safe to show.
 
+Inside a `*headers` mapping (`default_headers`) the wider header rule applies
+(`is_secret_param`: `Ocp-Apim-Subscription-Key` too). Credentials inside a URL-valued string (its
+userinfo, and secret-named query parameters such as `?api-key=`) are stored the same way, each
+replaced in the string by a placeholder `{{<ref>}}` (`inferno.client.secret_urls`).
+
 - `api_key: null` becomes `api_key_ref: null`: in a clone it drops the key the parent had.
-- `<key>_ref` in a request must name a stored secret (a ref a pipeline shows): 400 otherwise.
+- `<key>_ref` in a request, and a placeholder in a string, must name a stored secret (a ref a
+  pipeline shows): 400 otherwise.
 - `api_key_env: NAME` is not a secret (it names a variable on the executors) and passes through.
 
 A secret is stored before its command is appended; if the append fails, or a retry's command is
@@ -28,7 +34,8 @@ from nats.js.errors import KeyNotFoundError
 
 from inferno.api.deps import Gateway
 from inferno.api.errors import bad_field
-from inferno.client.logs import is_secret_key
+from inferno.client.logs import is_headers, is_secret_name
+from inferno.client.secret_urls import refs_in, take_out
 from inferno.events.commands import AnyCommand, CloneIntoContext, ClonePipeline, CreateExperiment
 from inferno.events.model import PipelineChanges, PipelineSpec
 
@@ -43,10 +50,12 @@ def new_ref() -> str:
     return f"sec-{uuid.uuid4().hex}"
 
 
-def is_ref_key(key: object) -> bool:
+def is_ref_key(key: object, headers: bool = False) -> bool:
     """`api_key_ref`: a key that holds the ref of a secret-named key's value."""
     return (
-        isinstance(key, str) and key.endswith(REF_SUFFIX) and is_secret_key(key[: -len(REF_SUFFIX)])
+        isinstance(key, str)
+        and key.endswith(REF_SUFFIX)
+        and is_secret_name(key[: -len(REF_SUFFIX)], headers)
     )
 
 
@@ -56,16 +65,23 @@ class Found:
 
     make_ref: Callable[[], str] = new_ref
     secrets: dict[str, bytes] = field(default_factory=dict)  # ref -> JSON of the value
-    named: dict[str, str] = field(default_factory=dict)  # field path -> ref given
+    named: dict[str, str] = field(default_factory=dict)  # ref given -> its field path
 
 
-def extract(value: Any, where: str, found: Found) -> Any:
-    """`value` with every secret-named key's value replaced by a ref (pure but for `found`)."""
+def extract(value: Any, where: str, found: Found, headers: bool = False) -> Any:
+    """`value` with every secret-named key's value, and every credential inside a URL, replaced
+    by a ref (pure but for `found`); `headers`: `value` maps header names to values."""
+    if isinstance(value, str):
+        for ref in refs_in(value):
+            found.named.setdefault(ref, where)
+        safe, parts = take_out(value, found.make_ref)
+        found.secrets.update((ref, msgspec.json.encode(part)) for ref, part in parts.items())
+        return safe
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for key, item in value.items():
             path = f"{where}.{key}"
-            if is_secret_key(key):
+            if is_secret_name(key, headers):
                 ref_key = f"{key}{REF_SUFFIX}"
                 if ref_key in value:
                     raise bad_field(path, f"give {key} or {ref_key}, not both")
@@ -74,14 +90,14 @@ def extract(value: Any, where: str, found: Found) -> Any:
                     ref = found.make_ref()
                     found.secrets[ref] = msgspec.json.encode(item)
                 out[ref_key] = ref
-            elif is_ref_key(key):
+            elif is_ref_key(key, headers):
                 if item is not None:
                     if not isinstance(item, str) or not _REF.match(item):
                         raise bad_field(path, "must be a secret ref (sec-<32 hex digits>) or null")
-                    found.named[path] = item
+                    found.named.setdefault(item, path)
                 out[key] = item
             else:
-                out[key] = extract(item, path, found)
+                out[key] = extract(item, path, found, is_headers(key))
         return out
     if isinstance(value, list):
         return [extract(item, f"{where}.{i}", found) for i, item in enumerate(value)]
@@ -121,7 +137,7 @@ async def protect(gw: Gateway, command: AnyCommand) -> AnyCommand:
     if not found.secrets and not found.named:
         return safe  # nothing to store or check (a null key still became a null ref)
     kv = await gw.js.key_value(gw.names.secrets_bucket)
-    for path, ref in found.named.items():
+    for ref, path in found.named.items():
         try:
             await kv.get(ref)
         except KeyNotFoundError:  # deleted keys too

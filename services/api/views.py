@@ -157,6 +157,7 @@ def leaderboard(state: State, e: Experiment, metric: str | None) -> dict[str, An
                 "status": p.status,
                 "shards_completed": len(p.completed),
                 "num_shards": p.num_shards,
+                "row_errors": p.row_errors,  # rows without scores: not in the metric's count
                 **summary,
             }
         )

@@ -37,6 +37,7 @@ from inferno.events.model import (
     merge_metrics,
 )
 from inferno.events.scorers import ScorerError, check_scorer, text_options, user_scorer
+from inferno.events.templates import check_format_spec
 from inferno.executor.backends.base import Generation, Prompt
 
 
@@ -64,6 +65,14 @@ class _RowFormatter(string.Formatter):
             fields = ", ".join(sorted(kwargs)) or "none"
             raise EvalError(f"prompt template needs field {key!r}, not in the row (has: {fields})")
         return kwargs[key]
+
+    def format_field(self, value: Any, format_spec: str) -> Any:
+        """The spec as resolved for this row (`{q:>{width}}` too), within MAX_FORMAT_WIDTH."""
+        try:
+            check_format_spec(format_spec)
+        except ValueError as error:
+            raise EvalError(f"prompt template: {error}") from None
+        return super().format_field(value, format_spec)
 
 
 _formatter = _RowFormatter()

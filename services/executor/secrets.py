@@ -3,7 +3,10 @@
 The api stores every secret a request carries in INFERNO_SECRETS and leaves `<key>_ref: <ref>`
 in its place (`inferno.api.secrets`). Here a shard's spec gets the values back just before its
 engine opens: `<key>_ref` becomes `<key>` (a null ref is dropped), at any depth of model_config,
-sampling_params and client_config. Only the engine sees the resolved spec; the work order, the
+sampling_params and client_config (inside a `*headers` mapping, the wider header rule:
+`Ocp-Apim-Subscription-Key_ref` too), and every placeholder `{{<ref>}}` in a string (a URL's
+credentials, `inferno.client.secret_urls`) becomes the value stored under its ref, so the URL is
+the one the request gave. Only the engine sees the resolved spec; the work order, the
 engine cache's key, reports and logs keep the refs. Each value is fetched once per process (a
 ref never changes its value: a new key gets a new ref) and given to the log masks
 (`remember_secret`), so an error text or traceback that quotes it shows *** instead.
@@ -22,7 +25,8 @@ import msgspec
 from nats.js.errors import InvalidKeyError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from inferno.client.logs import is_secret_key, remember_secret
+from inferno.client.logs import is_headers, is_secret_name, remember_secret
+from inferno.client.secret_urls import put_back, refs_in
 from inferno.events.model import PipelineSpec
 
 REF_SUFFIX = "_ref"
@@ -33,18 +37,24 @@ class SecretError(ValueError):
     """A secret ref names nothing in INFERNO_SECRETS; retrying would fail the same way."""
 
 
-def _secret_name(key: object) -> str | None:
-    """`api_key` for `api_key_ref`; None for keys that are not secret refs."""
+def _secret_name(key: object, headers: bool = False) -> str | None:
+    """`api_key` for `api_key_ref`; None for keys that are not secret refs. `headers`: the key
+    names an HTTP header (`is_secret_name`, the api's rule)."""
     if isinstance(key, str) and key.endswith(REF_SUFFIX):
         name = key[: -len(REF_SUFFIX)]
-        if is_secret_key(name):
+        if is_secret_name(name, headers):
             return name
     return None
 
 
-def has_refs(value: Any) -> bool:
+def has_refs(value: Any, headers: bool = False) -> bool:
+    if isinstance(value, str):
+        return bool(refs_in(value))
     if isinstance(value, Mapping):
-        return any(_secret_name(k) is not None or has_refs(v) for k, v in value.items())
+        return any(
+            _secret_name(k, headers) is not None or has_refs(v, is_headers(k))
+            for k, v in value.items()
+        )
     if isinstance(value, list):
         return any(has_refs(v) for v in value)
     return False
@@ -71,15 +81,24 @@ class Secrets:
             self._values[ref] = value
         return self._values[ref]
 
-    async def resolve(self, config: Any, where: str) -> Any:
-        """`config` with `<key>_ref: ref` replaced by `<key>: value` (null refs dropped)."""
+    async def resolve(self, config: Any, where: str, headers: bool = False) -> Any:
+        """`config` with `<key>_ref: ref` replaced by `<key>: value` (null refs dropped) and
+        placeholders in strings by their values."""
+        if isinstance(config, str):
+            values = {}
+            for ref in refs_in(config):
+                value = await self.value(ref, where)
+                if not isinstance(value, str):
+                    raise SecretError(f"{where}: the secret under ref {ref!r} is not a string")
+                values[ref] = value
+            return put_back(config, values) if values else config
         if isinstance(config, Mapping):
             out: dict[str, Any] = {}
             for key, item in config.items():
                 path = f"{where}.{key}"
-                name = _secret_name(key)
+                name = _secret_name(key, headers)
                 if name is None:
-                    out[key] = await self.resolve(item, path)
+                    out[key] = await self.resolve(item, path, is_headers(key))
                 elif item is not None:
                     if not isinstance(item, str):
                         raise SecretError(f"{path}: a secret ref is a string, not {item!r}")

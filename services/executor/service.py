@@ -53,6 +53,7 @@ from inferno.events.work import (
     work_order_decoder,
 )
 from inferno.executor.backends import Backends, default_backends
+from inferno.executor.backends.base import EndpointUnavailable
 from inferno.executor.datasets import DatasetCache
 from inferno.executor.engines import EngineCache
 from inferno.executor.secrets import Secrets
@@ -176,8 +177,8 @@ class Executor:
                 text = str(error) if permanent else f"{type(error).__name__}: {error}"
                 text = mask_text(text)  # to INFERNO_EXEC and the log: it may quote a secret
                 fields = {"outcome": "errored", "error": text, "retryable": not permanent}
-                if not permanent:  # a bug or an outage: the traceback helps
-                    fields["exc_info"] = error
+                if not permanent and not isinstance(error, EndpointUnavailable):
+                    fields["exc_info"] = error  # a bug: the traceback helps (an outage: no)
                 await self.rt.report(
                     ShardErrored(**ids, at=time.time(), error=text, retryable=not permanent)
                 )

@@ -3,12 +3,15 @@
 Failures raise; the caller decides what to report (`ShardErrored`, or `ShardAborted` when it
 cancelled the shard). Errors that would recur on every attempt (bad template, unknown scorer,
 unusable model_config, missing dataset, unknown secret ref) are `PERMANENT`: the scheduler fails
-the pipeline at once with the reason instead of retrying.
+the pipeline at once with the reason instead of retrying. A shard whose every row failed at the
+endpoint (`Generation.endpoint_error`: no answer came) raises `EndpointUnavailable`, which the
+scheduler retries: completing it would report a run with nothing but errors as a success.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -20,7 +23,11 @@ from inferno.events.commands import Report, ShardFinished, ShardProgress, ShardS
 from inferno.events.model import ShardStats
 from inferno.events.work import WorkOrder
 from inferno.events.work import results_name as work_results_name
-from inferno.executor.backends.base import EngineConfigError, GenerationRequest
+from inferno.executor.backends.base import (
+    EndpointUnavailable,
+    EngineConfigError,
+    GenerationRequest,
+)
 from inferno.executor.datasets import DatasetCache, DatasetError
 from inferno.executor.engines import EngineCache
 from inferno.executor.evaluation import (
@@ -62,6 +69,18 @@ def results_name(order: WorkOrder) -> str:
     return work_results_name(order.experiment_id, order.pipeline_id, order.shard)
 
 
+def endpoint_failure(endpoint_errors: Counter[str], rows: int) -> str | None:
+    """The shard's error when all `rows` failed at the endpoint, else None (some row got an
+    answer, or failed for its own reason: those count as row errors). Names the most common
+    error: the rows of one outage usually share it."""
+    failed = endpoint_errors.total()
+    if not rows or failed < rows:
+        return None
+    (error, times), *_ = endpoint_errors.most_common(1)
+    others = f" ({failed - times} with other errors)" if times < failed else ""
+    return f"all {rows} rows failed at the endpoint{others}: {error}"
+
+
 async def run_shard(rt: Runtime, order: WorkOrder) -> ShardStats:
     started = time.monotonic()
     ids = {
@@ -82,6 +101,7 @@ async def run_shard(rt: Runtime, order: WorkOrder) -> ShardStats:
     # every prompt first: a template that fails on some row fails before any model loads
     prompts = [render(order.eval.prompt, row) for row in rows]
     results: list[RowResult] = []
+    endpoint_errors: Counter[str] = Counter()
     if rows:
         spec = await rt.secrets.resolve_spec(order.spec)  # for the engine only: never logged
         async with rt.engines.use(order.spec, resolved=spec) as engine:
@@ -105,6 +125,8 @@ async def run_shard(rt: Runtime, order: WorkOrder) -> ShardStats:
                 for gen in generations:  # a row's error text may quote a secret (an echoed key)
                     if gen.error is not None:
                         gen.error = mask_text(gen.error)
+                        if gen.endpoint_error:
+                            endpoint_errors[gen.error] += 1
                 results += [
                     evaluate(
                         order.eval,
@@ -120,6 +142,8 @@ async def run_shard(rt: Runtime, order: WorkOrder) -> ShardStats:
                 if end < len(rows) and now - last_progress >= rt.progress_every_s:
                     await rt.report(ShardProgress(**ids, at=time.time(), rows_done=end))
                     last_progress = now
+    if (failure := endpoint_failure(endpoint_errors, len(rows))) is not None:
+        raise EndpointUnavailable(failure)
     stats = stats_of(results, duration_s=time.monotonic() - started)
     await rt.results.put(results_name(order), b"".join(_encode(r) + b"\n" for r in results))
     await rt.report(ShardFinished(**ids, at=time.time(), stats=stats))

@@ -1,4 +1,5 @@
 """The leader lease: key `scheduler` in the LEADER bucket, whose TTL expires a dead leader's key.
+Its value, and how readers fold it, are `inferno.events.leadership`.
 
 The lease only decides who *tries* to decide; safety comes from fencing every EVT append with the
 last sequence the writer knows (DESIGN §9). So the lease errs on the side of letting go: a leader
@@ -24,20 +25,14 @@ from nats.js.api import RawStreamMsg
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
+from inferno.events.leadership import LEASE_KEY as KEY
+from inferno.events.leadership import LeaseValue, lease_value_decoder
+
 _log = structlog.get_logger(__name__)
 
-KEY = "scheduler"
 _DELETED_OPS = ("DEL", "PURGE")
-
-
-class LeaseValue(msgspec.Struct, kw_only=True):
-    scheduler_id: str
-    since: float
-    term: int
-
-
 _encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder(LeaseValue).decode
+_decode = lease_value_decoder.decode
 
 
 def _is_tombstone(msg: RawStreamMsg) -> bool:

@@ -8,13 +8,20 @@ same `evolve` every service uses.
 
 A module may override `cluster_env` (module scope) to start its clusters with more environment,
 e.g. a bearer token or a short heartbeat TTL; LocalCluster copies `os.environ` into every child.
+
+`r3_cluster` / `r3_live` run the same services on the 3-node JetStream cluster of tests/conftest.py
+(`nats_cluster`) with R3 streams, for chaos tests that kill nodes as well as services.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
+import subprocess
+import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -28,11 +35,22 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
+from inferno.api import views
+from inferno.client.embedded import die_with_parent_hook, wait_for_meta_leader
 from inferno.client.launcher import Child, LocalCluster
-from inferno.events import Names, State, decode_command, decode_event, decode_report, fold
+from inferno.events import (
+    Names,
+    State,
+    decode_command,
+    decode_event,
+    decode_report,
+    fold,
+    note_command,
+)
 from inferno.events.commands import AnyCommand, AnyReport
 from inferno.events.events import AnyEvent, ShardCompleted
 from inferno.events.jetstream import connect, replay
+from inferno.events.work import results_name
 
 T = TypeVar("T")
 
@@ -54,13 +72,53 @@ def cluster_env() -> dict[str, str]:
     return {}
 
 
+class ClusterNats:
+    """The 3-node cluster of tests/conftest.py (`nats_cluster`) in the place of LocalCluster's own
+    nats-server. That session fixture owns the nodes: `start` only waits for a meta leader and
+    `stop` leaves them running; a test that kills a node brings it back itself."""
+
+    def __init__(self, cluster: Any) -> None:
+        self.cluster = cluster  # tests/conftest.py's LocalCluster: .nodes, .kill(i), .restart(i)
+        self.log_file = cluster.nodes[0].log_file
+
+    @property
+    def url(self) -> str:
+        return ",".join(self.cluster.urls)
+
+    @property
+    def running(self) -> bool:
+        """A quorum of nodes runs, so the cluster serves (chaos tests take one node down)."""
+        nodes = self.cluster.nodes
+        return 2 * sum(node.running for node in nodes) > len(nodes)
+
+    def start(self) -> None:
+        wait_for_meta_leader(self.cluster.nodes)
+
+    def stop(self) -> None:
+        """Nothing: the nodes serve the rest of the session."""
+
+    def log_tail(self) -> str:
+        return "\n".join(f"--- {node!r}\n{node.log_tail(1500)}" for node in self.cluster.nodes)
+
+
 @contextmanager
 def local_cluster(
-    root: Path, env: Mapping[str, str], mp: pytest.MonkeyPatch
+    root: Path,
+    env: Mapping[str, str],
+    mp: pytest.MonkeyPatch,
+    *,
+    namespace: str = "inferno",
+    nats: ClusterNats | None = None,
 ) -> Iterator[LocalCluster]:
     for key, value in env.items():
         mp.setenv(key, value)  # LocalCluster copies os.environ into each child
-    cluster = LocalCluster(root / "data", executors=2, schedulers=2, log_dir=root / "logs")
+    cluster = LocalCluster(
+        root / "data", executors=2, schedulers=2, log_dir=root / "logs", namespace=namespace
+    )
+    if nats is not None:  # the children were given the embedded server's URL: point them on
+        cluster.nats = nats  # type: ignore[assignment]
+        for child in cluster.children:
+            child.env["NATS_URL"] = nats.url
     print(f"cluster logs: {root / 'logs'}")  # shown with a failure's captured output
     cluster.start()
     try:
@@ -88,6 +146,41 @@ def module_cluster(
         local_cluster(tmp_path_factory.mktemp("cluster"), cluster_env, mp) as started,
     ):
         yield started
+
+
+@pytest.fixture(scope="module")
+def r3_cluster(
+    nats_cluster: Any, tmp_path_factory: pytest.TempPathFactory, cluster_env: dict[str, str]
+) -> Iterator[LocalCluster]:
+    """The services of `module_cluster` on the 3-node JetStream cluster, every stream, bucket and
+    store R3, in a namespace of their own (the nodes serve the whole session)."""
+    env = {**cluster_env, "INFERNO_REPLICAS": "3"}
+    with (
+        pytest.MonkeyPatch.context() as mp,
+        local_cluster(
+            tmp_path_factory.mktemp("r3"),
+            env,
+            mp,
+            namespace=f"c{uuid.uuid4().hex[:8]}",
+            nats=ClusterNats(nats_cluster),
+        ) as started,
+    ):
+        yield started
+
+
+@pytest.fixture(scope="module")
+def openai_server() -> Iterator[Any]:
+    """The OpenAI-compatible test server (bench/openai_server.py) on loopback, for `openai`
+    pipelines: it answers "A + B" prompts with the sum and wants the bearer key `api_key`."""
+    path = Path(__file__).resolve().parents[2] / "bench" / "openai_server.py"
+    spec = importlib.util.spec_from_file_location("inferno_bench_openai_server", path)
+    assert spec is not None  # bench/ is not a package
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    with module.OpenAIServer(api_key="sk-e2e-" + uuid.uuid4().hex) as server:
+        yield server
 
 
 # talking to it
@@ -267,6 +360,86 @@ class Live:
         entry = await kv.get("scheduler")
         return msgspec.json.decode(entry.value or b"{}")["scheduler_id"]
 
+    async def stream_leader(self, stream: str) -> str:
+        """The server name of the node that leads `stream` (on the 3-node cluster)."""
+        cluster = (await self.js.stream_info(stream)).cluster
+        leader = cluster.leader if cluster is not None else None
+        assert leader, f"{stream} has no leader: {cluster}"
+        return leader
+
+    async def log_state(self) -> State:
+        """What a reader folds from the log, as the api does: INFERNO_EVT through `evolve`, and
+        the commands of INFERNO_CMD that no event has decided yet as pending operations."""
+        state = await self.state()
+        for ic_id, command in await self.commands():
+            note_command(state, ic_id, command)
+        return state
+
+    async def assert_projection_is_the_fold(self, timeout: float = 30.0) -> State:
+        """The api answers what its own views make of a fresh fold of the log (once it caught up:
+        call it when nothing is running); returns that fold."""
+        shown: dict[str, Any] = {}
+        folded: dict[str, Any] = {}
+
+        async def equal() -> State | None:
+            state = await self.log_state()
+            experiments = state.experiments
+            folded.update(
+                experiments=[views.experiment(e) for e in experiments.values()],
+                pipelines=[
+                    views.pipeline(p, experiments[p.experiment_id])
+                    for _, p in sorted(state.pipelines.items())
+                ],
+                operations=[views.operation(op) for _, op in sorted(state.operations.items())],
+            )
+            shown.update({what: await self.get(f"/api/v1/{what}") for what in folded})
+            return state if shown == json.loads(json.dumps(folded)) else None
+
+        try:
+            return await self.until(equal, "the api's projection to equal the fold", timeout)
+        except AssertionError:
+            assert shown == json.loads(json.dumps(folded))  # pytest shows the difference
+            raise
+
+    async def assert_results_once(self, state: State) -> None:
+        """INFERNO_RESULTS holds objects of completed shards only, and every row of each
+        completed pipeline exactly once across its shards' objects, none an error."""
+        store = await self.js.object_store(self.names.results_store)
+        for info in await store.list():
+            _, pid, shard = info.name.removesuffix(".jsonl").split("/")
+            assert int(shard) in state.pipelines[int(pid)].completed, info.name
+        for pid, p in sorted(state.pipelines.items()):
+            if p.status != "completed":
+                continue
+            experiment = state.experiments[p.experiment_id]
+            rows = []
+            for shard in range(p.num_shards):
+                name = results_name(p.experiment_id, pid, shard)
+                rows += (await store.get(name)).data.splitlines()  # type: ignore[union-attr]
+            indices = sorted(json.loads(row)["row_index"] for row in rows)
+            assert indices == list(range(experiment.row_count)), f"pipeline {pid}: {indices}"
+            errors = [row for row in rows if json.loads(row).get("error")]
+            assert not errors, f"pipeline {pid}: {errors[:3]}"
+
+    def restart(self, child: Child) -> None:
+        """Start a killed child again as LocalCluster started it: the same argv and environment,
+        output appended to its log, dying with this process (call it from the event loop's
+        thread: the kernel ties that to the thread that starts it)."""
+        assert child.log_file is not None
+        assert not child.alive, f"{child.name} is running"
+        with child.log_file.open("ab") as log:
+            child.log_offset = log.tell()
+            child.process = subprocess.Popen(
+                child.argv,
+                env=child.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent_hook(),
+            )
+        child.reported_exit = False
+
 
 @asynccontextmanager
 async def connected(cluster: LocalCluster) -> AsyncIterator[Live]:
@@ -292,3 +465,13 @@ async def live(cluster: LocalCluster) -> AsyncIterator[Live]:
 async def shared_live(module_cluster: LocalCluster) -> AsyncIterator[Live]:
     async with connected(module_cluster) as started:
         yield started
+
+
+@pytest.fixture(scope="module")
+async def r3_live(r3_cluster: LocalCluster, drop_namespace: Any) -> AsyncIterator[Live]:
+    """`r3_cluster`, connected; at the end its services stop and its namespace is deleted from
+    the nodes, which serve the rest of the session."""
+    async with connected(r3_cluster) as started:
+        yield started
+        await asyncio.to_thread(r3_cluster.stop)  # stopping again later does nothing
+        await drop_namespace(started.js, started.names)

@@ -1,7 +1,8 @@
 """The `inferno` CLI against a real local cluster, run as people run it (separate processes).
 
 `inferno up --detach` starts nats-server, the api, a scheduler and 3 executors from a temp data
-dir on free ports; every later command finds the api through that dir's up.json.
+dir on free ports, with a bearer token; every later command finds the api through that dir's
+up.json and sends the token from INFERNO_TOKEN.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from inferno.client.launcher import STATE_FILE, is_running, read_state
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 INFERNO = Path(sys.executable).parent / "inferno"
+TOKEN = "e2e-cli-token"
+EVIL = "ok\x1b[2J\x1b[31mFAKE\x1b]0;pwned\x07\nline2"
 
 
 def inferno(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -41,6 +44,7 @@ def cluster(tmp_path: Path, namespace: str) -> Iterator[dict[str, str]]:
     """Environment for `inferno` commands talking to a detached cluster; `down` at the end."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("INFERNO_", "NATS_"))}
     env["INFERNO_DATA_DIR"] = str(tmp_path / "data")
+    env["INFERNO_TOKEN"] = TOKEN
     started = time.monotonic()
     try:
         out = ok(
@@ -107,10 +111,11 @@ def test_up_run_steer_down(cluster: dict[str, str], tmp_path: Path) -> None:
     assert failed.stderr == "inferno: error: stop pipeline 999: pipeline 999 not found (HTTP 404)\n"
     failed = inferno(env, "stop", "zzz")
     assert failed.returncode == 2
-    assert "no pipeline id or name prefix matches 'zzz' (pipelines: 1 (small)" in failed.stderr
+    assert "no pipeline id or name prefix matches 'zzz' (3 pipelines: 1 (small)" in failed.stderr
 
-    watched = ok(env, "watch")  # returns once every pipeline has settled
-    assert watched.count("ID  NAME") >= 2  # tables as progress was made
+    watched = ok(env, "watch")  # returns once every pipeline has settled, the last table says so
+    last = pipeline_rows("ID  NAME" + watched.rsplit("ID  NAME", 1)[1])
+    assert {cells[3] for cells in last.values()} == {"completed"}, watched
     final = pipeline_rows(ok(env, "ps"))
     assert {name: cells[3:5] for name, cells in final.items()} == {
         name: ["completed", "8/8"] for name in ("small", "medium", "large")
@@ -130,6 +135,61 @@ def test_up_run_steer_down(cluster: dict[str, str], tmp_path: Path) -> None:
     assert not (Path(env["INFERNO_DATA_DIR"]) / STATE_FILE).exists()
     assert [pid for pid, start in processes if is_running(pid, start)] == []
     assert "no cluster running" in ok(env, "down")
+
+
+def test_hostile_names_reach_no_terminal_raw(cluster: dict[str, str], tmp_path: Path) -> None:
+    env = cluster
+    names = [EVIL, "\u202eexe.txt", "n" * 256, *(f"p{i}" for i in range(30))]
+    spec = {
+        "experiment_name": f"evil{EVIL}",
+        "num_shards": 1,
+        "dataset": {"rows": [{"question": "1 + 1 = ?", "answer": "2"}]},
+        "eval": {"prompt": "{question}", "scorers": [{"name": "exact_match", "target": "answer"}]},
+        "pipelines": [
+            {"pipeline_name": name, "pipeline_type": "sim", "model_config": {"model": "m"}}
+            for name in names
+        ],
+    }
+    path = tmp_path / "evil.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    printed = [ok(env, "run", str(path))]
+    printed.append(ok(env, "watch", "--interval", "0.2"))
+    table = ok(env, "ps")
+    printed += [table, ok(env, "ops"), ok(env, "results", "--compare", "evil")]
+    nomatch = inferno(env, "stop", "nomatch")
+    printed.append(nomatch.stderr)
+    for text in printed:
+        assert not {"\x1b", "\x07", "\u202e"} & set(text), text
+    assert len(table.splitlines()) == 1 + len(names)  # the newline in a name made no line
+    assert max(len(line) for line in table.splitlines()) < 200
+    assert " ok\\x1b[2J\\x1b[31mFAKE\\x1b]0;pwned\\x07\\n… " in table  # cut at 40
+    assert nomatch.returncode == 2
+    assert "(33 pipelines, e.g. 1 (ok\\x1b[2J" in nomatch.stderr
+    assert len(nomatch.stderr) < 400
+
+
+def test_a_missing_or_wrong_token_names_the_setting(cluster: dict[str, str]) -> None:
+    anonymous = {k: v for k, v in cluster.items() if k != "INFERNO_TOKEN"}
+    refused = inferno(anonymous, "ps")
+    assert (refused.returncode, refused.stderr) == (
+        1,
+        "inferno: error: missing bearer token (HTTP 401);"
+        " set INFERNO_TOKEN or pass --token with the api's token\n",
+    )
+    refused = inferno(anonymous, "ops", "--token", "wrong")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("inferno: error: invalid bearer token (HTTP 401); set INF")
+    assert ok(anonymous, "executors", "--token", TOKEN).count("exec-") == 3
+
+
+def test_demo_runs_on_the_cluster_api_names(cluster: dict[str, str]) -> None:
+    api_url = read_state(Path(cluster["INFERNO_DATA_DIR"]))["api_url"]
+    out = ok(cluster, "demo", "--api", api_url)
+    assert f"running the story on the cluster at {api_url} (it stays up)" in out
+    assert re.search(r"stopped the worst pipeline 1:small \(exact_match [\d.]+\)", out), out
+    rows = pipeline_rows(ok(cluster, "ps"))  # still up, and holding the demo's pipelines
+    assert rows["small"][3] == "stopped"
+    assert rows["large-t07"][3:5] == ["completed", "8/8"]
 
 
 def test_demo_runs_to_completion() -> None:

@@ -118,7 +118,7 @@ def test_results_export_and_compare(cluster: LocalCluster, tmp_path: Path) -> No
     title, header, *entries = table.splitlines()
     assert title.startswith(f"experiment {experiment_id} (compare-me) by exact_match")
     assert "95% confidence intervals: wilson" in title
-    columns = ["RANK", "ID", "NAME", "STATUS", "SHARDS", "exact_match", "INTERVAL", "N"]
+    columns = ["RANK", "ID", "NAME", "STATUS", "SHARDS", "exact_match", "INTERVAL", "N", "ERRORS"]
     assert header.split() == columns
     assert [e.split()[:5] for e in entries] == [
         ["1", "2", "strong", "completed", "4/4"],

@@ -3,19 +3,31 @@ nothing else — no stream message, KV entry, object, API response or log line o
 
 Two keys are cloned in: `sk-test-<random>` (the shape the acceptance names) and one no log
 masking pattern matches, so that finding neither proves the keys never got there, rather than
-that a mask hid them. The pipelines are `sim`, which ignores the key, but every shard still
+that a mask hid them. Those pipelines are `sim`, which ignores the key, but every shard still
 resolves its spec's refs first (a ref that resolves to nothing fails the shard for good), so
 pipelines that complete show the executor fetched the keys.
+
+Credentials inside URLs (issue 7): two `openai` clones run against the OpenAI-compatible test
+server on loopback, one with a base_url carrying userinfo and a secret query parameter, one with
+a secret `default_headers.Authorization` (that server refuses any other bearer token). They
+complete, and the servers saw the credentials; the same scan finds them nowhere but in the
+secrets bucket.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import importlib.util
 import io
 import secrets
 import string
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 import msgspec
@@ -29,6 +41,27 @@ from inferno.events.names import Names
 
 ROWS = [{"id": i, "question": f"{i}+1?", "answer": str(i + 1)} for i in range(12)]
 SIM = {"model": "sim-a", "accuracy": 0.7}
+FAST_RETRIES = {"backoff_s": 0.02, "backoff_max_s": 0.1}
+
+
+def _load_server_module() -> Any:
+    """bench/ is not a package: load the OpenAI-compatible test server from its file."""
+    path = Path(__file__).parents[2] / "bench" / "openai_server.py"
+    spec = importlib.util.spec_from_file_location("inferno_bench_openai_server_e2e", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def endpoints() -> Iterator[tuple[Any, Any]]:
+    """Two OpenAI-compatible servers: one open, one that wants a bearer token (set later)."""
+    fake = _load_server_module()
+    with fake.OpenAIServer() as open_server, fake.OpenAIServer() as token_server:
+        yield open_server, token_server
 
 
 def random_text(n: int) -> str:
@@ -74,12 +107,22 @@ async def wait_completed(http: httpx.AsyncClient, ids: list[int], timeout: float
 
 
 async def test_an_api_key_appears_nowhere_but_in_the_secrets_bucket(
-    tmp_path: Path, namespace: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+    endpoints: tuple[Any, Any],
 ):
     monkeypatch.setenv("INFERNO_LOG_LEVEL", "debug")  # the most a process ever logs
     sk_key = "sk-test-" + random_text(24)
     plain_key = "e2e-plain-" + random_text(24)  # matches no masking pattern
-    keys = [sk_key.encode(), plain_key.encode()]
+    url_password, url_key, header_key = (f"e2e-{random_text(24)}" for _ in range(3))
+    keys = [k.encode() for k in (sk_key, plain_key, url_password, url_key, header_key)]
+    open_server, token_server = endpoints
+    token_server.api_key = header_key
+    keyed_url = (
+        f"http://svc:{url_password}@127.0.0.1:{open_server.port}/v1"
+        f"?api-version=2024-06-01&api-key={url_key}"
+    )
     names = Names(namespace)
     out = io.StringIO()
     log_dir = tmp_path / "logs"
@@ -139,13 +182,41 @@ async def test_an_api_key_appears_nowhere_but_in_the_secrets_bucket(
             assert into.json()["status"] == "completed", into.text
             ops = (await http.get("/dispatcher/all-operations")).json()
             keyed_too = ops[-1]["result"]["pipeline_id"]
-            ids = [base, keyed, keyed_too]
+            openai_ids = []
+            for name, client_config in [
+                ("url-keyed", {"base_url": keyed_url, **FAST_RETRIES}),
+                (
+                    "header-keyed",
+                    {
+                        "base_url": token_server.base_url,
+                        "default_headers": {"Authorization": f"Bearer {header_key}"},
+                        **FAST_RETRIES,
+                    },
+                ),
+            ]:
+                cloned = await http.post(
+                    f"/api/v1/pipelines/{base}/clone?wait=10",
+                    json={
+                        "pipeline_name": name,
+                        "pipeline_type": "openai",
+                        "model_config": {"model": "m"},
+                        "client_config": client_config,
+                    },
+                )
+                assert cloned.json()["status"] == "completed", cloned.text
+                openai_ids.append(cloned.json()["result"]["pipeline_id"])
+            ops = (await http.get("/dispatcher/all-operations")).json()
+            ids = [base, keyed, keyed_too, *openai_ids]
 
-            await wait_completed(http, ids)
+            await wait_completed(http, ids, timeout=90)
+            shown_url = (await http.get(f"/api/v1/pipelines/{openai_ids[0]}")).json()[
+                "client_config"
+            ]["base_url"]
+            assert shown_url.startswith("http://{{sec-")  # a placeholder, not a mask
             for pid in ids:
                 pipeline = (await http.get(f"/api/v1/pipelines/{pid}")).json()
                 assert pipeline["shards_completed"] == 3
-                if pid != base:
+                if pid in (keyed, keyed_too):
                     assert pipeline["client_config"]["api_key_ref"].startswith("sec-")
                 exported = await http.get(f"/api/v1/pipelines/{pid}/results")
                 assert exported.status_code == 200, exported.text
@@ -176,7 +247,7 @@ async def test_an_api_key_appears_nowhere_but_in_the_secrets_bucket(
             for info in await store.list():
                 stored[f"{store_name}/{info.name}"] = (await store.get(info.name)).data or b""
         results = await js.object_store(names.results_store)
-        assert len(await results.list()) == 9  # 3 pipelines x 3 shards, all scanned
+        assert len(await results.list()) == 15  # 5 pipelines x 3 shards, all scanned
         kv = await js.key_value(names.secrets_bucket)
         try:
             refs = await kv.keys()
@@ -207,7 +278,19 @@ async def test_an_api_key_appears_nowhere_but_in_the_secrets_bucket(
         for path, text in logs.items():
             assert key not in text, f"key found in {path}"
 
+    # the endpoints got the credentials: the userinfo as Basic auth, the query, the header
+    basic = base64.b64encode(f"svc:{url_password}".encode()).decode()
+    assert open_server.last_headers["authorization"] == f"Basic {basic}"
+    assert parse_qs(open_server.last_query) == {
+        "api-version": ["2024-06-01"],
+        "api-key": [url_key],
+    }
+    assert open_server.stats().answered["chat"] == len(ROWS)
+    assert token_server.stats().answered["chat"] == len(ROWS)
+    assert token_server.stats().unauthorized == 0
+
     # and they ARE there: the scan looked in the right place
-    assert sorted(kept) == sorted([sk_key, plain_key])
+    given = [sk_key, plain_key, f"svc:{url_password}", url_key, f"Bearer {header_key}"]
+    assert sorted(kept) == sorted(given)
     assert all(key in stored[secrets_stream] for key in keys)
     assert len(tapped) < len(tap.messages)  # the tap saw the puts into the secrets bucket

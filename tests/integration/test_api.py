@@ -38,6 +38,7 @@ from inferno.events.datasets import dataset_ref, from_jsonl, to_jsonl
 from inferno.events.jetstream import Appender, Outgoing
 from inferno.events.model import MetricStats, ShardStats
 from inferno.events.work import ExecutorInfo
+from inferno.scheduler.lease import Lease
 
 ROWS = [
     {"id": 1, "question": "2+2?", "answer": "4"},
@@ -109,7 +110,7 @@ async def running_api(nc: NATS, names: Names, **settings: Any) -> AsyncIterator[
     app = create_app(Settings(namespace=names.namespace, **settings), nc=nc)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             yield Api(client, app)
 
 
@@ -190,8 +191,8 @@ async def created(api: Api, scheduler: PlayScheduler, **overrides: Any) -> dict[
 
 async def test_probes_and_docs(api: Api):
     assert (await api.client.get("/healthz")).json() == {"status": "ok"}
-    ready = await api.client.get("/readyz")
-    assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
+    ready = (await api.client.get("/readyz")).json()  # 503 here: no scheduler runs
+    assert ready["checks"]["nats"] == {"ok": True, "detail": "connected"}
     assert (await api.client.get("/dispatcher/health-check")).status_code == 200
     assert (await api.client.get("/docs")).status_code == 200
     paths = (await api.client.get("/openapi.json")).json()["paths"]
@@ -205,7 +206,7 @@ async def test_an_unexpected_error_is_a_500_without_internals(api: Api):
 
     api.app.add_api_route("/boom", boom)
     transport = httpx.ASGITransport(app=api.app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
         response = await client.get("/boom")
     assert (response.status_code, response.json()) == (500, {"error": "internal error"})
 
@@ -215,6 +216,37 @@ async def test_readyz_reports_a_missing_stream(api: Api, js: JetStreamContext, n
     response = await api.client.get("/readyz")
     assert response.status_code == 503
     assert names.cmd_stream in response.json()["error"]
+
+
+async def test_readyz_follows_the_scheduler_lease(api: Api, js: JetStreamContext, names: Names):
+    async def readiness(status: int) -> dict[str, Any]:
+        """/readyz once it answers `status` (the lease reaches the api through a KV watch)."""
+        deadline = time.monotonic() + 15
+        while (response := await api.client.get("/readyz")).status_code != status:
+            assert time.monotonic() < deadline, response.json()
+            await asyncio.sleep(0.02)
+        return response.json()
+
+    nobody = await readiness(503)
+    assert (nobody["status"], nobody["failed"]) == ("not ready", ["leader"]), nobody
+    assert nobody["error"] == f"no scheduler holds the lease in {names.leader_bucket}"
+    assert nobody["checks"]["executors"]["ok"]  # none registered: listed, never a failure
+
+    lease = Lease(
+        js, await js.key_value(names.leader_bucket), names.leader_bucket, "s-9", 5.0, time.time
+    )
+    assert await lease.acquire()  # the scheduler's own lease code
+    held = await readiness(200)
+    assert held["status"] == "ready"
+    assert held["checks"]["leader"]["ok"]
+    assert held["checks"]["leader"]["detail"].startswith(
+        f"s-9 holds the lease in {names.leader_bucket}"
+    )
+    assert set(held["checks"]) == {"nats", "streams", "projection", "leader", "executors"}
+
+    await lease.release()  # what a clean shutdown does; an expiry leaves a marker instead
+    gone = await readiness(503)
+    assert "(last leader s-9, lapsed" in gone["error"], gone
 
 
 async def test_bearer_token_guards_everything_but_probes(
@@ -234,7 +266,7 @@ async def test_bearer_token_guards_everything_but_probes(
         ok = await client.get("/api/v1/pipelines", headers={"Authorization": "Bearer s3cret"})
         assert (ok.status_code, ok.json()) == (200, [])
         for open_path in ("/healthz", "/readyz", "/dispatcher/health-check"):
-            assert (await client.get(open_path)).status_code == 200
+            assert (await client.get(open_path)).status_code != 401  # /readyz: 503, no scheduler
         preflight = await client.options(
             "/api/v1/pipelines",
             headers={"Origin": "http://dash", "Access-Control-Request-Method": "POST"},
@@ -660,3 +692,147 @@ async def test_restart_rebuilds_the_same_projection(
         assert (await second.client.get("/dispatcher/all-operations")).json() == (
             await api.client.get("/dispatcher/all-operations")
         ).json()
+
+
+# issue 7: bounds, unique names, the schema's promises, the OpenAPI document
+
+
+async def test_out_of_bounds_fields_are_400s_naming_the_field(
+    api: Api, js: JetStreamContext, names: Names
+):
+    long = "x" * 257
+    first = experiment_body()["pipelines"][0]
+    scorers = [{"name": "exact_match", "target": "answer"}]
+    cases: list[tuple[dict[str, Any], str]] = [
+        (
+            experiment_body(experiment_name=long),
+            "field 'experiment_name': String should have at most 256",
+        ),
+        (
+            experiment_body(pipelines=[{**first, "pipeline_name": long}]),
+            "field 'pipelines.0.pipeline_name': String should have at most 256",
+        ),
+        (
+            experiment_body(max_attempts=101),
+            "field 'max_attempts': Input should be less than or equal to 100",
+        ),
+        (
+            experiment_body(retry_backoff_s=1e308),
+            "field 'retry_backoff_s': Input should be less than or equal to 3600",
+        ),
+        (
+            experiment_body(pipelines=[{**first, "rpm_limit": 10**12}]),
+            "field 'pipelines.0.rpm_limit': Input should be less than or equal to 1000000000",
+        ),
+        (
+            experiment_body(eval={"prompt": "{question:>5000000}", "scorers": scorers}),
+            "field 'eval.prompt': {question:>5000000}: format spec '>5000000': widths and"
+            " precisions are at most 1000",
+        ),
+        (
+            experiment_body(
+                eval={"prompt": [{"role": "user", "content": "{answer:.2000}"}], "scorers": scorers}
+            ),
+            "field 'eval.prompt.0.content': {answer:.2000}",
+        ),
+        (
+            experiment_body(eval={"prompt": "{question:>{width}}", "scorers": scorers}),
+            "field 'eval.prompt': uses {width}, which the rows lack",
+        ),
+        (
+            experiment_body(pipelines=[first, {**first, "model_config": {"model": "other"}}]),
+            "field 'pipelines.1.pipeline_name': 'a' is already the name of pipelines.0",
+        ),
+        (
+            experiment_body(dataset={"rows": None}),
+            "field 'dataset.rows': Input should be a valid list",
+        ),
+        (
+            experiment_body(dataset={"rows": ROWS, "ref": None}),
+            "field 'dataset': give exactly one of 'rows'",
+        ),
+    ]
+    for body, expected in cases:
+        response = await api.client.post("/api/v1/experiments", json=body)
+        assert response.status_code == 400, (expected, response.text)
+        assert expected in response.json()["error"], response.json()
+    assert await cmd_count(js, names) == 0
+
+
+async def test_what_the_schema_allows_is_accepted(api: Api, scheduler: PlayScheduler):
+    """JSON Schema's integer includes 8331.0; the api used to refuse it."""
+    body = experiment_body(num_shards=2.0)
+    body["pipelines"][1]["rpm_limit"] = 8331.0
+    await created(api, scheduler, **body)
+    assert (await api.client.get("/api/v1/pipelines/2")).json()["rpm_limit"] == 8331
+    stop = await api.client.post("/dispatcher/stop-pipeline", json={"pipeline_id": 1.0})
+    assert stop.status_code == 200, stop.text
+    half = await api.client.post("/dispatcher/stop-pipeline", json={"pipeline_id": 1.5})
+    assert half.status_code == 400
+
+
+async def test_pipeline_names_stay_unique_in_an_experiment(
+    api: Api, scheduler: PlayScheduler, js: JetStreamContext, names: Names
+):
+    experiment = await created(api, scheduler)  # pipelines a (1) and b (2)
+    before = await cmd_count(js, names)
+    taken = await api.client.post("/api/v1/pipelines/1/clone", json={"pipeline_name": "b"})
+    assert taken.status_code == 409, taken.text
+    assert "pipeline name 'b' is taken in this experiment by pipeline 2" in taken.json()["error"]
+    into = await api.client.post(
+        "/dispatcher/clone-pipeline",
+        json={"context_id": experiment["context_id"], "pipeline_name": "a", "pipeline_type": "sim"},
+    )
+    assert into.status_code == 409, into.text
+    assert "'a' is taken" in into.json()["error"]
+    assert await cmd_count(js, names) == before
+
+    # a clone without a name gets the first free `<parent>-clone[-n]`
+    for expected in ("a-clone", "a-clone-2"):
+        clone = await api.client.post("/api/v1/pipelines/1/clone")
+        await scheduler.command(clone.json()["ic_id"])
+        pid = (await api.client.get(f"/api/v1/operations/{clone.json()['ic_id']}")).json()[
+            "result"
+        ]["pipeline_id"]
+        assert (await api.client.get(f"/api/v1/pipelines/{pid}")).json()[
+            "pipeline_name"
+        ] == expected
+
+
+async def test_the_openapi_document_says_what_the_server_sends(api: Api, nc: NATS, names: Names):
+    doc = (await api.client.get("/openapi.json")).json()
+    operations = [(p, m, op) for p, ops in doc["paths"].items() for m, op in ops.items()]
+    assert all("422" not in op["responses"] for _, _, op in operations)
+    assert "HTTPValidationError" not in doc["components"]["schemas"]
+    assert doc["components"]["schemas"]["Error"]["required"] == ["error"]
+    assert all("401" not in op["responses"] and "security" not in op for _, _, op in operations)
+
+    def codes(path: str, method: str = "post") -> set[str]:
+        return set(doc["paths"][path][method]["responses"])
+
+    write = {"200", "400", "403", "404", "409", "413", "415", "503"}
+    assert codes("/api/v1/pipelines/{pipeline_id}/stop") == write
+    assert codes("/dispatcher/clone-pipeline") == write
+    assert codes("/api/v1/experiments") == write - {"404"}
+    assert codes("/api/v1/pipelines/{pipeline_id}", "get") == {"200", "400", "403", "404"}
+    assert codes("/readyz", "get") == {"200", "400", "403", "503"}
+    error = doc["paths"]["/dispatcher/stop-pipeline"]["post"]["responses"]["404"]
+    assert error["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+
+    schemas = doc["components"]["schemas"]
+    assert schemas["DatasetBody"]["oneOf"] == [{"required": ["rows"]}, {"required": ["ref"]}]
+    assert schemas["CloneIntoContextBody"]["properties"]["context_id"]["pattern"]
+    rpm = schemas["PipelineBody"]["properties"]["rpm_limit"]["anyOf"][0]
+    assert (rpm["type"], rpm["minimum"], rpm["maximum"]) == ("integer", 1, 1_000_000_000)
+
+    # the statuses a request gets are the documented ones
+    missing = await api.client.post("/dispatcher/stop-pipeline", json={"pipeline_id": 99})
+    assert str(missing.status_code) in codes("/dispatcher/stop-pipeline")
+
+    async with running_api(nc, names, token="s3cret") as guarded:
+        doc = (await guarded.client.get("/openapi.json")).json()
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    stop = doc["paths"]["/dispatcher/stop-pipeline"]["post"]
+    assert "401" in stop["responses"]
+    assert stop["security"] == [{"bearer": []}]
+    assert "security" not in doc["paths"]["/healthz"]["get"]

@@ -102,7 +102,7 @@ async def api(nc: NATS, js: JetStreamContext, names: Names) -> AsyncIterator[Api
     app = create_app(settings, nc=nc)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             yield Api(client, Decisions(nc, js, names, app))
 
 
@@ -348,7 +348,11 @@ async def test_jsonl_csv_and_parquet_uploads_of_the_same_rows_get_the_same_ref(a
         {"content": jsonl, "headers": {"Content-Type": "application/x-ndjson"}},
         {"content": csv_text(ROWS), "headers": {"Content-Type": "text/csv; charset=utf-8"}},
         {"content": parquet(ROWS), "headers": {"Content-Type": "application/vnd.apache.parquet"}},
-        {"content": parquet(ROWS), "params": {"format": "parquet"}},
+        {
+            "content": parquet(ROWS),
+            "headers": {"Content-Type": "application/octet-stream"},
+            "params": {"format": "parquet"},
+        },
         {"files": {"file": ("rows.jsonl", jsonl)}},
         {"files": {"file": ("rows.csv", csv_text(ROWS))}},
         {"files": {"file": ("rows.parquet", parquet(ROWS), "application/octet-stream")}},

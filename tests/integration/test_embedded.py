@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -19,7 +20,13 @@ from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
 
-from inferno.client.embedded import EmbeddedNats, NatsServerError, find_nats_server
+from inferno.client.embedded import (
+    EmbeddedNats,
+    NatsServerError,
+    find_nats_server,
+    free_port,
+    port_in_use,
+)
 from inferno.events.names import Names
 
 
@@ -71,6 +78,35 @@ def test_early_exit_raises_with_the_log_tail(tmp_path: Path) -> None:
         clash = EmbeddedNats(tmp_path / "b", port=first.port)
         with pytest.raises(NatsServerError, match="address already in use"):
             clash.start(timeout=5)
+
+
+def _plain_bind_fails(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def test_a_crashed_servers_time_wait_does_not_hold_its_port() -> None:
+    """A server that closes its connections first (as a killed one does) leaves them in TIME_WAIT
+    for a minute: a plain bind of its port fails, which made `inferno up` refuse the port after a
+    crash, though nats-server and uvicorn (SO_REUSEADDR) can listen on it again at once."""
+    port = free_port()
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
+    server.listen()
+    assert port_in_use(port)
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    accepted.close()  # the server's side closes first: it is the one in TIME_WAIT
+    assert client.recv(1) == b""
+    client.close()
+    server.close()
+    assert _plain_bind_fails(port)  # what the old check saw
+    assert not port_in_use(port)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")

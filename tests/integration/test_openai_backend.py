@@ -5,16 +5,19 @@ row that never works, chat and completions, keys, and an endpoint that is down."
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib.util
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import msgspec
 import pytest
 from nats.js import JetStreamContext
 
+from inferno.events.backend_options import OPENAI_TUNING_KEYS
 from inferno.events.codec import decode_report, encode
 from inferno.events.commands import AnyReport, ShardErrored, ShardFinished
 from inferno.events.config import Settings
@@ -244,6 +247,42 @@ async def test_a_down_endpoint_fails_the_shard_and_a_bad_key_the_pipeline(
     assert "HTTP 503" in down.error
 
 
+async def test_credentials_in_the_url_and_a_secret_header_reach_the_endpoint(
+    server: Any, executor: None, log: JetStreamContext, names: Names
+) -> None:
+    """Specs as the api stores them (placeholders and refs, values in INFERNO_SECRETS): the
+    executor resolves them and the requests carry the userinfo as Basic auth, the query
+    parameters, and the header."""
+    kv = await log.key_value(names.secrets_bucket)
+    userinfo, query_key, gateway_token = "svc:pa%40ss-0a1b2c", "qk-3d4e5f6a7b8c", "gw-9d8c7b6a5f"
+    header = f"Bearer {gateway_token}"  # the whole header value is the secret
+    refs = {f"sec-{n:032x}": value for n, value in enumerate([userinfo, query_key, header])}
+    for ref, value in refs.items():
+        await kv.create(ref, msgspec.json.encode(value))
+    userinfo_ref, key_ref, token_ref = refs
+    base = (
+        f"http://{{{{{userinfo_ref}}}}}@127.0.0.1:{server.port}/v1"
+        f"?api-version=2024-06-01&api-key={{{{{key_ref}}}}}"
+    )
+    spec = {"model_config": {"model": "m"}}
+    await send(log, names, order(1, **spec, client_config={"base_url": base, **FAST_RETRIES}))
+    in_url = await final_report(log, names, 1)
+    assert isinstance(in_url, ShardFinished), in_url
+    assert in_url.stats.metrics["exact_match"].total == 39
+    basic = base64.b64encode(b"svc:pa@ss-0a1b2c").decode()  # userinfo is percent-decoded
+    assert server.last_headers["authorization"] == f"Basic {basic}"
+    assert parse_qs(server.last_query) == {"api-version": ["2024-06-01"], "api-key": [query_key]}
+
+    server.api_key = gateway_token  # any other bearer token gets a 401
+    headers = {"Authorization_ref": token_ref, "X-Team": "evals"}
+    config = {"base_url": server.base_url, "default_headers": headers, **FAST_RETRIES}
+    await send(log, names, order(2, **spec, client_config=config))
+    in_header = await final_report(log, names, 2)
+    assert isinstance(in_header, ShardFinished), in_header
+    assert server.last_headers["x-team"] == "evals"
+    assert server.stats().unauthorized == 0
+
+
 async def test_abort_stops_requests_in_flight(server: Any) -> None:
     server.latency_s = 5.0
     spec = PipelineSpec(
@@ -291,12 +330,27 @@ def test_config_is_validated_and_keys_resolved() -> None:
         ({"timeout_s": "fast"}, "positive float"),
         ({"api_key_env": "UNSET_FOR_SURE"}, "not set on this executor"),
         ({"api_key": "a", "api_key_env": "B"}, "not both"),
+        ({"default_headers": {"X-Retries": 3}}, "map header names to strings"),
     ]:
         with pytest.raises(EngineConfigError, match=error):
             openai_backend.OpenAIConfig.parse(spec_with(**client), {})
     no_model = msgspec.structs.replace(spec_with(), model_config={})
     with pytest.raises(EngineConfigError, match="model"):
         openai_backend.OpenAIConfig.parse(no_model, {})
+
+
+def test_a_base_urls_query_goes_with_every_request_and_prices_are_allowed() -> None:
+    url = "http://u:p@h:8/v1?api-version=1&key=a&key=b#frag"
+    assert openai_backend.split_base_url(url) == (
+        "http://u:p@h:8/v1",
+        {"api-version": "1", "key": ["a", "b"]},  # a repeated name is sent repeated
+    )
+    priced = spec_with(base_url=url, price_per_1k_prompt_tokens=0.5)
+    config = openai_backend.OpenAIConfig.parse(priced, {})
+    assert (config.base_url, config.default_query["api-version"]) == ("http://u:p@h:8/v1", "1")
+    assert config.shown_url == "http://***@h:8/v1"
+    assert "u:p" not in repr(config)
+    assert set(openai_backend._OPTIONS) == set(OPENAI_TUNING_KEYS)  # one list of the keys
 
 
 def test_reservations_cover_prompt_and_answer() -> None:
@@ -306,3 +360,22 @@ def test_reservations_cover_prompt_and_answer() -> None:
     assert (
         openai_backend.reserve_tokens(messages, {}) == 2 + openai_backend.UNSET_MAX_TOKENS_RESERVE
     )
+
+
+async def test_rows_the_endpoint_never_answered_are_marked_as_its_errors(server: Any) -> None:
+    """What makes a shard whose every row failed so a failed shard (services/executor/shard.py)."""
+    requests = [GenerationRequest(prompt=p, key=str(i)) for i, p in enumerate(["1 + 2", "POISON"])]
+    for base_url, marked in (
+        (server.base_url, [False, True]),
+        ("http://127.0.0.1:1/v1", [True] * 2),
+    ):
+        spec = msgspec.structs.replace(
+            spec_with(base_url=base_url, max_attempts=2, **FAST_RETRIES), rpm_limit=None
+        )
+        async with openai_backend.open_openai(spec) as engine:
+            generations = await engine.generate(requests, {"max_tokens": 4})
+        assert [g.endpoint_error for g in generations] == marked, generations
+        for generation in generations:
+            assert (generation.error is not None) == generation.endpoint_error
+            if generation.endpoint_error:
+                assert generation.error.startswith("failed after 2 attempts: "), generation

@@ -5,6 +5,7 @@ resolved key wherever an error quotes it."""
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import string
 import time
@@ -73,7 +74,8 @@ class Harness:
     def __init__(self, nc: NATS, js: JetStreamContext, names: Names, app: FastAPI) -> None:
         self.js, self.names, self.app = js, names, app
         self.client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://api"
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://127.0.0.1",  # a name the api serves
         )
         self.appender = Appender(nc)
         self.state = State()
@@ -242,6 +244,163 @@ async def test_a_null_key_in_a_clone_drops_the_parents_ref(
         "base_url": "http://llm",
         "api_key_env": "TEAM_KEY",
     }
+
+
+def placeholder_pattern(template: str) -> str:
+    """A regex for `template` in which each `{}` is a secret placeholder."""
+    return re.escape(template).replace(r"\{\}", r"\{\{(sec-[0-9a-f]{32})\}\}")
+
+
+async def test_credentials_inside_urls_go_to_the_secrets_bucket(
+    api: Harness, js: JetStreamContext, names: Names
+):
+    password, query_key, signature, token = (new_key() for _ in range(4))
+    given = f"http://svc:{password}@llm.example/v1?api-version=2024-06-01&api-key={query_key}"
+    created = await api.post("/api/v1/experiments", experiment(openai("a", base_url=given)))
+    [a] = created["result"]["pipeline_ids"]
+    shown = (await api.client.get(f"/api/v1/pipelines/{a}")).json()["client_config"]["base_url"]
+    pattern = placeholder_pattern("http://{}@llm.example/v1?api-version=2024-06-01&api-key={}")
+    userinfo_ref, key_ref = re.fullmatch(pattern, shown).groups()  # type: ignore[union-attr]
+    assert await secret_value(js, names, userinfo_ref) == f"svc:{password}"
+    assert await secret_value(js, names, key_ref) == query_key
+    kv = await js.key_value(names.secrets_bucket)
+    stored_config = api.state.pipelines[a].spec.client_config
+    assert (await resolve_secrets(stored_config, kv))["base_url"] == given  # byte for byte
+
+    # a clone with a new URL: its credentials move too (sig= and access_token= look secret)
+    new_url = f"https://gw.example/v1?sig={signature}&access_token={token}&region=eu"
+    clone = await api.post(f"/api/v1/pipelines/{a}/clone", {"client_config": {"base_url": new_url}})
+    cloned = api.state.pipelines[clone["result"]["pipeline_id"]].spec.client_config["base_url"]
+    sig_ref, token_ref = re.fullmatch(  # type: ignore[union-attr]
+        placeholder_pattern("https://gw.example/v1?sig={}&access_token={}&region=eu"), cloned
+    ).groups()
+    assert [await secret_value(js, names, r) for r in (sig_ref, token_ref)] == [signature, token]
+
+    # the dispatcher's clone too; and a URL copied from a response reuses its refs
+    into = await api.post(
+        "/dispatcher/clone-pipeline",
+        {
+            "context_id": api.state.pipelines[a].context_id,
+            "pipeline_name": "c",
+            "pipeline_type": "openai",
+            "model_config": {"model": "gpt-y"},
+            "client_config": {"base_url": given},
+        },
+    )
+    into_url = api.state.pipelines[into["result"]["pipeline_id"]].spec.client_config["base_url"]
+    assert re.fullmatch(pattern, into_url)
+    assert into_url != shown  # fresh refs
+    copied = await api.post(f"/api/v1/pipelines/{a}/clone", {"client_config": {"base_url": shown}})
+    assert api.state.pipelines[copied["result"]["pipeline_id"]].spec.client_config == {
+        "base_url": shown
+    }
+
+    # a placeholder must name a stored secret
+    appended = (await js.stream_info(names.cmd_stream)).state.messages
+    unknown = "sec-" + "0" * 32
+    response = await api.client.post(
+        f"/api/v1/pipelines/{a}/clone",
+        json={"client_config": {"base_url": f"http://{{{{{unknown}}}}}@llm.example/v1"}},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json() == {
+        "error": f"field 'client_config.base_url': no secret {unknown} is stored"
+    }
+    assert (await js.stream_info(names.cmd_stream)).state.messages == appended
+
+    logged = b"".join([await stored(js, s) for s in (names.cmd_stream, names.evt_stream)])
+    responses = b"".join(
+        [
+            (await api.client.get(path)).content
+            for path in ("/api/v1/pipelines", "/api/v1/operations", "/dispatcher/all-operations")
+        ]
+    )
+    for secret in (password, query_key, signature, token):
+        assert secret.encode() not in logged
+        assert secret.encode() not in responses
+    assert shown.encode() in logged  # the placeholders are what the log holds
+
+
+def sim(name: str, **knobs: Any) -> dict[str, Any]:
+    return {"pipeline_name": name, "pipeline_type": "sim", "model_config": {"model": "s"}, **knobs}
+
+
+async def test_config_keys_a_backend_does_not_read_are_refused_before_the_log(
+    api: Harness, js: JetStreamContext, names: Names
+):
+    created = await api.post(
+        "/api/v1/experiments",
+        experiment(
+            sim("s", sampling_params={"temperature": 0.2, "max_tokens": 4, "stop": ["\n"]}),
+            openai(
+                "o",
+                api_key=new_key(),
+                default_headers={"Authorization": f"Bearer {new_key()}"},
+                price_per_1k_prompt_tokens=0.5,
+                max_attempts=2,
+            ),
+        ),
+    )
+    assert created["status"] == "completed", created
+    s, o = created["result"]["pipeline_ids"]
+    appended = (await js.stream_info(names.cmd_stream)).state.messages
+
+    sim_sampling = "expected temperature, top_p, top_k, min_p, max_tokens, seed, stop"
+    for path, body, field, words in [
+        (
+            "/api/v1/experiments",
+            experiment(sim("s", sampling_params={"temprature": 0.2})),
+            "pipelines.0.sampling_params.temprature",
+            f"sim sampling_params: unknown key(s) temprature; {sim_sampling}",
+        ),
+        (
+            "/api/v1/experiments",
+            experiment(sim("ok"), sim("s", model_config={"model": "s", "acuracy": 1})),
+            "pipelines.1.model_config.acuracy",
+            "sim model_config: unknown key(s) acuracy; expected model, accuracy,",
+        ),
+        (
+            "/api/v1/experiments",
+            experiment(openai("o", max_retries=3)),
+            "pipelines.0.client_config.max_retries",
+            "openai client_config: unknown key(s) max_retries; expected base_url,",
+        ),
+        (
+            f"/api/v1/pipelines/{s}/clone",
+            {"sampling_params": {"temprature": 0.2}},
+            "sampling_params.temprature",
+            "sim sampling_params: unknown key(s) temprature",
+        ),
+        (  # an inherited key the new type does not read: the clone's config is the merge
+            f"/api/v1/pipelines/{o}/clone",
+            {"pipeline_type": "sim", "model_config": {"model": "s", "top_k": 5}},
+            "model_config.top_k",
+            "sim model_config: unknown key(s) top_k",
+        ),
+        (
+            "/dispatcher/clone-pipeline",
+            {
+                "context_id": api.state.pipelines[s].context_id,
+                **sim("d", sampling_params={"tmp": 1}),
+            },
+            "sampling_params.tmp",
+            "sim sampling_params: unknown key(s) tmp",
+        ),
+    ]:
+        response = await api.client.post(path, json=body)
+        assert response.status_code == 400, (path, response.text)
+        assert response.json()["error"].startswith(f"field '{field}': {words}"), response.text
+    assert (await js.stream_info(names.cmd_stream)).state.messages == appended
+
+    # what the backends read is accepted: a clone into sim keeps openai's client_config, which
+    # sim ignores; openai's model_config is open (RapidFire's clone bodies put sampling there)
+    into_sim = await api.post(f"/api/v1/pipelines/{o}/clone", {"pipeline_type": "sim"})
+    assert into_sim["status"] == "completed", into_sim
+    into_openai = await api.post(
+        f"/api/v1/pipelines/{s}/clone",
+        {"pipeline_type": "openai", "model_config": {"model": "gpt-x", "temperature": 0.7}},
+    )
+    assert into_openai["status"] == "completed", into_openai
 
 
 # the executor

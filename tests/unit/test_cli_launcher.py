@@ -111,3 +111,29 @@ def test_cluster_children_are_the_services(tmp_path: Path) -> None:
     assert exec1.env["NATS_URL"] == cluster.nats_url
     assert exec1.env["INFERNO_NAMESPACE"] == "ns"
     assert exec1.env["INFERNO_API_PORT"] == str(cluster.api_port)
+
+
+def test_a_stale_up_json_is_taken_over(tmp_path: Path) -> None:
+    """A launcher killed with -9 leaves up.json behind, maybe with a child that outlived it: the
+    next `up` stops that child and forgets the file instead of refusing the data dir."""
+    supervisor, leftover = sleeper(), sleeper(tmp_path / "leftover")
+    record(tmp_path, supervisor.pid, nats=leftover.pid)
+    supervisor.kill()
+    supervisor.wait()
+    launcher.claim_data_dir(tmp_path)
+    assert (tmp_path / "leftover").read_text() == "term"
+    assert not launcher.is_running(leftover.pid)
+    assert not (tmp_path / launcher.STATE_FILE).exists()
+
+
+def test_an_unreadable_up_json_is_not_a_cluster(tmp_path: Path) -> None:
+    (tmp_path / launcher.STATE_FILE).write_text('["not", "ours"]')
+    assert launcher.read_state(tmp_path) is None
+    launcher.claim_data_dir(tmp_path)
+    assert not (tmp_path / launcher.STATE_FILE).exists()
+
+
+def test_exit_text_names_the_signal() -> None:
+    assert launcher.exit_text(-9) == "was killed by SIGKILL"
+    assert launcher.exit_text(3) == "exited with code 3"
+    assert launcher.exit_text(-200) == "was killed by signal 200"

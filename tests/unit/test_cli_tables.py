@@ -5,6 +5,7 @@ from __future__ import annotations
 from inferno.client.tables import (
     executors_table,
     format_table,
+    leaderboard_table,
     operations_table,
     pipelines_table,
     settled,
@@ -52,14 +53,14 @@ def test_pipelines_table() -> None:
             parent_pipeline_id=2,
             in_flight=[{"shard": 1, "executor_id": "exec-1", "attempt": 1}],
         ),
-        pipeline(1, "small", "stopped", 2, 0.5),
-        pipeline(2, "large", "completed", 8, 0.875),
+        pipeline(1, "small", "stopped", 2, 0.5, row_errors=3),
+        pipeline(2, "large", "completed", 8, 0.875),  # from an api without row_errors
     ]
     assert pipelines_table(rows).splitlines() == [
-        "ID  NAME       TYPE  STATUS     SHARDS  RUNNING  ROWS  exact_match  PARENT",
-        " 1  small      sim   stopped    2/8           0    24        0.500       -",
-        " 2  large      sim   completed  8/8           0    96        0.875       -",
-        " 3  large-t07  sim   ongoing    1/8           1    12        0.900       2",
+        "ID  NAME       TYPE  STATUS     SHARDS  RUNNING  ROWS  ERRORS  exact_match  PARENT",
+        " 1  small      sim   stopped    2/8           0    24       3        0.500       -",
+        " 2  large      sim   completed  8/8           0    96       -        0.875       -",
+        " 3  large-t07  sim   ongoing    1/8           1    12       -        0.900       2",
     ]
 
 
@@ -74,6 +75,7 @@ def test_pipelines_table_names_experiments_when_there_are_several() -> None:
         "SHARDS",
         "RUNNING",
         "ROWS",
+        "ERRORS",
         "PARENT",
         "EXPERIMENT",
     ]
@@ -168,3 +170,40 @@ def test_settled() -> None:
     assert settled({"status": "stopped", "in_flight": []})
     assert not settled({"status": "stopped", "in_flight": [{"shard": 3}]})
     assert not settled({"status": "ongoing", "in_flight": []})
+
+
+EVIL = "ok\x1b[2J\x1b[31mFAKE\x1b]0;pwned\x07\nline2"
+
+
+def test_tables_escape_control_characters_in_every_cell() -> None:
+    table = pipelines_table([pipeline(1, EVIL, "ongoing", 1, 0.5, experiment_id="exp-\x1b]0;x")])
+    ops = operations_table(
+        [
+            {
+                "ic_id": 1,
+                "operation": "clone",
+                "pipeline_id": 1,
+                "status": "failed",
+                "error": f"pipeline {EVIL!s} is \u202egnp.exe",
+                "result": {},
+            }
+        ]
+    )
+    for text in (table, ops):
+        assert not {"\x1b", "\x07", "\u202e"} & set(text)
+    assert len(table.splitlines()) == 2  # the name's newline starts no line of its own
+    assert "ok\\x1b[2J\\x1b[31mFAKE" in table
+    assert ops.splitlines()[1].endswith("\\x1b]0;pwned\\x07\\nline2 is \\u202egnp.exe")
+
+
+def test_tables_cap_column_widths() -> None:
+    rows = [pipeline(i, "n" * 100_000, "ongoing", 0, None) for i in range(1, 1001)]
+    table = pipelines_table(rows)
+    lines = table.splitlines()
+    assert len(lines) == 1001
+    assert max(len(line) for line in lines) < 200
+    assert lines[1].split()[1] == "n" * 39 + "…"
+    board = leaderboard_table(
+        {"experiment_id": "exp-1", "experiment_name": "e" * 100_000, "metric": "m", "pipelines": []}
+    )
+    assert len(board.splitlines()[0]) < 100

@@ -18,6 +18,7 @@ from inferno.events.commands import (
     ShardFinished,
     StopPipeline,
 )
+from inferno.events.decide import clone_name
 from inferno.events.events import (
     ExperimentCompleted,
     OperationFailed,
@@ -28,7 +29,14 @@ from inferno.events.events import (
     ShardFailed,
     ShardReleased,
 )
-from inferno.events.model import PipelineChanges, PipelineSpec, ShardStats
+from inferno.events.model import (
+    MAX_ATTEMPTS,
+    MAX_NAME_LENGTH,
+    MAX_RETRY_BACKOFF_S,
+    PipelineChanges,
+    PipelineSpec,
+    ShardStats,
+)
 
 
 class Harness:
@@ -228,3 +236,86 @@ def test_a_lapse_that_fails_every_pipeline_completes_the_experiment_once():
     assert [type(e) for e in events].count(PipelineFailed) == 2
     assert [type(e) for e in events].count(ExperimentCompleted) == 1
     assert isinstance(events[-1], ExperimentCompleted)
+
+
+# issue 7: names unique per experiment, bounds, capped backoff
+
+
+def test_pipeline_names_are_unique_among_an_experiments_live_pipelines():
+    h = Harness()
+    h.command(experiment(pipelines=2))  # p0 (1), p1 (2)
+    (taken,) = h.command(ClonePipeline(pipeline_id=1, changes=PipelineChanges(pipeline_name="p1")))
+    assert isinstance(taken, OperationFailed)
+    assert "pipeline name 'p1' is taken in this experiment by pipeline 2" in taken.error
+    spec = PipelineSpec(pipeline_name="p0", pipeline_type="sim")
+    (into,) = h.command(CloneIntoContext(context_id="ctx-1", spec=spec))
+    assert isinstance(into, OperationFailed)
+    assert "'p0' is taken" in into.error
+    assert sorted(h.state.pipelines) == [1, 2]
+    h.command(DeletePipeline(pipeline_id=2))  # a deleted pipeline's name is free again
+    h.command(ClonePipeline(pipeline_id=1, changes=PipelineChanges(pipeline_name="p1")))
+    assert h.state.pipelines[3].spec.pipeline_name == "p1"
+
+
+def test_an_experiment_with_a_name_twice_is_refused():
+    h = Harness()
+    twice = experiment(pipelines=2)
+    twice.pipelines[1].pipeline_name = "p0"
+    (failed,) = h.command(twice)
+    assert isinstance(failed, OperationFailed)
+    assert "pipeline name 'p0' is given twice" in failed.error
+    assert h.state.experiments == {}
+
+
+def test_a_clone_without_a_name_gets_the_first_free_one():
+    h = Harness()
+    h.command(experiment())
+    for _ in range(3):
+        h.command(ClonePipeline(pipeline_id=1))
+    assert [p.spec.pipeline_name for p in h.state.pipelines.values()] == [
+        "p0",
+        "p0-clone",
+        "p0-clone-2",
+        "p0-clone-3",
+    ]
+    assert clone_name("x" * MAX_NAME_LENGTH, {"x" * 250 + "-clone"}) == "x" * 248 + "-clone-2"
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        ({"max_attempts": MAX_ATTEMPTS + 1}, "max_attempts must be between 1 and 100"),
+        ({"retry_backoff_s": 1e308}, "retry_backoff_s must be between 0 and 3600 seconds"),
+        ({"experiment_name": "e" * 257}, "experiment name is longer than 256 characters"),
+    ],
+)
+def test_decide_refuses_what_is_out_of_bounds(changes, error):
+    h = Harness()
+    command = experiment()
+    for field, value in changes.items():
+        setattr(command, field, value)
+    (failed,) = h.command(command)
+    assert isinstance(failed, OperationFailed)
+    assert error in failed.error
+    assert h.state.experiments == {}
+
+
+def test_the_backoff_is_capped_whatever_an_old_log_holds():
+    """`retry_backoff_s: 1e308` left a pipeline ongoing forever: its retry was due in 1e308 s."""
+    h = Harness()
+    h.command(experiment())
+    old = h.state.experiments["exp-1"]  # as a log written before the bounds folds it
+    old.retry_backoff_s, old.max_attempts = 1e308, 5000
+    h.assign()
+    (released,) = h.report(
+        ShardErrored(executor_id="ex-1", pipeline_id=1, shard=0, attempt=1, error="oom")
+    )
+    assert released.retry_at == h.now + MAX_RETRY_BACKOFF_S
+    h.state.pipelines[1].attempts[1] = 1999  # the 2000th attempt: 2**1999 overflows a float
+    old.retry_backoff_s = 1.0
+    (assigned,) = h.assign()
+    assert (assigned.shard, assigned.attempt) == (1, 2000)
+    (again,) = h.report(
+        ShardErrored(executor_id="ex-1", pipeline_id=1, shard=1, attempt=2000, error="oom")
+    )
+    assert again.retry_at == h.now + MAX_RETRY_BACKOFF_S

@@ -59,6 +59,19 @@ def test_bad_templates_raise_eval_errors(template, message):
 
 
 @pytest.mark.parametrize(
+    "template",
+    ["{q:>5000000}", "{q:>{width}}", "{n:.1001f}", "{q:{fill}^{width}}", "{q:>" + "9" * 5000 + "}"],
+)
+def test_render_refuses_huge_widths_and_precisions(template):
+    """`{question:>5000000}` rendered a 5 MB prompt per row; a spec built from row fields is
+    only known here, so the renderer checks the spec it is about to apply."""
+    row = {"q": "x", "n": 1.0, "width": 5_000_000, "fill": "*"}
+    with pytest.raises(EvalError, match="widths and precisions are at most 1000"):
+        render(template, row)
+    assert render("{q:*>{w}}|{n:.1000f}", {**row, "w": 1000})[:1001] == "*" * 999 + "x|"
+
+
+@pytest.mark.parametrize(
     ("output", "expected", "options", "score"),
     [
         ("4", "4", {}, 1.0),

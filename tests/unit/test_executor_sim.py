@@ -108,3 +108,35 @@ async def test_the_registry_opens_sim_engines():
 async def test_a_wrong_answer_never_contains_even_a_short_reference():
     generations = await _engine(accuracy=0.0).generate(_requests(50, reference="a"), {})
     assert all("a" not in g.text for g in generations)
+
+
+@pytest.mark.parametrize(
+    ("sampling", "words"),
+    [
+        ({"temprature": 0.2}, "sim sampling_params: unknown key(s) temprature; expected"),
+        ({"max_tokens": "8"}, "sim sampling_params.max_tokens must be an integer >= 0"),
+        ({"max_tokens": -1}, "sim sampling_params.max_tokens must be an integer >= 0"),
+    ],
+)
+async def test_sampling_params_a_real_backend_would_not_take_are_refused(sampling, words):
+    with pytest.raises(EngineConfigError) as refused:
+        await _engine().generate(_requests(1), sampling)
+    assert str(refused.value).startswith(words)
+
+
+async def test_the_sampling_params_of_real_backends_are_taken():
+    sampling = {
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "top_k": 40,
+        "min_p": 0.05,
+        "max_tokens": 3,
+        "seed": 1,
+        "stop": ["\n"],
+        "presence_penalty": 0.1,
+        "frequency_penalty": 0.1,
+        "repetition_penalty": 1.1,
+        "n": 1,
+    }
+    [generation] = await _engine().generate(_requests(1), sampling)
+    assert generation.completion_tokens == 3  # max_tokens is the one sim reads

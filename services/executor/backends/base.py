@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from inferno.events.backend_options import unknown_keys, unknown_keys_reason
 from inferno.events.model import PipelineSpec
 
 # a rendered prompt: plain text, or chat messages ({"role": ..., "content": ...})
@@ -37,7 +38,9 @@ class GenerationRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Generation(msgspec.Struct, kw_only=True):
-    """One completion. `error`: this row failed inside the engine (the others still count)."""
+    """One completion. `error`: this row failed inside the engine (the others still count).
+    `endpoint_error`: the error is the endpoint's, not the row's (no answer came: down,
+    unreachable, 5xx until out of retries); a shard whose every row failed so fails itself."""
 
     text: str
     prompt_tokens: int = 0
@@ -45,6 +48,7 @@ class Generation(msgspec.Struct, kw_only=True):
     latency_ms: float = 0.0
     simulated: bool = False
     error: str | None = None
+    endpoint_error: bool = False
 
 
 class EngineConfigError(ValueError):
@@ -53,13 +57,15 @@ class EngineConfigError(ValueError):
 
 def reject_unknown_keys(where: str, config: Mapping[str, Any], allowed: Iterable[str]) -> None:
     """A typo in a config (`acuracy`) fails the pipeline with the key named, instead of being
-    silently ignored."""
+    silently ignored (the api's check, `inferno.events.backend_options`, again)."""
     allowed = list(allowed)
-    unknown = sorted(set(config) - set(allowed))
-    if unknown:
-        raise EngineConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; expected {', '.join(allowed)}"
-        )
+    if unknown := unknown_keys(config, allowed):
+        raise EngineConfigError(f"{where}: {unknown_keys_reason(unknown, allowed)}")
+
+
+class EndpointUnavailable(RuntimeError):
+    """The endpoint gives no answer: the shard fails (retryable, the scheduler tries it again
+    later) instead of completing with every row an error."""
 
 
 class EngineAborted(RuntimeError):

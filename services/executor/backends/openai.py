@@ -3,9 +3,14 @@
 Configuration, all in the pipeline spec:
 - `model_config.model`: the model name the endpoint knows (other model_config keys are not read).
 - `client_config`: `base_url` (default: OpenAI's), the key (`resolve_api_key`), `endpoint`
-  ("chat", the default, or "completions"), `max_concurrency` (8), `max_attempts` (6),
-  `timeout_s` (60), `backoff_s` (0.5) and `backoff_max_s` (30) for retries, `down_after` (16),
-  `rate_window_s` (60; tests scale time with it). Unknown keys are an error, so typos show.
+  ("chat", the default, or "completions"), `default_headers` (header name -> string, sent with
+  every request; an `Authorization` there replaces the bearer key), `max_concurrency` (8),
+  `max_attempts` (6), `timeout_s` (60), `backoff_s` (0.5) and `backoff_max_s` (30) for retries,
+  `down_after` (16), `rate_window_s` (60; tests scale time with it), and the prices the metrics
+  read. Unknown keys are an error, so typos show (`inferno.events.backend_options`).
+  A base_url's query parameters (`?api-version=1&api-key=K`) go with every request
+  (`split_base_url`); its userinfo (`http://user:pw@host/v1`) is sent as HTTP Basic auth, which
+  replaces the bearer key.
 - `rpm_limit` / `tpm_limit`: the pipeline's share of the endpoint's limits (`ratelimit`).
 - `sampling_params` go into the request body as they are (temperature, max_tokens, top_p, stop,
   seed, and whatever extras the server takes, e.g. vLLM's top_k).
@@ -17,7 +22,8 @@ server reports. The SDK's own retries are off, so retrying happens here only:
 - 429: everyone pauses as the server asks (`server_hint`, else backoff); the row retries.
 - 5xx, 408, 409, timeouts, connection errors, 429 `insufficient_quota`: the row retries with
   jittered exponential backoff (at least any Retry-After).
-  After `max_attempts` attempts in all the row fails alone: `Generation.error` says why.
+  After `max_attempts` attempts in all the row fails alone: `Generation.error` says why, and
+  `endpoint_error` marks it as the endpoint's fault; a shard whose rows all fail so is failed.
 - other 4xx (400, 413, 422: this row is bad): the row fails at once.
 - 401, 403, 404 (key, permission, model or URL wrong): `EngineConfigError`, the pipeline fails.
 - the endpoint is down when `down_after` attempts in a row (across all requests) failed with
@@ -38,11 +44,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from inferno.client.logs import mask_text, remember_secret
+from inferno.events.backend_options import OPENAI_CLIENT_KEYS
 from inferno.events.model import PipelineSpec
 from inferno.executor.backends.base import (
     Backend,
+    EndpointUnavailable,
     EngineAborted,
     EngineConfigError,
     Generation,
@@ -68,10 +77,9 @@ _OPTIONS: dict[str, tuple[type, Any]] = {  # client_config key -> (type, default
     "down_after": (int, 16),
     "rate_window_s": (float, 60.0),
 }
-_KEYS = frozenset({"base_url", "api_key", "api_key_env", "endpoint", *_OPTIONS})
 
 
-class EndpointDown(RuntimeError):
+class EndpointDown(EndpointUnavailable):
     """The endpoint answers nothing but errors: fail the shard (retryable), not its rows."""
 
 
@@ -103,7 +111,7 @@ def resolve_api_key(
 @dataclass(frozen=True, slots=True)
 class OpenAIConfig:
     model: str
-    base_url: str | None
+    base_url: str | None = field(repr=False)  # may hold credentials (userinfo)
     api_key: str = field(repr=False)
     endpoint: str
     rpm: int | None
@@ -115,6 +123,13 @@ class OpenAIConfig:
     backoff_max_s: float
     down_after: int
     rate_window_s: float
+    default_query: dict[str, str | list[str]] = field(repr=False, default_factory=dict)
+    default_headers: dict[str, str] = field(repr=False, default_factory=dict)
+
+    @property
+    def shown_url(self) -> str:
+        """The endpoint as an error message may name it: credentials masked."""
+        return mask_text(self.base_url) if self.base_url else "default"
 
     @classmethod
     def parse(cls, spec: PipelineSpec, environ: Mapping[str, str] = os.environ) -> OpenAIConfig:
@@ -123,10 +138,18 @@ class OpenAIConfig:
         if not isinstance(model, str) or not model:
             raise EngineConfigError("openai model_config.model must be a non-empty string")
         client = spec.client_config
-        reject_unknown_keys("openai client_config", client, sorted(_KEYS))
+        reject_unknown_keys("openai client_config", client, OPENAI_CLIENT_KEYS)
         base_url = client.get("base_url")
         if base_url is not None and (not isinstance(base_url, str) or not base_url):
             raise EngineConfigError("openai client_config.base_url must be a URL")
+        base_url, query = split_base_url(base_url) if base_url else (None, {})
+        headers = client.get("default_headers", {})
+        if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
+            raise EngineConfigError(
+                "openai client_config.default_headers must map header names to strings"
+            )
         endpoint = client.get("endpoint", "chat")
         if endpoint not in ("chat", "completions"):
             raise EngineConfigError(
@@ -144,12 +167,29 @@ class OpenAIConfig:
         return cls(
             model=model,
             base_url=base_url,
+            default_query=query,
+            default_headers=headers,
             api_key=resolve_api_key(client, environ),
             endpoint=endpoint,
             rpm=spec.rpm_limit,
             tpm=spec.tpm_limit,
             **options,
         )
+
+
+def split_base_url(url: str) -> tuple[str, dict[str, str | list[str]]]:
+    """(`url` without its query and fragment, the query's parameters): the SDK appends each
+    route to its base_url's path, so a query left there would end up inside the path."""
+    parts = urlsplit(url)
+    query: dict[str, str | list[str]] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        given = query.get(name)
+        query[name] = value if given is None else [*_as_list(given), value]  # sent repeated
+    return urlunsplit(parts._replace(query="", fragment="")), query
+
+
+def _as_list(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else value
 
 
 def prompt_tokens_estimate(prompt: Prompt) -> int:
@@ -246,11 +286,11 @@ class OpenAIEngine:
                     reservation.settle(0)  # no-op when _send settled with the usage
             error = outcome.error
             if not outcome.retry:
-                break
-            await asyncio.sleep(outcome.delay_s)
-        else:
-            error = f"failed after {config.max_attempts} attempts: {error}"
-        return Generation(text="", error=mask_text(error))  # results must never hold a key
+                return Generation(text="", error=mask_text(error))  # the server rejects the row
+            if attempt < config.max_attempts:
+                await asyncio.sleep(outcome.delay_s)
+        error = f"failed after {config.max_attempts} attempts: {error}"
+        return Generation(text="", error=mask_text(error), endpoint_error=True)  # masked: no key
 
     async def _send(
         self, prompt: Prompt, body: dict[str, Any], reservation: Reservation
@@ -301,7 +341,7 @@ class OpenAIEngine:
             error = f"HTTP {status}: {failure.message}"
             hint = server_hint(status, headers)
             if status in (401, 403, 404):
-                raise EngineConfigError(f"openai endpoint {config.base_url or 'default'}: {error}")
+                raise EngineConfigError(f"openai endpoint {config.shown_url}: {error}")
             if status == 429 and failure.code != "insufficient_quota":
                 self._health.answered()
                 self.limiter.pause(backoff if hint is None else hint)
@@ -329,6 +369,8 @@ async def open_openai(spec: PipelineSpec) -> AsyncIterator[OpenAIEngine]:
     client = openai.AsyncOpenAI(
         api_key=config.api_key,
         base_url=config.base_url,
+        default_query=config.default_query or None,
+        default_headers=config.default_headers or None,
         timeout=config.timeout_s,
         max_retries=0,  # retries happen in OpenAIEngine, through the limiter
     )

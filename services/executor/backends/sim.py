@@ -1,7 +1,11 @@
 """The `sim` backend (DESIGN §5): a simulated engine for dry runs and control-plane load tests.
 
 model_config: `{"model": name, "accuracy": 0..1, "latency_ms_per_row": ms, "tokens_per_row": n}`
-(defaults "sim", 1.0, 0, 8; any other key is an error, so a typo does not go unnoticed).
+(defaults "sim", 1.0, 0, 8). sampling_params: the keys real backends take
+(`SIM_SAMPLING_KEYS`: temperature, top_p, max_tokens, seed, stop, ...), of which only
+`max_tokens` (an integer >= 0) is read, so a dry run checks a spec meant for a real engine. Any
+other key is an error, so a typo (`temprature`) does not go unnoticed; the api refuses it first
+(`inferno.events.backend_options`).
 
 Each row's answer is a pure function of (model, accuracy, row key): a SHA-256 of the three gives
 a uniform u in [0, 1), and the engine answers the row's reference when u < accuracy, otherwise a
@@ -22,6 +26,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from inferno.events.backend_options import SIM_MODEL_KEYS, SIM_SAMPLING_KEYS
 from inferno.events.model import PipelineSpec
 from inferno.executor.backends.base import (
     Backend,
@@ -32,12 +37,7 @@ from inferno.executor.backends.base import (
     reject_unknown_keys,
 )
 
-_DEFAULTS: dict[str, Any] = {
-    "model": "sim",
-    "accuracy": 1.0,
-    "latency_ms_per_row": 0.0,
-    "tokens_per_row": 8,
-}
+_DEFAULTS: dict[str, Any] = dict(zip(SIM_MODEL_KEYS, ("sim", 1.0, 0.0, 8), strict=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +69,19 @@ class SimConfig:
                 f"sim model_config.tokens_per_row must be an integer >= 0, not {tokens!r}"
             )
         return cls(model, float(accuracy), float(latency), tokens)
+
+
+def _max_tokens(sampling: Mapping[str, Any]) -> int | None:
+    """Validate sampling_params for sim (they come with each batch); its `max_tokens`."""
+    reject_unknown_keys("sim sampling_params", sampling, SIM_SAMPLING_KEYS)
+    max_tokens = sampling.get("max_tokens")
+    if max_tokens is not None and (
+        not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 0
+    ):
+        raise EngineConfigError(
+            f"sim sampling_params.max_tokens must be an integer >= 0, not {max_tokens!r}"
+        )
+    return max_tokens
 
 
 def _number(value: object) -> bool:
@@ -105,6 +118,7 @@ class SimEngine:
         self, requests: Sequence[GenerationRequest], sampling: Mapping[str, Any]
     ) -> list[Generation]:
         config = self.config
+        max_tokens = _max_tokens(sampling)
         delay_s = config.latency_ms_per_row * len(requests) / 1000
         if delay_s > 0:
             aborted = self._aborted
@@ -115,9 +129,8 @@ class SimEngine:
             else:
                 raise EngineAborted("sim engine aborted")
         completion = config.tokens_per_row
-        max_tokens = sampling.get("max_tokens")
-        if isinstance(max_tokens, int) and max_tokens < completion:
-            completion = max(max_tokens, 0)
+        if max_tokens is not None and max_tokens < completion:
+            completion = max_tokens
         return [
             Generation(
                 text=answer(config, request),
