@@ -11,17 +11,23 @@ control the terminal, and tables and error listings are bounded however long the
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from codecs import getincrementaldecoder
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO, get_args
 from urllib.parse import urlparse
 
 from inferno.client import launcher
+from inferno.client.arguments import (
+    UsageError,
+    clone_changes,
+    resolve_experiment,
+    resolve_pipeline,
+    shown_name,
+)
 from inferno.client.demo import run_demo
 from inferno.client.embedded import NatsServerError, port_in_use
 from inferno.client.sdk import ApiUnreachable, Client, InfernoError, SpecError, load_spec
@@ -29,128 +35,17 @@ from inferno.client.tables import (
     CELL_WIDTH,
     clock,
     executors_table,
-    field,
     leaderboard_table,
     operations_table,
     pipeline_failures,
     pipelines_table,
     settled,
 )
-from inferno.client.terminal import ELLIPSIS, clip, json_safe, printable
+from inferno.client.terminal import clip, json_safe, printable
 from inferno.events.state import PipelineStatus
 
-CLONE_FIELDS = (
-    "pipeline_name",
-    "pipeline_type",
-    "model_config",
-    "sampling_params",
-    "client_config",
-    "rpm_limit",
-    "tpm_limit",
-)
 DEFAULT_WAIT_S = 10.0
-LISTED = 5  # names an error lists before it says "e.g."
 ERROR_WIDTH = 2000  # the longest error line printed
-
-
-class UsageError(Exception):
-    """Bad input from the person at the terminal: exit 2."""
-
-
-# pure helpers (unit-tested)
-def parse_set(items: Iterable[str]) -> dict[str, Any]:
-    """`["sampling_params.temperature=0.7", "pipeline_name=x"]` → nested clone changes. Values
-    are JSON when they parse as JSON (0.7, true, null, {"a": 1}), strings otherwise."""
-    changes: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        path = key.strip().split(".")
-        if not sep or not all(path):
-            raise UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. sampling_params.top_p=0.9")
-        if path[0] not in CLONE_FIELDS:
-            raise UsageError(f"--set {item!r}: {path[0]!r} is not one of {', '.join(CLONE_FIELDS)}")
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            value = raw
-        node = changes
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise UsageError(f"--set {item!r}: {part!r} was already set to a value")
-            node = child
-        node[path[-1]] = value
-    return changes
-
-
-def clone_changes(
-    name: str | None,
-    sets: Iterable[str],
-    model_config: str | None = None,
-    sampling_params: str | None = None,
-) -> dict[str, Any]:
-    """The clone body: --model-config/--sampling-params JSON objects, then --set on top."""
-    changes: dict[str, Any] = {}
-    for flag, raw in (("model-config", model_config), ("sampling-params", sampling_params)):
-        if raw is None:
-            continue
-        try:
-            value = json.loads(raw)
-        except ValueError as error:
-            raise UsageError(f"--{flag}: not valid JSON ({error})") from None
-        if not isinstance(value, dict):
-            raise UsageError(f"--{flag}: must be a JSON object")
-        changes[flag.replace("-", "_")] = value
-    for key, value in parse_set(sets).items():
-        if isinstance(value, dict) and isinstance(changes.get(key), dict):
-            changes[key] = {**changes[key], **value}
-        else:
-            changes[key] = value
-    if name:
-        changes["pipeline_name"] = name
-    return changes
-
-
-def resolve_pipeline(token: str, pipelines: Sequence[dict[str, Any]]) -> int:
-    """A pipeline id, or the one live pipeline whose name is `token` or starts with it."""
-    if token.isdigit():
-        return int(token)
-    live = [p for p in pipelines if p.get("status") != "deleted"]
-    exact = [p for p in live if field(p, "pipeline_name") == token]
-    matches = exact or [p for p in live if str(field(p, "pipeline_name", "")).startswith(token)]
-    if len(matches) == 1:
-        return int(matches[0]["pipeline_id"])
-    if not matches:
-        listed = listing("pipeline", [_label(p) for p in live])
-        raise UsageError(f"no pipeline id or name prefix matches {_quote(token)} ({listed})")
-    raise UsageError(
-        f"{_quote(token)} matches {listing('pipeline', [_label(p) for p in matches])};"
-        " give more of the name, or the id"
-    )
-
-
-def listing(what: str, labels: Sequence[str]) -> str:
-    """`2 pipelines: 1 (a), 2 (b)`; past LISTED labels `2,345 pipelines, e.g. 1 (a), …`, so an
-    error stays one short line however many there are."""
-    count = f"{len(labels):,} {what}{'' if len(labels) == 1 else 's'}"
-    if not labels:
-        return f"no {what}s"
-    if len(labels) <= LISTED:
-        return f"{count}: {', '.join(labels)}"
-    return f"{count}, e.g. {', '.join(labels[:LISTED])}, {ELLIPSIS}"
-
-
-def _quote(token: str) -> str:
-    return repr(clip(token, CELL_WIDTH))
-
-
-def _label(pipeline: dict[str, Any]) -> str:
-    return f"{pipeline['pipeline_id']} ({_name(pipeline)})"
-
-
-def _name(pipeline: dict[str, Any]) -> str:
-    """The name as the tables show it: escaped and cut to CELL_WIDTH."""
-    return printable(field(pipeline, "pipeline_name", "?"), CELL_WIDTH)
 
 
 # commands
@@ -218,7 +113,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             return _fail(f"experiment not created yet: {undecided(answer, client.no_leader())}", 1)
         pipelines = answer.get("pipelines") or []
         if pipelines:
-            listed = [f"{p['pipeline_id']} {_name(p)}" for p in pipelines]
+            listed = [f"{p['pipeline_id']} {shown_name(p)}" for p in pipelines]
         else:
             listed = [str(i) for i in result.get("pipeline_ids", [])]
         emit(out, f"pipelines   {', '.join(listed) or '(pending)'}")
@@ -376,26 +271,6 @@ class JsonlSink:
     def close(self) -> None:
         self._out.write(json_safe(self._decoder.decode(b"", final=True)))
         self._out.flush()
-
-
-def resolve_experiment(token: str, experiments: Sequence[dict[str, Any]]) -> str:
-    """An experiment id, or the one experiment whose name is `token` or starts with it."""
-    if any(e.get("experiment_id") == token for e in experiments):
-        return token
-    exact = [e for e in experiments if e.get("experiment_name") == token]
-    matches = exact or [e for e in experiments if str(e.get("experiment_name")).startswith(token)]
-    if len(matches) == 1:
-        return str(matches[0]["experiment_id"])
-    if not matches:
-        listed = listing("experiment", [_experiment_label(e) for e in experiments])
-        raise UsageError(f"no experiment id or name prefix matches {_quote(token)} ({listed})")
-    listed = listing("experiment", [_experiment_label(e) for e in matches])
-    raise UsageError(f"{_quote(token)} matches {listed}; give its id")
-
-
-def _experiment_label(experiment: dict[str, Any]) -> str:
-    name = clip(str(experiment.get("experiment_name")), CELL_WIDTH)
-    return f"{clip(str(experiment['experiment_id']), CELL_WIDTH)} ({name})"
 
 
 def cmd_ops(args: argparse.Namespace, out: TextIO) -> int:

@@ -41,10 +41,13 @@ import httpx
 
 from inferno.client.embedded import EmbeddedNats, NatsServerError, die_with_parent_hook, free_port
 from inferno.client.restarts import Backoff, after_crash
+from inferno.client.terminal import printable
 
 STATE_FILE = "up.json"
 _COLORS = ("36", "35", "33", "32", "34", "91", "96", "95", "93", "92")
 _TAIL_LINES = 30
+MAX_LINE = 4000
+"""Characters of a child's log line shown (a traceback line or a long event stays readable)."""
 
 
 class ClusterError(RuntimeError):
@@ -232,7 +235,8 @@ class LocalCluster:
 
     def _pump(self, child: Child, stream: IO[bytes]) -> None:
         for raw in stream:
-            line = raw.decode(errors="replace").rstrip("\r\n")
+            # a child's line can quote a pipeline name: show it as the CLI shows any text
+            line = printable(raw.decode(errors="replace").rstrip("\r\n"), MAX_LINE)
             child.tail.append(line)
             self.say(child.name, line)
 
@@ -263,15 +267,19 @@ class LocalCluster:
                 for child in self.children:
                     if not child.alive:
                         raise ClusterError(self._exited(child))
+                suspect = "api"
                 with contextlib.suppress(httpx.HTTPError, ValueError):
-                    if http.get("/readyz").is_success:
-                        waiting = f"{self.executor_count} executors to register"
+                    ready = http.get("/readyz")
+                    if ready.is_success:
+                        waiting, suspect = f"{self.executor_count} executors to register", "exec-"
                         if self._registered(http) >= self.executor_count:
                             return
+                    else:  # the api says which check fails: the leader's is the schedulers'
+                        body = ready.json()
+                        waiting = f"the api's /readyz: {body.get('error')}"
+                        suspect = "scheduler" if "leader" in body.get("failed", []) else "api"
                 if time.monotonic() > deadline:
-                    suspects = [c for c in self.children if c.name == "api"]
-                    if waiting.endswith("register"):
-                        suspects = [c for c in self.children if c.name.startswith("exec-")]
+                    suspects = [c for c in self.children if c.name.startswith(suspect)]
                     tails = "\n".join(f"--- {c.name}:\n{c.last_lines()}" for c in suspects)
                     raise ClusterError(
                         f"cluster not ready after {timeout:.0f}s (waiting for {waiting})\n{tails}"

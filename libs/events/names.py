@@ -15,7 +15,7 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 def check_token(value: str | int, what: str) -> str:
     """A subject token must not contain `.`, spaces or wildcards, or it would change the subject."""
     token = str(value)
-    if not _TOKEN.match(token):
+    if not _TOKEN.fullmatch(token):
         raise ValueError(f"{what} {token!r} may only contain letters, digits, '_' and '-'")
     return token
 

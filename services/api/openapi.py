@@ -31,7 +31,8 @@ WHY: dict[int, str] = {
     " another request.",
     413: "The request body, or the command it makes, is over the configured limit.",
     415: "The body's Content-Type is not one this route reads.",
-    503: "The log (NATS JetStream) is unavailable or behind; retry.",
+    503: "The log (NATS JetStream) is unavailable or behind (on /readyz also: no scheduler"
+    " holds the lease); retry.",
 }
 
 _ERROR_REF = {"$ref": "#/components/schemas/Error"}

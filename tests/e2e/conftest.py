@@ -16,11 +16,8 @@ e.g. a bearer token or a short heartbeat TTL; LocalCluster copies `os.environ` i
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import subprocess
-import sys
-import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -35,6 +32,7 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
+from bench.openai_server import OpenAIServer
 from inferno.api import views
 from inferno.client.embedded import die_with_parent_hook, wait_for_meta_leader
 from inferno.client.launcher import Child, LocalCluster
@@ -51,6 +49,7 @@ from inferno.events.commands import AnyCommand, AnyReport
 from inferno.events.events import AnyEvent, ShardCompleted
 from inferno.events.jetstream import connect, replay
 from inferno.events.work import results_name
+from tests.waiting import until
 
 T = TypeVar("T")
 
@@ -172,14 +171,7 @@ def r3_cluster(
 def openai_server() -> Iterator[Any]:
     """The OpenAI-compatible test server (bench/openai_server.py) on loopback, for `openai`
     pipelines: it answers "A + B" prompts with the sum and wants the bearer key `api_key`."""
-    path = Path(__file__).resolve().parents[2] / "bench" / "openai_server.py"
-    spec = importlib.util.spec_from_file_location("inferno_bench_openai_server", path)
-    assert spec is not None  # bench/ is not a package
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    with module.OpenAIServer(api_key="sk-e2e-" + uuid.uuid4().hex) as server:
+    with OpenAIServer(api_key="sk-e2e-" + uuid.uuid4().hex) as server:
         yield server
 
 
@@ -280,17 +272,15 @@ class Live:
         return await self.get(f"/api/v1/pipelines/{pipeline_id}")
 
     async def until(
-        self, check: Callable[[], Awaitable[T | None]], what: str, timeout: float = 15.0
+        self, check: Callable[[], Awaitable[T | None]], what: str, timeout: float = 60.0
     ) -> T:
-        """Poll `check` until it returns something truthy; fail naming `what` after `timeout`."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if result := await check():
-                return result
-            for message in self.cluster.check():  # a child that died explains a timeout
+        """`waiting.until`, printing why a child died (that explains a timeout)."""
+
+        def report_deaths() -> None:
+            for message in self.cluster.check():
                 print(message)
-            assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-            await asyncio.sleep(0.05)
+
+        return await until(check, what, timeout, on_miss=report_deaths)
 
     async def running(self, pipeline_id: int, *, completed: int = 0) -> dict[str, Any]:
         """The pipeline once it has `completed` shards done and at least one in flight."""
@@ -301,7 +291,7 @@ class Live:
 
         return await self.until(check, f"pipeline {pipeline_id} running")
 
-    async def settled(self, *pipeline_ids: int, timeout: float = 20.0) -> list[dict[str, Any]]:
+    async def settled(self, *pipeline_ids: int, timeout: float = 90.0) -> list[dict[str, Any]]:
         """The pipelines once each is completed, stopped, deleted or failed with nothing in
         flight."""
 
@@ -312,7 +302,7 @@ class Live:
 
         return await self.until(check, f"pipelines {pipeline_ids} to settle", timeout)
 
-    async def operation(self, ic_id: int, timeout: float = 10.0) -> dict[str, Any]:
+    async def operation(self, ic_id: int, timeout: float = 60.0) -> dict[str, Any]:
         """The operation once it is final, polled as RapidFire's clients poll it."""
 
         async def check() -> dict[str, Any] | None:

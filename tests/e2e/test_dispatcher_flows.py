@@ -321,7 +321,7 @@ async def test_delete_aborts_in_flight_work(shared_live: Live) -> None:
         return ends if len(ends) == len(running) else None
 
     # each executor cancels its shards well before they could have finished
-    ends = await live.until(final_reports, "the executors to abort", timeout=2.0)
+    ends = await live.until(final_reports, "the executors to abort")
     assert all(isinstance(r, ShardAborted) for r in ends), ends
     events = await live.events()
     deleted_at = seq_of(events, PipelineDeleted, doomed)

@@ -11,10 +11,9 @@ simulated) and that steering works on a real engine.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +26,7 @@ from inferno.events import Names
 from inferno.events.jetstream import connect
 from inferno.executor.backends import hf
 from inferno.executor.service import local_gpus
+from tests.waiting import until
 
 T = TypeVar("T")
 ROWS = [
@@ -71,14 +71,6 @@ async def call(api: httpx.AsyncClient, method: str, path: str, body: Any = None)
     response = await api.request(method, path, json=body, params={"wait": 10})
     assert response.status_code == 200, f"{method} {path}: {response.text}"
     return response.json()
-
-
-async def until(check: Callable[[], Awaitable[T | None]], what: str, timeout: float) -> T:
-    deadline = time.monotonic() + timeout
-    while not (result := await check()):
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        await asyncio.sleep(0.05)
-    return result
 
 
 async def pipeline_when(
@@ -149,13 +141,13 @@ async def test_an_hf_pipeline_runs_and_is_steered_mid_run(
     experiment_id, pid = created["experiment_id"], created["pipelines"][0]["pipeline_id"]
 
     # the first shard pays for importing torch and loading the model
-    await pipeline_when(api, pid, running, timeout=40)
+    await pipeline_when(api, pid, running, timeout=120)
     await call(api, "POST", f"/pipelines/{pid}/stop")
-    stopped = await pipeline_when(api, pid, settled("stopped"), timeout=15)
+    stopped = await pipeline_when(api, pid, settled("stopped"), timeout=90)
     assert 1 <= stopped["shards_completed"] < SHARDS, stopped
 
     await call(api, "POST", f"/pipelines/{pid}/resume")
-    await pipeline_when(api, pid, running, timeout=15)
+    await pipeline_when(api, pid, running, timeout=90)
     op = await call(
         api,
         "POST",
@@ -165,8 +157,8 @@ async def test_an_hf_pipeline_runs_and_is_steered_mid_run(
     assert op["status"] == "completed", op
     clone_id = op["result"]["pipeline_id"]
 
-    original = await pipeline_when(api, pid, settled("completed"), timeout=30)
-    clone = await pipeline_when(api, clone_id, settled("completed"), timeout=30)
+    original = await pipeline_when(api, pid, settled("completed"), timeout=180)
+    clone = await pipeline_when(api, clone_id, settled("completed"), timeout=180)
     for p in (original, clone):
         assert (p["shards_completed"], p["rows_processed"]) == (SHARDS, len(ROWS)), p
         assert p["simulated"] is False

@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import importlib.util
 import io
 import secrets
 import string
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +34,7 @@ import pytest
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from bench import openai_server as fake
 from inferno.client.launcher import LocalCluster
 from inferno.events.names import Names
 
@@ -44,22 +43,9 @@ SIM = {"model": "sim-a", "accuracy": 0.7}
 FAST_RETRIES = {"backoff_s": 0.02, "backoff_max_s": 0.1}
 
 
-def _load_server_module() -> Any:
-    """bench/ is not a package: load the OpenAI-compatible test server from its file."""
-    path = Path(__file__).parents[2] / "bench" / "openai_server.py"
-    spec = importlib.util.spec_from_file_location("inferno_bench_openai_server_e2e", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def endpoints() -> Iterator[tuple[Any, Any]]:
     """Two OpenAI-compatible servers: one open, one that wants a bearer token (set later)."""
-    fake = _load_server_module()
     with fake.OpenAIServer() as open_server, fake.OpenAIServer() as token_server:
         yield open_server, token_server
 

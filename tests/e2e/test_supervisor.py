@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,6 +32,7 @@ from inferno.client.restarts import Backoff
 from inferno.events import Names, decode_event, fold
 from inferno.events.events import ShardCompleted
 from inferno.events.jetstream import connect, replay
+from tests.waiting import until_blocking
 
 pytestmark = pytest.mark.slow
 
@@ -39,16 +40,6 @@ T = TypeVar("T")
 INFERNO = Path(sys.executable).parent / "inferno"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 ROWS = [json.loads(line) for line in (EXAMPLES / "arith.jsonl").read_text().splitlines() if line]
-
-
-def until(check: Callable[[], T | None], what: str, timeout: float = 60.0) -> T:
-    """Poll `check` until it returns something truthy; fail naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if result := check():
-            return result
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.1)
 
 
 @dataclass
@@ -101,7 +92,7 @@ class Up:
             pid = self.pids().get(name)
             return pid if pid not in (None, old_pid) and is_running(pid) else None
 
-        return until(new_pid, f"{name} to be started again")
+        return until_blocking(new_pid, f"{name} to be started again")
 
 
 @pytest.fixture
@@ -174,7 +165,7 @@ def test_a_killed_api_comes_back_and_serves_and_down_stops_everything(up: Up) ->
     os.kill(before["api"], signal.SIGKILL)
     new_api = up.restarted("api", before["api"])
     with httpx.Client(base_url=up.api_url, timeout=10.0, trust_env=False) as http:
-        until(lambda: get(http, "/readyz"), "the new api to be ready")
+        until_blocking(lambda: get(http, "/readyz"), "the new api to be ready")
         assert get(http, "/api/v1/pipelines") == []
     assert "api was killed by SIGKILL after" in up.report()
     assert "restarting it in 1s" in up.report()
@@ -197,7 +188,7 @@ def test_a_killed_nats_server_comes_back_and_the_running_experiment_completes(up
             pipelines = get(http, "/api/v1/pipelines") or []
             return sum(p["shards_completed"] for p in pipelines)
 
-        until(lambda: shards_done() >= 2, "2 shards completed")
+        until_blocking(lambda: shards_done() >= 2, "2 shards completed")
         nats = up.pids()["nats"]
         os.kill(nats, signal.SIGKILL)
         assert shards_done() < 24  # mid-run (or the api cannot even tell while nats is down)
@@ -207,7 +198,7 @@ def test_a_killed_nats_server_comes_back_and_the_running_experiment_completes(up
             pipelines = [get(http, f"/api/v1/pipelines/{pid}") for pid in ids]
             return all(p and p["status"] == "completed" for p in pipelines)
 
-        until(all_completed, "every pipeline to complete after the restart", timeout=180)
+        until_blocking(all_completed, "every pipeline to complete after the restart", timeout=180)
 
     completed, state = shard_completions(f"nats://127.0.0.1:{up.nats_port}")
     assert completed == Counter({(pid, shard): 1 for pid in ids for shard in range(8)})
@@ -222,7 +213,7 @@ def test_up_again_at_once_after_the_whole_cluster_was_killed(up: Up) -> None:
         for name in ("nats", "api", "up", *pids):  # as a power cut or OOM kill would
             if is_running(pids[name]):
                 os.kill(pids[name], signal.SIGKILL)
-        until(lambda: not any(is_running(pid) for pid in pids.values()), "the kills")
+        until_blocking(lambda: not any(is_running(pid) for pid in pids.values()), "the kills")
     assert read_state(up.data_dir) is not None  # stale: nobody removed it
 
     started = time.monotonic()
@@ -248,11 +239,15 @@ def test_a_nats_server_that_crashes_at_once_is_given_up_and_the_cluster_stops(up
     blocker = socket.socket()  # takes nats's port the moment it is free: every restart fails
     blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        os.kill(pids["nats"], signal.SIGKILL)
-        until(lambda: not is_running(pids["nats"]), "nats to die", timeout=10)
-        until(lambda: bound(blocker, up.nats_port), "the port", timeout=0.5)  # restart is in 1 s
-        blocker.listen()
-        until(lambda: not is_running(pids["up"]), "the supervisor to give up", timeout=180)
+        os.kill(pids["up"], signal.SIGSTOP)  # so it cannot restart nats before the port is taken
+        try:
+            os.kill(pids["nats"], signal.SIGKILL)
+            until_blocking(lambda: not is_running(pids["nats"]), "nats to die")
+            until_blocking(lambda: bound(blocker, up.nats_port), "nats's port to be free")
+            blocker.listen()
+        finally:
+            os.kill(pids["up"], signal.SIGCONT)
+        until_blocking(lambda: not is_running(pids["up"]), "the supervisor to give up", timeout=180)
     finally:
         blocker.close()
     report = up.report()
@@ -288,7 +283,7 @@ def test_an_executor_that_crashes_at_once_is_given_up_and_the_rest_keeps_running
             messages.extend(cluster.supervise())  # the thread that started it, as serve() does
             return any("giving up" in m for m in messages)
 
-        until(gave_up, "the launcher to give up on exec-1")
+        until_blocking(gave_up, "the launcher to give up on exec-1")
         print("\n".join(messages))
         assert messages[0].startswith("exec-1 was killed by SIGKILL after")
         assert messages[0].endswith("restarting it in 0.2s")

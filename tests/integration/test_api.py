@@ -39,6 +39,7 @@ from inferno.events.jetstream import Appender, Outgoing
 from inferno.events.model import MetricStats, ShardStats
 from inferno.events.work import ExecutorInfo
 from inferno.scheduler.lease import Lease
+from tests import waiting
 
 ROWS = [
     {"id": 1, "question": "2+2?", "answer": "4"},
@@ -87,11 +88,8 @@ class _Ref:
 ANY_REF = _Ref()
 
 
-async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
+async def until(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    await waiting.until(check, "the condition", timeout, interval=0.005)
 
 
 @dataclass

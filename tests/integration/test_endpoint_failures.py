@@ -12,12 +12,9 @@ the session's nats-server. Endpoints: a dead port, and the OpenAI-compatible tes
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import io
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,6 +22,7 @@ import pytest
 import uvicorn
 from nats.js import JetStreamContext
 
+from bench import openai_server as fake
 from inferno.api.app import create_app
 from inferno.client import cli
 from inferno.client.embedded import free_port
@@ -42,21 +40,6 @@ POISON = {"What is 1 + 1?", "What is 4 + 4?"}  # one row of each 3-row shard nev
 FAST = {"max_attempts": 2, "backoff_s": 0.01, "backoff_max_s": 0.02}
 DEAD_URL = "http://127.0.0.1:1/v1"  # nothing listens on port 1
 SETTLED = ("completed", "failed", "stopped", "deleted")
-
-
-def _load_server_module() -> Any:
-    """bench/ is not a package: load the test server from its file."""
-    path = Path(__file__).parents[2] / "bench" / "openai_server.py"
-    spec = importlib.util.spec_from_file_location("inferno_bench_openai_server_e6", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-fake = _load_server_module()
 
 
 def answer_or_fail(prompt: str) -> str:

@@ -38,20 +38,15 @@ from inferno.executor.backends import default_backends
 from inferno.executor.backends.base import Backend, GenerationRequest
 from inferno.executor.backends.sim import SimConfig, answer
 from inferno.executor.service import run
+from tests.waiting import until
 
 HEARTBEAT_TTL_S = 3.0
 ROWS = [{"id": f"r{i}", "question": f"{i}+1?", "answer": str(i + 1)} for i in range(40)]
 EVAL = EvalSpec(prompt="Q: {question}\nA:", scorers=[Scorer(name="exact_match", target="answer")])
 
 
-async def wait_until(check: Callable[[], Awaitable[Any]], timeout: float = 5.0) -> Any:
-    """Poll `check` until it returns something truthy (and return that)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not (result := await check()):
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {check.__name__}")
-        await asyncio.sleep(0.05)
-    return result
+async def wait_until(check: Callable[[], Awaitable[Any]], timeout: float = 30.0) -> Any:
+    return await until(check, check.__name__, timeout)
 
 
 async def reports(js: JetStreamContext, names: Names) -> list[AnyReport]:

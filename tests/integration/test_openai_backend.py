@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import importlib.util
-import sys
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -17,6 +14,7 @@ import msgspec
 import pytest
 from nats.js import JetStreamContext
 
+from bench import openai_server as fake
 from inferno.events.backend_options import OPENAI_TUNING_KEYS
 from inferno.events.codec import decode_report, encode
 from inferno.events.commands import AnyReport, ShardErrored, ShardFinished
@@ -29,21 +27,6 @@ from inferno.events.work import WorkOrder
 from inferno.executor.backends import openai as openai_backend
 from inferno.executor.backends.base import EngineAborted, EngineConfigError, GenerationRequest
 from inferno.executor.service import run
-
-
-def _load_server_module() -> Any:
-    """bench/ is not a package: load the test server from its file."""
-    path = Path(__file__).parents[2] / "bench" / "openai_server.py"
-    spec = importlib.util.spec_from_file_location("inferno_bench_openai_server", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-fake = _load_server_module()
 
 POISON = 13  # the server can never answer this row
 ROWS = [

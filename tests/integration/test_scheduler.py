@@ -67,6 +67,7 @@ from inferno.events.work import (
     work_order_decoder,
 )
 from inferno.scheduler.service import Status, run
+from tests.waiting import until
 
 HEARTBEAT_TTL = 2.0
 LEASE_TTL = 1.0
@@ -341,19 +342,13 @@ async def evt(js: JetStreamContext, names: Names) -> Log:
 
 
 async def eventually(
-    check: Callable[[], Awaitable[Any]], *, timeout: float = 5.0, what: str = "condition"
+    check: Callable[[], Awaitable[Any]], *, timeout: float = 30.0, what: str = "condition"
 ) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not (result := await check()):
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.03)
-    return result
+    return await until(check, what, timeout, interval=0.03)
 
 
 async def until_log(
-    js: JetStreamContext, names: Names, check: Callable[[Log], Any], *, timeout: float = 5.0
+    js: JetStreamContext, names: Names, check: Callable[[Log], Any], *, timeout: float = 30.0
 ) -> Log:
     async def look() -> Log | None:
         log = await evt(js, names)

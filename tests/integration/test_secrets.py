@@ -33,6 +33,7 @@ from inferno.executor.backends import default_backends
 from inferno.executor.backends.base import Backend, Generation, GenerationRequest
 from inferno.executor.secrets import SecretError, Secrets, resolve_secrets
 from inferno.executor.service import run
+from tests import waiting
 
 ROWS = [{"id": i, "question": f"{i}+1?", "answer": str(i + 1)} for i in range(6)]
 
@@ -42,12 +43,8 @@ def new_key() -> str:
     return "sk-test-" + "".join(secrets.choice(alphabet) for _ in range(24))
 
 
-async def until(check: Callable[[], Awaitable[Any]], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := await check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {check.__name__}"
-        await asyncio.sleep(0.02)
-    return result
+async def until(check: Callable[[], Awaitable[Any]], timeout: float = 30.0) -> Any:
+    return await waiting.until(check, check.__name__, timeout, interval=0.02)
 
 
 async def stored(js: JetStreamContext, stream: str) -> bytes:

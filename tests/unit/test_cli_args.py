@@ -6,15 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from inferno.client.cli import (
-    UsageError,
-    build_parser,
-    clone_changes,
-    default_api_url,
-    main,
-    parse_set,
-    resolve_pipeline,
-)
+from inferno.client.arguments import UsageError, clone_changes, parse_set, resolve_pipeline
+from inferno.client.cli import build_parser, default_api_url, main
 
 
 def test_set_builds_nested_changes_with_json_values() -> None:

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from inferno.client.cli import UsageError, build_parser, main, resolve_experiment, resolve_pipeline
+from inferno.client.arguments import UsageError, resolve_experiment, resolve_pipeline
+from inferno.client.cli import build_parser, main
 
 INFERNO = Path(sys.executable).parent / "inferno"
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from inferno.client.cli import UsageError, main, resolve_experiment
+from inferno.client.arguments import UsageError, resolve_experiment
+from inferno.client.cli import main
 from inferno.client.tables import leaderboard_table, metric_value, pipelines_table
 
 EXPERIMENTS = [

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -17,6 +18,12 @@ from inferno.events.config import Settings
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
 SERVICES = COMPOSE["services"]
+
+
+def interpolated(value: object) -> str:
+    """A value as compose gives it to the container when the variables it names are unset
+    (`${VAR:-default}` becomes `default`)."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value))
 
 
 def test_three_nats_nodes_share_one_cluster_config_that_fsyncs_before_ack():
@@ -46,7 +53,9 @@ def test_services_run_inferno_modules_with_r3_streams_and_a_standby_scheduler():
         assert command[:2] == ["python", "-m"]
         assert importlib.util.find_spec(command[2]) is not None, command[2]
         roles.setdefault(command[2], []).append(name)
-        settings = Settings.from_env({k: str(v) for k, v in service["environment"].items()})
+        settings = Settings.from_env(
+            {k: interpolated(v) for k, v in service["environment"].items()}
+        )
         assert settings.replicas == 3
         assert settings.nats_url.count("nats://") == 3
     assert roles == {
