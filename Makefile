@@ -52,6 +52,7 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 fmt: install
 	$(BIN)/ruff format .
@@ -77,6 +78,6 @@ demo: $(BASE_STAMP)
 
 # removes everything the commands above create, the virtual environment included
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .ruff_cache .hypothesis bench/out
+	rm -rf $(VENV) build dist .pytest_cache .ruff_cache .mypy_cache .hypothesis bench/out
 	find . -path ./.git -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -prune \
 		-exec rm -rf {} +

@@ -576,7 +576,7 @@ def stop_detached(data_dir: Path, timeout: float = 20.0, pid: int | None = None)
     if not alive:
         remove_state(data_dir / STATE_FILE)
         return False
-    targets = [supervisor] if supervisor in alive else alive
+    targets = alive[:1] if supervisor in alive else alive  # alive lists the supervisor first
     for p, _ in targets:
         with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGTERM)

@@ -12,7 +12,7 @@ import io
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, Protocol
 
 import httpx
 import yaml
@@ -22,6 +22,12 @@ from inferno.events.dataset_files import SUFFIXES, DatasetFileError, format_of, 
 DEFAULT_URL = "http://127.0.0.1:8851"
 API = "/api/v1"
 DATASET_SUFFIXES = tuple(SUFFIXES)
+
+
+class BytesSink(Protocol):
+    """Where `download_results` writes: a binary file, or anything with a bytes `write`."""
+
+    def write(self, data: bytes, /) -> object: ...
 
 
 class InfernoError(Exception):
@@ -107,7 +113,7 @@ class Client:
     def pipeline(self, pipeline_id: int) -> dict[str, Any]:
         return self._request("GET", f"{API}/pipelines/{pipeline_id}")
 
-    def download_results(self, pipeline_id: int, out: BinaryIO) -> int:
+    def download_results(self, pipeline_id: int, out: BytesSink) -> int:
         """Stream the pipeline's per-row results (JSONL, completed shards in order) into `out`;
         the number of rows written."""
         rows = 0

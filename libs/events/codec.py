@@ -47,10 +47,7 @@ _event_decoder = msgspec.json.Decoder(AnyEvent)
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
 _command_decoder = msgspec.json.Decoder(AnyCommand)
 _report_decoder = msgspec.json.Decoder(AnyReport)
-_KNOWN_EVENT_TAGS = frozenset(
-    t.__struct_config__.tag
-    for t in AnyEvent.__args__  # type: ignore[attr-defined]
-)
+_KNOWN_EVENT_TAGS = frozenset(t.__struct_config__.tag for t in AnyEvent.__args__)
 
 encode = _encoder.encode
 

@@ -6,7 +6,7 @@ events: explicit tags, a schema version, new fields only with defaults.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, TypedDict
 
 import msgspec
 
@@ -88,6 +88,15 @@ class Report(msgspec.Struct, tag_field="report", kw_only=True, omit_defaults=Tru
     shard: int
     attempt: int
     at: float = 0.0
+
+
+class ReportIds(TypedDict):
+    """The `Report` fields that name the attempt, for `ShardStarted(**ids, ...)` and the like."""
+
+    executor_id: str
+    pipeline_id: int
+    shard: int
+    attempt: int
 
 
 class ShardStarted(Report, tag="shard_started"):

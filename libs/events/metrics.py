@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from statistics import NormalDist
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from inferno.events.model import LATENCY_BUCKETS_MS, EvalSpec, MetricStats
 from inferno.events.scorers import BINARY_SCORERS
@@ -201,7 +201,7 @@ def estimated_cost(
     ) / 1000
 
 
-def _price(value: Any) -> bool:
+def _price(value: object) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
 
 

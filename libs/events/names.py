@@ -99,7 +99,7 @@ class Names:
     def experiment_evt(self, experiment_id: str, kind: str) -> str:
         return f"{self.namespace}.evt.experiment.{experiment_id}.{kind}"
 
-    def pipeline_evt(self, pipeline_id: int, kind: str) -> str:
+    def pipeline_evt(self, pipeline_id: int | str, kind: str) -> str:  # str: the "*" wildcard
         return f"{self.namespace}.evt.pipeline.{pipeline_id}.{kind}"
 
     def shard_evt(self, pipeline_id: int, shard: int, kind: str) -> str:

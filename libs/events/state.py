@@ -17,6 +17,7 @@ from inferno.events.codec import UnknownEvent
 from inferno.events.commands import AnyCommand
 from inferno.events.events import (
     AnyEvent,
+    Event,
     ExperimentCompleted,
     ExperimentCreated,
     OperationCompleted,
@@ -342,7 +343,8 @@ _APPLY: dict[type, Callable[[State, Any], None]] = {
 }
 
 
-def evolve(state: State, event: AnyEvent | UnknownEvent) -> State:
+def evolve(state: State, event: Event | UnknownEvent) -> State:
+    """Apply one event; a type without an entry in `_APPLY` counts as unknown."""
     apply = _APPLY.get(type(event))
     if apply is None:
         state.unknown_events += 1

@@ -201,4 +201,5 @@ async def _earlier(gw: Gateway, where: str, message_id: str) -> tuple[int, str |
     headers = last.headers or {}
     if headers.get("Nats-Msg-Id") != message_id:
         return None
+    assert last.seq is not None  # nats-py types it Optional; a stored message has one
     return last.seq, headers.get(DIGEST_HEADER)

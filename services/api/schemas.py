@@ -162,8 +162,9 @@ class DatasetBody(_Closed):
     model_config = ConfigDict(json_schema_extra=_rows_xor_ref)
 
     # not Optional: a null is refused like any other wrong type; absent is the None default
-    rows: list[dict[str, Any]] = Field(default=None, min_length=1)
-    ref: str = Field(default=None, pattern=r"^sha256-[0-9a-f]{64}$")
+    # (mypy: a None default on a non-Optional field, on purpose, hence the ignores)
+    rows: list[dict[str, Any]] = Field(default=None, min_length=1)  # type: ignore[arg-type]
+    ref: str = Field(default=None, pattern=r"^sha256-[0-9a-f]{64}$")  # type: ignore[assignment]
 
     @model_validator(mode="before")
     @classmethod

@@ -85,11 +85,12 @@ def extract(value: Any, where: str, found: Found, headers: bool = False) -> Any:
                 ref_key = f"{key}{REF_SUFFIX}"
                 if ref_key in value:
                     raise bad_field(path, f"give {key} or {ref_key}, not both")
-                ref = None
-                if item is not None:
+                if item is None:
+                    out[ref_key] = None
+                else:
                     ref = found.make_ref()
                     found.secrets[ref] = msgspec.json.encode(item)
-                out[ref_key] = ref
+                    out[ref_key] = ref
             elif is_ref_key(key, headers):
                 if item is not None:
                     if not isinstance(item, str) or not _REF.match(item):

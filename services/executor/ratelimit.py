@@ -27,6 +27,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -143,7 +144,7 @@ class RateLimiter:
 
     async def _wait(self, delay: float) -> None:
         changed = asyncio.ensure_future(self._changed.wait())
-        waiters = {changed}
+        waiters: set[asyncio.Future[Any]] = {changed}
         if delay < math.inf:
             waiters.add(asyncio.ensure_future(self._sleep(delay)))
         try:

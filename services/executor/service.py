@@ -39,7 +39,7 @@ from nats.js.kv import KeyValue
 
 from inferno.client.logs import log_effective_config, mask_text
 from inferno.events.codec import decode_event, encode
-from inferno.events.commands import Report, ShardAborted, ShardErrored
+from inferno.events.commands import Report, ReportIds, ShardAborted, ShardErrored
 from inferno.events.config import Settings
 from inferno.events.events import PipelineDeleted, PipelineFailed
 from inferno.events.jetstream import Appender, Outgoing, connect, durable_pull, ensure_log
@@ -150,7 +150,7 @@ class Executor:
     async def _finish(self, running: _Running) -> None:
         """Wait for the shard, send its one final report, ack, and log its canonical line."""
         order, msg = running.order, running.msg
-        ids = {
+        ids: ReportIds = {
             "executor_id": self.rt.executor_id,
             "pipeline_id": order.pipeline_id,
             "shard": order.shard,

@@ -19,7 +19,13 @@ import msgspec
 from nats.js.object_store import ObjectStore
 
 from inferno.client.logs import mask_text
-from inferno.events.commands import Report, ShardFinished, ShardProgress, ShardStarted
+from inferno.events.commands import (
+    Report,
+    ReportIds,
+    ShardFinished,
+    ShardProgress,
+    ShardStarted,
+)
 from inferno.events.model import ShardStats
 from inferno.events.work import WorkOrder
 from inferno.events.work import results_name as work_results_name
@@ -83,7 +89,7 @@ def endpoint_failure(endpoint_errors: Counter[str], rows: int) -> str | None:
 
 async def run_shard(rt: Runtime, order: WorkOrder) -> ShardStats:
     started = time.monotonic()
-    ids = {
+    ids: ReportIds = {
         "executor_id": rt.executor_id,
         "pipeline_id": order.pipeline_id,
         "shard": order.shard,

@@ -341,6 +341,7 @@ class Appender:
             last = await self._get(stream, subject=messages[-1].subject)
             if last is None:
                 return None
+            assert last.seq is not None  # nats-py types it Optional; a stored message has one
             first = last.seq - len(messages) + 1
         for offset, message in enumerate(messages):
             stored = await self._get(stream, seq=first + offset)

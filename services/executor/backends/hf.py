@@ -325,11 +325,11 @@ class HfModel:
         inputs = [row or [start] for row in ids]  # an empty prompt starts from <bos>
         width = max(map(len, inputs))
         pad = [tokenizer.pad_token_id]
-        batch = {  # left padding: generated tokens follow every prompt's last token
+        padded = {  # left padding: generated tokens follow every prompt's last token
             "input_ids": [pad * (width - len(row)) + row for row in inputs],
             "attention_mask": [[0] * (width - len(row)) + [1] * len(row) for row in inputs],
         }
-        batch = {name: torch.tensor(rows, device=self.device) for name, rows in batch.items()}
+        batch = {name: torch.tensor(rows, device=self.device) for name, rows in padded.items()}
         kwargs = sampling.generate_kwargs()
         finish = _finish_criteria(width, sampling.stop, tokenizer, interrupted)
         stopping = transformers.StoppingCriteriaList([finish])

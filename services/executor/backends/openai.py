@@ -43,7 +43,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib.util import find_spec
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from inferno.client.logs import mask_text, remember_secret
@@ -63,6 +63,7 @@ from inferno.executor.ratelimit import RateLimiter, Reservation, backoff_s, serv
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
+    from openai.types.chat import ChatCompletionMessageParam
 
 UNSET_MAX_TOKENS_RESERVE = 256  # tokens reserved for the answer when sampling sets no maximum
 NO_KEY = "no-key"  # sent when no key is configured (e.g. a local `vllm serve` without --api-key)
@@ -298,28 +299,34 @@ class OpenAIEngine:
         config, client = self.config, self._client
         started = time.perf_counter()
         if config.endpoint == "completions":
-            raw = await client.completions.with_raw_response.create(
+            assert isinstance(prompt, str)  # generate() refuses message lists for /completions
+            raw_text = await client.completions.with_raw_response.create(
                 model=config.model, prompt=prompt, extra_body=body
             )
-            completion = raw.parse()
-            text = completion.choices[0].text if completion.choices else ""
+            text_completion = raw_text.parse()
+            text = text_completion.choices[0].text if text_completion.choices else ""
+            usage, status, headers = text_completion.usage, raw_text.status_code, raw_text.headers
         else:
             messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-            raw = await client.chat.completions.with_raw_response.create(
-                model=config.model, messages=messages, extra_body=body
+            raw_chat = await client.chat.completions.with_raw_response.create(
+                model=config.model,
+                # role/content dicts as the API takes them; openai types them as one TypedDict
+                # per role, which a dict[str, str] from a dataset row cannot be narrowed to
+                messages=cast("list[ChatCompletionMessageParam]", messages),
+                extra_body=body,
             )
-            completion = raw.parse()
-            text = (completion.choices[0].message.content or "") if completion.choices else ""
+            chat = raw_chat.parse()
+            text = (chat.choices[0].message.content or "") if chat.choices else ""
+            usage, status, headers = chat.usage, raw_chat.status_code, raw_chat.headers
         latency_ms = (time.perf_counter() - started) * 1000
         self._health.answered()
-        usage = completion.usage
         if usage is not None:
             prompt_tokens, completion_tokens = usage.prompt_tokens, usage.completion_tokens
         else:  # some servers do not report usage: count as the limiter does
             prompt_tokens = prompt_tokens_estimate(prompt)
             completion_tokens = math.ceil(len(text) / 4)
         reservation.settle(prompt_tokens + completion_tokens)
-        if (hint := server_hint(raw.status_code, raw.headers)) is not None:
+        if (hint := server_hint(status, headers)) is not None:
             self.limiter.pause(hint)  # the server says its quota is spent until then
         return Generation(
             text=text,

@@ -35,7 +35,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeGuard
 
 from inferno.events.model import PipelineSpec
 from inferno.executor.backends.base import (
@@ -76,7 +76,7 @@ def _integer(value: object, low: int = 1) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
-def _number(value: object, low: float = 0.0, high: float = math.inf) -> bool:
+def _number(value: object, low: float = 0.0, high: float = math.inf) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high
 
 
