@@ -214,7 +214,12 @@ class LocalCluster:
                 preexec_fn=die_with_parent_hook(),
             )
 
-    def _respawn(self, child: Child) -> None:
+    def restart(self, child: Child) -> None:
+        """Start a child that died again as it was first started (same argv, environment, ports
+        and log): the supervisor's restart, and the tests' after a kill. Call it from the thread
+        that started the cluster: the kernel ties a child's death signal to that thread."""
+        assert not child.alive, f"{child.name} is running"
+        child.reported_exit = False
         self._spawn(child)
         self._read(child)
 
@@ -307,7 +312,7 @@ class LocalCluster:
         messages = []
         procs = [("nats", self.nats.process, self._nats_tail, self.nats.spawn)]
         procs += [
-            (c.name, c.process, c.last_lines, partial(self._respawn, c)) for c in self.children
+            (c.name, c.process, c.last_lines, partial(self.restart, c)) for c in self.children
         ]
         for name, process, last_lines, start in procs:
             run = self.runs[name]

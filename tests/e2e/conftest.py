@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -34,7 +33,7 @@ from nats.js import JetStreamContext
 
 from bench.openai_server import OpenAIServer
 from inferno.api import views
-from inferno.client.embedded import die_with_parent_hook, wait_for_meta_leader
+from inferno.client.embedded import wait_for_meta_leader
 from inferno.client.launcher import Child, LocalCluster
 from inferno.events import (
     Names,
@@ -412,23 +411,8 @@ class Live:
             assert not errors, f"pipeline {pid}: {errors[:3]}"
 
     def restart(self, child: Child) -> None:
-        """Start a killed child again as LocalCluster started it: the same argv and environment,
-        output appended to its log, dying with this process (call it from the event loop's
-        thread: the kernel ties that to the thread that starts it)."""
-        assert child.log_file is not None
-        assert not child.alive, f"{child.name} is running"
-        with child.log_file.open("ab") as log:
-            child.log_offset = log.tell()
-            child.process = subprocess.Popen(
-                child.argv,
-                env=child.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=die_with_parent_hook(),
-            )
-        child.reported_exit = False
+        """Start a killed child again (from the event loop's thread, which started the cluster)."""
+        self.cluster.restart(child)
 
 
 @asynccontextmanager

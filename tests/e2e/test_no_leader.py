@@ -12,14 +12,11 @@ from __future__ import annotations
 import asyncio
 import io
 import re
-import subprocess
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from inferno.client import cli
-from inferno.client.embedded import die_with_parent_hook
-from inferno.client.launcher import Child
 
 if TYPE_CHECKING:
     from conftest import Live
@@ -32,22 +29,6 @@ SCHEDULERS = ("scheduler-1", "scheduler-2")
 @pytest.fixture(scope="module")
 def cluster_env() -> dict[str, str]:
     return {"INFERNO_LEASE_TTL_S": "2"}
-
-
-def start_again(child: Child) -> None:
-    """Start a killed child as LocalCluster starts it: same argv and environment, output
-    appended to its log, dying with this process."""
-    assert child.log_file is not None
-    with child.log_file.open("ab") as log:
-        child.process = subprocess.Popen(
-            child.argv,
-            env=child.env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=die_with_parent_hook(),
-        )
 
 
 async def readiness(live: Live, status: int) -> dict[str, Any]:
@@ -112,7 +93,7 @@ async def test_no_scheduler_means_not_ready_and_the_cli_says_why(
         return "warning: no scheduler holds the lease" in watched.getvalue()
 
     await live.until(warned_while_watching, "watch to warn", timeout=30)
-    start_again(live.child(SCHEDULERS[0]))
+    live.restart(live.child(SCHEDULERS[0]))
     healed = await readiness(live, 200)
     assert healed["checks"]["leader"]["detail"].startswith(f"{SCHEDULERS[0]} holds the lease")
     stop = await live.operation(int(found.group(1)), timeout=30)  # decided once one leads
