@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from inferno.events.events import AnyEvent, ShardAssigned, ShardCompleted, ShardReleased
+from tests.waiting import until
 
 if TYPE_CHECKING:
     from conftest import Live
@@ -75,19 +76,18 @@ async def insist(live: Live, path: str, body: Any = None, timeout: float = 90.0)
     """POST a write through an outage: one Idempotency-Key, sent again while the api cannot be
     reached or answers 503; the answer (a retry of a stored command answers its ic_id)."""
     headers = {"Idempotency-Key": uuid.uuid4().hex}
-    deadline = time.monotonic() + timeout
-    while True:
+
+    async def answer() -> dict[str, Any] | None:
         try:
             response = await live.http.post(path, json=body, headers=headers)
-            if response.status_code != 503:
-                assert response.status_code == 200, (
-                    f"{path}: {response.status_code} {response.text}"
-                )
-                return response.json()
         except httpx.TransportError:  # the api is down, or restarting
-            pass
-        assert time.monotonic() < deadline, f"timed out after {timeout}s: POST {path}"
-        await asyncio.sleep(0.1)
+            return None
+        if response.status_code == 503:
+            return None
+        assert response.status_code == 200, f"{path}: {response.status_code} {response.text}"
+        return response.json()
+
+    return await until(answer, f"POST {path} to be answered", timeout, interval=0.1)
 
 
 def issue_ops(live: Live, ids: dict[str, int]) -> dict[str, asyncio.Task[dict[str, Any]]]:
@@ -280,12 +280,11 @@ async def test_api_killed(r3_live: Live, openai_server: Any) -> None:
     ops = issue_ops(live, ids)  # they retry until the api is back
 
     # the scheduler and executors go on without the api: a shard completes meanwhile
-    deadline = time.monotonic() + 60
-    while not [
-        e for _, e in await live.events() if isinstance(e, ShardCompleted) and e.at > killed_at
-    ]:
-        assert time.monotonic() < deadline, "no shard completed while the api was down"
-        await asyncio.sleep(0.2)
+    async def completed_meanwhile() -> list[AnyEvent]:
+        events = await live.events()
+        return [e for _, e in events if isinstance(e, ShardCompleted) and e.at > killed_at]
+
+    await until(completed_meanwhile, "a shard completed while the api was down", 60, interval=0.2)
     live.restart(api)
     answers = await answered(live, ids, ops)
 

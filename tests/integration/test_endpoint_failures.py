@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -34,6 +33,7 @@ from inferno.events.names import Names
 from inferno.executor.backends import openai as openai_backend
 from inferno.executor.service import run as run_executor
 from inferno.scheduler.service import run as run_scheduler
+from tests.waiting import until
 
 ROWS = [{"id": i, "question": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(6)]
 POISON = {"What is 1 + 1?", "What is 4 + 4?"}  # one row of each 3-row shard never works
@@ -83,11 +83,12 @@ async def api_url(nats_url: str, names: Names, js: JetStreamContext) -> AsyncIte
     )
     api = uvicorn.Server(config)
     serving = asyncio.create_task(api.serve())
-    deadline = time.monotonic() + 30
-    while not api.started:
+
+    def started() -> bool:
         assert not serving.done(), serving.result()
-        assert time.monotonic() < deadline, "the api did not start"
-        await asyncio.sleep(0.02)
+        return api.started
+
+    await until(started, "the api to start", interval=0.02)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -109,14 +110,13 @@ def openai_pipeline(name: str, base_url: str) -> dict[str, Any]:
 
 
 async def settled(http: httpx.AsyncClient, pipeline_id: int) -> dict[str, Any]:
-    """The pipeline once it is settled with nothing in flight (generous: the box is loaded)."""
-    deadline = time.monotonic() + 90
-    while True:
+    """The pipeline once it is settled with nothing in flight."""
+
+    async def settled_pipeline() -> dict[str, Any] | None:
         pipeline = (await http.get(f"/api/v1/pipelines/{pipeline_id}")).json()
-        if pipeline["status"] in SETTLED and not pipeline["in_flight"]:
-            return pipeline
-        assert time.monotonic() < deadline, f"pipeline {pipeline_id} never settled: {pipeline}"
-        await asyncio.sleep(0.05)
+        return pipeline if pipeline["status"] in SETTLED and not pipeline["in_flight"] else None
+
+    return await until(settled_pipeline, f"pipeline {pipeline_id} to settle", 90)
 
 
 async def events(js: JetStreamContext, names: Names) -> list[Any]:
