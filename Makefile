@@ -58,11 +58,13 @@ fmt: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# every benchmark in turn (about 4 minutes on 2 cores); each writes bench/out/<name>.json.
+# every benchmark in turn (about 8 minutes on 2 cores, 3.5 of them cold_start's 10M-event log);
+# each writes bench/out/<name>.json.
 # Pick some and pass them arguments for a quick run, e.g.
 #   make bench BENCHES="replay dispatch" replay_ARGS="--events 100000 --rounds 1" \
 #       dispatch_ARGS=--only-sync-always
-BENCHES ?= replay ic_latency dispatch
+#   make bench BENCHES=cold_start cold_start_ARGS="--events 1000000"
+BENCHES ?= replay ic_latency dispatch cold_start sse_latency
 
 bench: install
 	@set -e; $(foreach b,$(BENCHES),echo "== bench/$(b).py $($(b)_ARGS)"; \

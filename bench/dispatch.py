@@ -51,16 +51,16 @@ from workload import sim_experiment
 
 from inferno.client.embedded import die_with_parent_hook
 from inferno.client.launcher import ClusterError, LocalCluster
-from inferno.client.logs import configure_logging
 from inferno.client.sdk import Client
 from inferno.events import Names, State, decode_event, decode_report, encode, evolve, subject_for
 from inferno.events.commands import ShardFinished, ShardStarted
-from inferno.events.config import Settings
 from inferno.events.events import ShardAssigned, ShardCompleted
-from inferno.events.jetstream import Appender, Outgoing, connect, ensure_log, replay
 from inferno.events.work import WorkOrder, report_msg_id, report_subject, work_order
 from inferno.executor.service import run
 from inferno.executor.shard import results_name
+from inferno.jetstream import Appender, Outgoing, connect, ensure_log, replay
+from inferno.runtime.logs import configure_logging
+from inferno.runtime.settings import Settings
 
 OUT = Path(__file__).parent / "out"
 NAMESPACE = "inferno"

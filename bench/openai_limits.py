@@ -33,16 +33,16 @@ from typing import Any
 from openai_server import OpenAIServer, count_tokens
 
 from inferno.client.embedded import EmbeddedNats
+from inferno.datasets.store import dataset_ref, to_jsonl
 from inferno.events.codec import decode_report, encode
 from inferno.events.commands import AnyReport, ShardErrored, ShardFinished
-from inferno.events.config import Settings
-from inferno.events.datasets import dataset_ref, to_jsonl
-from inferno.events.jetstream import connect, ensure_log, follow
 from inferno.events.model import EvalSpec, PipelineSpec, Scorer, shard_bounds
 from inferno.events.names import Names
 from inferno.events.work import WorkOrder
 from inferno.executor.backends import openai as openai_backend
 from inferno.executor.service import run
+from inferno.jetstream import connect, ensure_log, follow
+from inferno.runtime.settings import Settings
 
 OUT = Path(__file__).parent / "out"
 NAMES = Names("bench")

@@ -36,17 +36,17 @@ from pathlib import Path
 from typing import Any
 
 from inferno.client.embedded import EmbeddedNats
+from inferno.datasets.store import dataset_ref, to_jsonl
 from inferno.events.codec import decode_report, encode
 from inferno.events.commands import ShardErrored, ShardFinished
-from inferno.events.config import Settings
-from inferno.events.datasets import dataset_ref, to_jsonl
-from inferno.events.jetstream import connect, ensure_log
 from inferno.events.model import EvalSpec, PipelineSpec, Scorer
 from inferno.events.names import Names
 from inferno.events.work import WorkOrder
 from inferno.executor.backends import vllm as vllm_backend
 from inferno.executor.backends.base import Backend
 from inferno.executor.service import run
+from inferno.jetstream import connect, ensure_log
+from inferno.runtime.settings import Settings
 
 OUT = Path(__file__).parent / "out"
 NAMES = Names("bench")

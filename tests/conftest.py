@@ -10,6 +10,7 @@ Choose the server with the environment:
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import nats
 import pytest
+import structlog
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
@@ -36,6 +38,19 @@ def _docker_nats() -> Iterator[str]:
     with DockerContainer("nats:2.12-alpine").with_command("-js").with_exposed_ports(4222) as c:
         wait_for_logs(c, "Server is ready", timeout=60)
         yield f"nats://{c.get_container_host_ip()}:{c.get_exposed_port(4222)}"
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """For tests that configure logging (a service's start does): structlog's defaults and the
+    root logger's handlers come back afterwards, so no later test logs into a closed capture."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.contextvars.clear_contextvars()
+    structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

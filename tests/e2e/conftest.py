@@ -42,12 +42,12 @@ from inferno.events import (
     decode_event,
     decode_report,
     fold,
-    note_command,
 )
 from inferno.events.commands import AnyCommand, AnyReport
 from inferno.events.events import AnyEvent, ShardCompleted
-from inferno.events.jetstream import connect, replay
 from inferno.events.work import results_name
+from inferno.jetstream import connect, replay
+from inferno.readmodels import ReadModel, apply_command, apply_event
 from tests.waiting import until
 
 T = TypeVar("T")
@@ -356,22 +356,24 @@ class Live:
         assert leader, f"{stream} has no leader: {cluster}"
         return leader
 
-    async def log_state(self) -> State:
-        """What a reader folds from the log, as the api does: INFERNO_EVT through `evolve`, and
-        the commands of INFERNO_CMD that no event has decided yet as pending operations."""
-        state = await self.state()
+    async def read_model(self) -> ReadModel:
+        """What a reader folds from the log, as the api does: INFERNO_CMD and INFERNO_EVT into
+        the read model."""
+        model = ReadModel()
         for ic_id, command in await self.commands():
-            note_command(state, ic_id, command)
-        return state
+            apply_command(model, ic_id, command)
+        for seq, event in await self.events():
+            apply_event(model, seq, event)
+        return model
 
-    async def assert_projection_is_the_fold(self, timeout: float = 30.0) -> State:
+    async def assert_projection_is_the_fold(self, timeout: float = 30.0) -> ReadModel:
         """The api answers what its own views make of a fresh fold of the log (once it caught up:
         call it when nothing is running); returns that fold."""
         shown: dict[str, Any] = {}
         folded: dict[str, Any] = {}
 
-        async def equal() -> State | None:
-            state = await self.log_state()
+        async def equal() -> ReadModel | None:
+            state = await self.read_model()
             experiments = state.experiments
             folded.update(
                 experiments=[views.experiment(e) for e in experiments.values()],
@@ -390,7 +392,7 @@ class Live:
             assert shown == json.loads(json.dumps(folded))  # pytest shows the difference
             raise
 
-    async def assert_results_once(self, state: State) -> None:
+    async def assert_results_once(self, state: State | ReadModel) -> None:
         """INFERNO_RESULTS holds objects of completed shards only, and every row of each
         completed pipeline exactly once across its shards' objects, none an error."""
         store = await self.js.object_store(self.names.results_store)

@@ -223,7 +223,7 @@ async def test_executor_killed_mid_shard(r3_live: Live, openai_server: Any) -> N
     ops = issue_ops(live, ids)
     held = {  # but a's: stopped meanwhile, a shard of it released waits for the resume
         (pid, shard)
-        for pid, p in (await live.log_state()).pipelines.items()
+        for pid, p in (await live.state()).pipelines.items()
         for shard, a in p.in_flight.items()
         if a.executor_id == victim and pid != ids["a"]
     }

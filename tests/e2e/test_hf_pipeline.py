@@ -23,9 +23,9 @@ import pytest
 
 from inferno.client.launcher import LocalCluster
 from inferno.events import Names
-from inferno.events.jetstream import connect
 from inferno.executor.backends import hf
 from inferno.executor.service import local_gpus
+from inferno.jetstream import connect
 from tests.waiting import until
 
 T = TypeVar("T")

@@ -91,12 +91,22 @@ def test_use_it_steps_work_pasted_in_order(scratch: tuple[Path, dict[str, str]])
     assert re.search(r"^ +\d+ +3 +large +completed +8/8 ", leaderboard, re.M), leaderboard
     rows = [json.loads(line) for line in (cwd / "large.jsonl").read_text().splitlines()]
     assert [r["row_index"] for r in rows] == list(range(96))
+    story = out.split("\npipeline 1\n", 1)[1]  # `inferno history small`
+    assert re.search(r"stopped by \S+@\S+: \"diverging\"", story), story
+    assert re.search(r"CMD \d+ stop_pipeline .*pipeline 1 by \S+@\S+: \"diverging\"", out), out
+    assert re.search(r"^inferno verify, .*: ALL HELD$", out, re.M), out
 
     api_url = f"http://127.0.0.1:{env['INFERNO_API_PORT']}"
     out = bash(curl_block, cwd, {**env, "INFERNO_API_URL": api_url})
-    health, resumed, cloned = json_documents(out)
+    health, resumed, cloned, stops = json_documents(out)
     assert health["status"] == "ok", health
     assert resumed["operation"] == "resume", resumed
     assert resumed["pipeline_id"] == 1, resumed
     assert cloned["status"] == "completed", cloned
     assert cloned["result"]["pipeline_id"] == 5, cloned
+    (stop,) = stops["entries"]
+    assert (stop["type"], stop["reason"], stop["ids"]["pipeline_id"]) == (
+        "stop_pipeline",
+        "diverging",
+        1,
+    ), stop

@@ -21,6 +21,8 @@ import base64
 import io
 import secrets
 import string
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,6 +81,44 @@ async def stored_messages(js: JetStreamContext, stream: str) -> bytes:
     return bytes(blob)
 
 
+async def read_history(http: httpx.AsyncClient, api_url: str, ids: list[int]) -> dict[str, Any]:
+    """The whole history three ways, for the scan: every page of the events API (the response
+    hook keeps them), the SSE stream from the start (under "sse"), and the CLI's `events` and
+    `history` (by their arguments)."""
+    after, count = None, 0
+    while True:
+        params = {"stream": "cmd,evt,exec", "limit": 500, **({"after": after} if after else {})}
+        page = (await http.get("/api/v1/events", params=params)).json()
+        count += sum(1 for e in page["entries"] if e["stream"].endswith(("_CMD", "_EVT")))
+        after = page["cursor"]
+        if not page["more"]:
+            break
+    assert count > 20  # the run's commands and events: something to scan
+    streamed, seen = [], 0
+    async with httpx.AsyncClient(base_url=api_url, timeout=60, trust_env=False) as raw:
+        params = {"since": "0", "heartbeat": 1}
+        async with raw.stream("GET", "/api/v1/events/stream", params=params) as response:
+            async for chunk in response.aiter_bytes():
+                streamed.append(chunk)
+                seen += chunk.count(b"\ndata: ")
+                if seen >= count:
+                    break
+    runs = [["events", "--json", "--stream", "exec", "--stream", "cmd", "--stream", "evt"]]
+    runs += [["events"]] + [["history", str(pid)] for pid in ids]
+    found: dict[str, Any] = {"sse": [b"".join(streamed)]}
+    for args in runs:
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [str(Path(sys.executable).parent / "inferno"), "--api", api_url, *args],
+            capture_output=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        found[" ".join(args)] = done.stdout + done.stderr
+    assert b"pipeline_created" in found["events"]
+    return found
+
+
 async def wait_completed(http: httpx.AsyncClient, ids: list[int], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -99,6 +139,7 @@ async def test_an_api_key_appears_nowhere_but_in_the_secrets_bucket(
     endpoints: tuple[Any, Any],
 ):
     monkeypatch.setenv("INFERNO_LOG_LEVEL", "debug")  # the most a process ever logs
+    monkeypatch.setenv("INFERNO_SNAPSHOT_EVERY_EVENTS", "1")  # snapshots are scanned too
     sk_key = "sk-test-" + random_text(24)
     plain_key = "e2e-plain-" + random_text(24)  # matches no masking pattern
     url_password, url_key, header_key = (f"e2e-{random_text(24)}" for _ in range(3))
@@ -219,6 +260,9 @@ async def test_an_api_key_appears_nowhere_but_in_the_secrets_bucket(
                 *(f"/dispatcher/operation-status/{op['ic_id']}" for op in ops),
             ):
                 assert (await http.get(path)).status_code == 200, path
+            history = await read_history(http, cluster.api_url, ids)
+            responses += history.pop("sse")
+            cli_output = history
 
         # everything stored in the namespace: streams, KV buckets and object stores
         secrets_stream = f"KV_{names.secrets_bucket}"
@@ -228,6 +272,9 @@ async def test_an_api_key_appears_nowhere_but_in_the_secrets_bucket(
         )
         assert secrets_stream in streams
         stored = {s: await stored_messages(js, s) for s in streams}
+        # snapshots were taken (their chunks are in the OBJ_ stream scanned above)
+        snapshots = await (await js.object_store(names.snapshots_store)).list(ignore_deletes=True)
+        assert {info.name.split("@")[0] for info in snapshots} == {"decision", "readmodel"}
         for store_name in (names.data_store, names.results_store):
             store = await js.object_store(store_name)
             for info in await store.list():
@@ -249,6 +296,7 @@ async def test_an_api_key_appears_nowhere_but_in_the_secrets_bucket(
     logs = {path: path.read_bytes() for path in log_dir.iterdir()}
     logs[cluster.nats.log_file] = cluster.nats.log_file.read_bytes()
     logs[Path("launcher output")] = out.getvalue().encode()
+    logs.update({Path(f"inferno {args}"): text for args, text in cli_output.items()})
     assert logs[log_dir / "exec-1.log"], "the executor logged nothing: the scan would be empty"
 
     # the keys are nowhere but in the secrets bucket

@@ -31,7 +31,7 @@ from inferno.client.launcher import LocalCluster, is_running, read_state
 from inferno.client.restarts import Backoff
 from inferno.events import Names, decode_event, fold
 from inferno.events.events import ShardCompleted
-from inferno.events.jetstream import connect, replay
+from inferno.jetstream import connect, replay
 from tests.waiting import until_blocking
 
 pytestmark = pytest.mark.slow

@@ -1,9 +1,13 @@
-"""Writes the golden log and the state it folds to. Run it only to add a NEW version's files.
+"""Writes a golden log and what it folds to. Run it only to add a NEW version's files.
 
-    .venv/bin/python tests/golden/regenerate.py v2
+    .venv/bin/python tests/golden/regenerate.py v4
 
+Writes commands-<v>.jsonl (INFERNO_CMD, ic_id = line number), events-<v>.jsonl (INFERNO_EVT),
+state-<v>.json (the scheduler's decision state) and readmodel-<v>.json (the read model of both).
 Never rewrite an existing version: those files are what logs written by released code look like,
-and `tests/unit/test_golden_log.py` replays every one of them through today's `evolve`.
+and `tests/unit/test_golden_log.py` replays every one of them through today's folds. (v1 and v2
+predate the read models: they have no commands file, and their state file is the one `State`
+of tests/oracle/projection_v0.py.)
 """
 
 from __future__ import annotations
@@ -11,7 +15,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from inferno.events import State, decide, encode, evolve, snapshot
+from inferno.events import (
+    State,
+    decide,
+    decode_command,
+    decode_event,
+    encode,
+    evolve,
+    fold,
+    snapshot,
+)
 from inferno.events.commands import (
     AssignWork,
     CloneIntoContext,
@@ -26,14 +39,17 @@ from inferno.events.commands import (
     StopPipeline,
 )
 from inferno.events.model import MetricStats, PipelineChanges, PipelineSpec, ShardStats
+from inferno.readmodels import ReadModel, apply_command, apply_event, encoded
 
 HERE = Path(__file__).parent
+FILES = {"commands": "jsonl", "events": "jsonl", "state": "json", "readmodel": "json"}
 FROM_THE_FUTURE = b'{"type":"pipeline_renamed","v":9,"at":7.0,"pipeline_id":1,"name":"new"}'
 
 
-def scenario() -> list[bytes]:
-    """A run that produces every event type: create, assign, stop, resume, fail, clone, delete."""
-    state, log = State(), []
+def scenario() -> tuple[list[bytes], list[bytes]]:
+    """A run that produces every event type: create, assign, stop, resume, fail, clone, delete;
+    returns the commands and the events."""
+    state, log, commands = State(), [], []
     seqs = {"cmd": 0, "rpt": 0}
 
     def step(message, now, kind=None):
@@ -41,6 +57,8 @@ def scenario() -> list[bytes]:
         if kind:
             seqs[kind] += 1
             seq = seqs[kind]
+        if kind == "cmd":
+            commands.append(encode(message))
         for event in decide(state, message, now=now, seq=seq):
             evolve(state, event)
             log.append(encode(event))
@@ -84,7 +102,9 @@ def scenario() -> list[bytes]:
         3.5,
         "rpt",
     )
-    step(StopPipeline(pipeline_id=1, issued_at=4.0), 4.1, "cmd")
+    step(
+        StopPipeline(pipeline_id=1, issued_at=4.0, actor="ana@lab", reason="diverging"), 4.1, "cmd"
+    )
     step(ResumePipeline(pipeline_id=2, issued_at=4.2), 4.3, "cmd")
     step(ResumePipeline(pipeline_id=1, issued_at=4.4), 4.5, "cmd")
     step(
@@ -121,17 +141,26 @@ def scenario() -> list[bytes]:
                 )
                 step(done, 9.0, "rpt")
         step(AssignWork(executors=executors), 9.5 + pid)
-    return log
+    return commands, log
+
+
+def read_model(commands: list[bytes], events: list[bytes]) -> ReadModel:
+    model = ReadModel()
+    for ic_id, line in enumerate(commands, 1):
+        apply_command(model, ic_id, decode_command(line))
+    for seq, line in enumerate(events, 1):
+        apply_event(model, seq, decode_event(line))
+    return model
 
 
 if __name__ == "__main__":
     version = sys.argv[1]
-    events, expected = HERE / f"events-{version}.jsonl", HERE / f"state-{version}.json"
-    if events.exists() or expected.exists():
-        sys.exit(f"{events.name} exists: golden files are never rewritten, pick a new version")
-    log = scenario()
-    events.write_bytes(b"\n".join(log) + b"\n")
-    from inferno.events import decode_event, fold
-
-    expected.write_bytes(snapshot(fold(decode_event(line) for line in log)) + b"\n")
-    print(f"wrote {len(log)} events to {events.name} and the folded state to {expected.name}")
+    files = {k: HERE / f"{k}-{version}.{x}" for k, x in FILES.items()}
+    if any(f.exists() for f in files.values()):
+        sys.exit(f"{version} exists: golden files are never rewritten, pick a new version")
+    commands, log = scenario()
+    files["commands"].write_bytes(b"\n".join(commands) + b"\n")
+    files["events"].write_bytes(b"\n".join(log) + b"\n")
+    files["state"].write_bytes(snapshot(fold(decode_event(line) for line in log)) + b"\n")
+    files["readmodel"].write_bytes(encoded(read_model(commands, log)) + b"\n")
+    print(f"wrote {len(commands)} commands, {len(log)} events and what they fold to ({version})")

@@ -22,6 +22,7 @@ from nats.js import JetStreamContext
 
 from inferno.api.app import create_app
 from inferno.api.projection import Projection
+from inferno.datasets.store import dataset_ref, from_jsonl, to_jsonl
 from inferno.events import (
     Names,
     State,
@@ -29,15 +30,14 @@ from inferno.events import (
     decode_command,
     encode,
     evolve,
-    snapshot,
     subject_for,
 )
 from inferno.events.commands import AssignWork, ExecutorSlot, ShardFinished
-from inferno.events.config import Settings
-from inferno.events.datasets import dataset_ref, from_jsonl, to_jsonl
-from inferno.events.jetstream import Appender, Outgoing
 from inferno.events.model import MetricStats, ShardStats
 from inferno.events.work import ExecutorInfo
+from inferno.jetstream import Appender, Outgoing
+from inferno.readmodels import encoded
+from inferno.runtime.settings import Settings
 from inferno.scheduler.lease import Lease
 from tests import waiting
 
@@ -134,7 +134,7 @@ class PlayScheduler:
 
     async def latest_command(self) -> int:
         """Decide the command last appended to CMD (waiting for one to appear); its ic_id."""
-        known = max(self.state.operations, default=0)
+        known = self.state.last_command_seq
         seq = 0
 
         async def appended() -> bool:
@@ -164,7 +164,7 @@ class PlayScheduler:
         self.evt_seq = result.last_seq
         for event in events:
             evolve(self.state, event)
-        await until(lambda: self.api.projection.evt_seq >= result.last_seq)
+        await until(lambda: self.api.projection.model.evt_seq >= result.last_seq)
 
 
 @pytest.fixture
@@ -685,8 +685,11 @@ async def test_restart_rebuilds_the_same_projection(
     stop = await api.client.post("/api/v1/pipelines/2/stop")
     await scheduler.command(stop.json()["ic_id"])
     async with running_api(nc, names) as second:
-        assert snapshot(second.projection.state) == snapshot(api.projection.state)
-        assert (second.projection.cmd_seq, second.projection.evt_seq) == (3, scheduler.evt_seq)
+        assert encoded(second.projection.model) == encoded(api.projection.model)
+        assert (second.projection.model.cmd_seq, second.projection.model.evt_seq) == (
+            3,
+            scheduler.evt_seq,
+        )
         assert (await second.client.get("/dispatcher/all-operations")).json() == (
             await api.client.get("/dispatcher/all-operations")
         ).json()

@@ -23,12 +23,12 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from inferno.api.app import create_app
+from inferno.datasets.store import dataset_ref, to_jsonl
 from inferno.events import Names, State, decide, decode_command, encode, evolve, subject_for
 from inferno.events.commands import AssignWork, ExecutorSlot, ShardFinished
-from inferno.events.config import Settings
-from inferno.events.datasets import dataset_ref, to_jsonl
-from inferno.events.jetstream import Appender, Outgoing
 from inferno.events.model import LATENCY_BUCKETS_MS, MetricStats, ShardStats
+from inferno.jetstream import Appender, Outgoing
+from inferno.runtime.settings import Settings
 
 ROWS = [{"id": str(i), "question": f"{i}+{i}?", "answer": str(2 * i)} for i in range(8)]
 
@@ -80,7 +80,7 @@ class Decisions:
             evolve(self.state, event)
         projection = self.app.state.gateway.projection
         deadline = time.monotonic() + 5
-        while projection.evt_seq < result.last_seq:
+        while projection.model.evt_seq < result.last_seq:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.005)
 

@@ -14,7 +14,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from inferno.events import Names
-from inferno.events.config import ConfigError, Settings
+from inferno.runtime.settings import ConfigError, Settings
 from tests.integration.test_api import (
     Api,
     PlayScheduler,
@@ -75,7 +75,7 @@ async def test_a_write_whose_body_is_not_json_is_a_415_and_stores_nothing(
     )
     assert (csv.status_code, "'text/csv'" in csv.json()["error"]) == (415, True)
     assert await cmd_count(js, names) == 1
-    assert api.projection.state.pipelines[2].status != "deleted"
+    assert api.projection.model.pipelines[2].status != "deleted"
 
     json_with_charset = {"Content-Type": "application/json; charset=utf-8"}
     stop = await api.client.post(
@@ -107,7 +107,7 @@ async def test_a_foreign_origin_is_refused_on_every_request(
     assert "evil.example" in preflight.json()["error"]
     assert "access-control-allow-origin" not in preflight.headers
     assert await cmd_count(js, names) == 1
-    assert api.projection.state.pipelines[2].status != "deleted"
+    assert api.projection.model.pipelines[2].status != "deleted"
 
     # the api's own pages, and clients that send no Origin (curl, the CLI), pass
     own = await api.client.post("/api/v1/pipelines/2/stop", headers={"Origin": "http://127.0.0.1"})

@@ -8,8 +8,8 @@ import time
 import pytest
 from nats.js import JetStreamContext
 
-from inferno.events.jetstream import Appender, AppendResult, Outgoing, StaleWriter, ensure_log
 from inferno.events.names import Names
+from inferno.jetstream import Appender, AppendResult, Outgoing, StaleWriter, ensure_log
 
 
 def _decision(names: Names, tag: str, size: int = 1) -> list[Outgoing]:

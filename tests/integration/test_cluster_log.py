@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from inferno.events.jetstream import Appender, Outgoing, connect, ensure_log, replay
 from inferno.events.names import Names
+from inferno.jetstream import Appender, Outgoing, connect, ensure_log, replay
 
 pytestmark = pytest.mark.cluster
 
@@ -34,7 +34,7 @@ async def test_appends_go_on_through_the_loss_of_the_stream_leader(nats_cluster,
     js = nc.jetstream()
     try:
         # "created", or "exists" where a create timed out on the new cluster and was retried
-        assert len(await ensure_log(js, names, replicas=3)) == 9
+        assert len(await ensure_log(js, names, replicas=3)) == 10
         stream = names.evt_stream
         assert (await js.stream_info(stream)).config.num_replicas == 3
         appender = Appender(nc)

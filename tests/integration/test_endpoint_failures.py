@@ -26,12 +26,12 @@ from inferno.api.app import create_app
 from inferno.client import cli
 from inferno.client.embedded import free_port
 from inferno.events import decode_event
-from inferno.events.config import Settings
 from inferno.events.events import ShardFailed, ShardReleased
-from inferno.events.jetstream import ensure_log, replay
 from inferno.events.names import Names
 from inferno.executor.backends import openai as openai_backend
 from inferno.executor.service import run as run_executor
+from inferno.jetstream import ensure_log, replay
+from inferno.runtime.settings import Settings
 from inferno.scheduler.service import run as run_scheduler
 from tests.waiting import until
 

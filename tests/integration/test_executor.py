@@ -18,6 +18,7 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 
+from inferno.datasets.store import dataset_ref, from_jsonl, to_jsonl
 from inferno.events.codec import decode_report, encode, subject_for
 from inferno.events.commands import (
     AnyReport,
@@ -27,10 +28,7 @@ from inferno.events.commands import (
     ShardProgress,
     ShardStarted,
 )
-from inferno.events.config import Settings
-from inferno.events.datasets import dataset_ref, from_jsonl, to_jsonl
 from inferno.events.events import PipelineDeleted
-from inferno.events.jetstream import Appender, Outgoing, ensure_log, replay
 from inferno.events.model import EvalSpec, PipelineSpec, Scorer
 from inferno.events.names import Names
 from inferno.events.work import ExecutorInfo, WorkOrder
@@ -38,6 +36,8 @@ from inferno.executor.backends import default_backends
 from inferno.executor.backends.base import Backend, GenerationRequest
 from inferno.executor.backends.sim import SimConfig, answer
 from inferno.executor.service import run
+from inferno.jetstream import Appender, Outgoing, ensure_log, replay
+from inferno.runtime.settings import Settings
 from tests.waiting import until
 
 HEARTBEAT_TTL_S = 3.0

@@ -7,10 +7,10 @@ import asyncio
 import pytest
 from nats.js import JetStreamContext
 
-from inferno.events.datasets import dataset_ref, to_jsonl
-from inferno.events.jetstream import ensure_log
+from inferno.datasets.store import dataset_ref, to_jsonl
 from inferno.events.names import Names
 from inferno.executor.datasets import DatasetCache, DatasetError
+from inferno.jetstream import ensure_log
 
 ROWS = [{"id": i, "text": f"row {i}"} for i in range(5)]
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from inferno.events import State, decode_event, evolve, fold, snapshot
-from inferno.events.jetstream import Appender, Outgoing, ensure_log, replay
 from inferno.events.names import Names
+from inferno.jetstream import Appender, Outgoing, ensure_log, replay
 
 GOLDEN = Path(__file__).parent.parent / "golden" / "events-v2.jsonl"
 

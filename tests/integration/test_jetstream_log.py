@@ -17,7 +17,8 @@ from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StreamConfig
 from nats.js.errors import BadRequestError
 
-from inferno.events.jetstream import (
+from inferno.events.names import Names
+from inferno.jetstream import (
     Appender,
     AppendError,
     AppendResult,
@@ -32,7 +33,6 @@ from inferno.events.jetstream import (
     parse_ack_subject,
     replay,
 )
-from inferno.events.names import Names
 
 
 def _events(names: Names, tag: str, n: int) -> list[Outgoing]:
@@ -86,6 +86,7 @@ async def test_ensure_log_twice_creates_then_finds_everything(js, names):
         f"created kv {names.secrets_bucket}",
         f"created object store {names.data_store}",
         f"created object store {names.results_store}",
+        f"created object store {names.snapshots_store}",
     ]
     second = await ensure_log(js, names, heartbeat_ttl_s=3, lease_ttl_s=2)
     assert second == [line.replace("created", "exists", 1) for line in first]

@@ -15,18 +15,18 @@ import pytest
 from nats.js import JetStreamContext
 
 from bench import openai_server as fake
+from inferno.datasets.store import dataset_ref, from_jsonl, to_jsonl
 from inferno.events.backend_options import OPENAI_TUNING_KEYS
 from inferno.events.codec import decode_report, encode
 from inferno.events.commands import AnyReport, ShardErrored, ShardFinished
-from inferno.events.config import Settings
-from inferno.events.datasets import dataset_ref, from_jsonl, to_jsonl
-from inferno.events.jetstream import ensure_log, replay
 from inferno.events.model import EvalSpec, PipelineSpec, Scorer
 from inferno.events.names import Names
 from inferno.events.work import WorkOrder
 from inferno.executor.backends import openai as openai_backend
 from inferno.executor.backends.base import EngineAborted, EngineConfigError, GenerationRequest
 from inferno.executor.service import run
+from inferno.jetstream import ensure_log, replay
+from inferno.runtime.settings import Settings
 
 POISON = 13  # the server can never answer this row
 ROWS = [

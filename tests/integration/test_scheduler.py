@@ -39,7 +39,6 @@ from inferno.events.commands import (
     ShardFinished,
     StopPipeline,
 )
-from inferno.events.config import Settings
 from inferno.events.events import (
     AnyEvent,
     PipelineCreated,
@@ -48,14 +47,6 @@ from inferno.events.events import (
     ShardAssigned,
     ShardCompleted,
     ShardReleased,
-)
-from inferno.events.jetstream import (
-    Appender,
-    Outgoing,
-    StaleWriter,
-    durable_pull,
-    ensure_log,
-    replay,
 )
 from inferno.events.model import PipelineChanges, PipelineSpec, ShardStats
 from inferno.events.names import Names
@@ -66,6 +57,16 @@ from inferno.events.work import (
     report_subject,
     work_order_decoder,
 )
+from inferno.jetstream import (
+    Appender,
+    Outgoing,
+    StaleWriter,
+    durable_pull,
+    ensure_log,
+    replay,
+)
+from inferno.readmodels import ReadModel, apply_event
+from inferno.runtime.settings import Settings
 from inferno.scheduler.service import Status, run
 from tests.waiting import until
 
@@ -317,7 +318,8 @@ def experiment(pipelines: int = 2, num_shards: int = 4) -> CreateExperiment:
 
 @dataclass
 class Log:
-    state: State
+    state: State  # what the scheduler decides on
+    model: ReadModel  # what readers see: operations and the rest
     events: list[AnyEvent]
 
     def of(self, kind: type, **match: Any) -> list[Any]:
@@ -330,15 +332,16 @@ class Log:
 
 async def evt(js: JetStreamContext, names: Names) -> Log:
     """EVT folded from sequence 1, as any service rebuilds it."""
-    state, events = State(), []
+    state, model, events = State(), ReadModel(), []
 
-    def apply(data: bytes, _seq: int) -> None:
+    def apply(data: bytes, seq: int) -> None:
         event = decode_event(data)
         events.append(event)
         evolve(state, event)
+        apply_event(model, seq, event)
 
     await replay(js, names.evt_stream, apply)
-    return Log(state, events)
+    return Log(state, model, events)
 
 
 async def eventually(
@@ -359,7 +362,7 @@ async def until_log(
 
 def op_done(ic_id: int) -> Callable[[Log], bool]:
     def check(log: Log) -> bool:
-        op = log.state.operations.get(ic_id)
+        op = log.model.operations.get(ic_id)
         return op is not None and op.status in ("completed", "failed")
 
     return check
@@ -411,7 +414,7 @@ async def test_an_experiment_runs_to_completion_across_executors(log, names, sch
     ic_id = await command(log, names, experiment(pipelines=2, num_shards=4))
     final = await until_log(log, names, experiment_completed)
 
-    op = final.state.operations[ic_id]
+    op = final.model.operations[ic_id]
     assert (op.status, op.result["pipeline_ids"]) == ("completed", [1, 2])
     assert {p.status for p in final.state.pipelines.values()} == {"completed"}
     assigned = {(e.pipeline_id, e.shard) for e in final.of(ShardAssigned)}
@@ -435,7 +438,7 @@ async def test_stop_resume_clone_delete_and_invalid_commands(log, names, schedul
 
     stop = await command(log, names, StopPipeline(pipeline_id=1))
     after_stop = await until_log(log, names, op_done(stop))
-    assert after_stop.state.operations[stop].status == "completed"
+    assert after_stop.model.operations[stop].status == "completed"
     assert after_stop.state.pipelines[1].status == "stopped"
     await e1.finish_held()  # the stopped pipeline's in-flight shard finishes and counts
     await eventually(lambda: _held(e1, 2), what="pipeline 2's next shards")
@@ -448,9 +451,9 @@ async def test_stop_resume_clone_delete_and_invalid_commands(log, names, schedul
         ClonePipeline(pipeline_id=1, changes=PipelineChanges(sampling_params={"top_p": 0.5})),
     )
     after = await until_log(log, names, op_done(clone))
-    assert after.state.operations[bad].status == "failed"
-    assert "only stopped pipelines can be resumed" in (after.state.operations[bad].error or "")
-    assert after.state.operations[clone].result == {"pipeline_id": 3}
+    assert after.model.operations[bad].status == "failed"
+    assert "only stopped pipelines can be resumed" in (after.model.operations[bad].error or "")
+    assert after.model.operations[clone].result == {"pipeline_id": 3}
     (created,) = after.of(PipelineCreated, pipeline_id=3)
     assert (created.parent_pipeline_id, created.source) == (1, "clone")
     assert created.spec.sampling_params == {"top_p": 0.5}
@@ -461,9 +464,9 @@ async def test_stop_resume_clone_delete_and_invalid_commands(log, names, schedul
     into = await command(log, names, CloneIntoContext(context_id="ctx1", spec=spec))
     await e1.go_auto()
     final = await until_log(log, names, experiment_completed)
-    assert final.state.operations[delete].status == "completed"
-    assert final.state.operations[resume].status == "completed"
-    assert final.state.operations[into].result == {"pipeline_id": 4}
+    assert final.model.operations[delete].status == "completed"
+    assert final.model.operations[resume].status == "completed"
+    assert final.model.operations[into].result == {"pipeline_id": 4}
     (fresh,) = final.of(PipelineCreated, pipeline_id=4)
     assert (fresh.parent_pipeline_id, fresh.source, fresh.spec) == (None, "clone", spec)
     statuses = {pid: p.status for pid, p in final.state.pipelines.items()}
@@ -626,7 +629,7 @@ async def test_a_leader_fenced_off_by_another_writer_rebuilds_and_continues(
     resume = await command(log, names, ResumePipeline(pipeline_id=2))
     await e1.go_auto()
     final = await until_log(log, names, experiment_completed)
-    assert final.state.operations[resume].status == "completed"
+    assert final.model.operations[resume].status == "completed"
     assert_each_shard_completed_once(final)
     assert leader.status.stale_rebuilds == 1
     assert "?" in await writers(log, names)  # the rogue append is there, unsigned

@@ -21,18 +21,18 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from inferno.api.app import create_app
+from inferno.datasets.store import dataset_ref, to_jsonl
 from inferno.events import Names, State, decide, decode_command, encode, evolve, subject_for
 from inferno.events.codec import decode_report
 from inferno.events.commands import AnyReport, ShardErrored, ShardFinished
-from inferno.events.config import Settings
-from inferno.events.datasets import dataset_ref, to_jsonl
-from inferno.events.jetstream import Appender, Outgoing, ensure_log, replay
 from inferno.events.model import EvalSpec, PipelineSpec, Scorer
 from inferno.events.work import WorkOrder
 from inferno.executor.backends import default_backends
 from inferno.executor.backends.base import Backend, Generation, GenerationRequest
 from inferno.executor.secrets import SecretError, Secrets, resolve_secrets
 from inferno.executor.service import run
+from inferno.jetstream import Appender, Outgoing, ensure_log, replay
+from inferno.runtime.settings import Settings
 from tests import waiting
 
 ROWS = [{"id": i, "question": f"{i}+1?", "answer": str(i + 1)} for i in range(6)]
@@ -94,7 +94,7 @@ class Harness:
         projection = self.app.state.gateway.projection
 
         async def folded() -> bool:
-            return projection.evt_seq >= result.last_seq
+            return projection.model.evt_seq >= result.last_seq
 
         await until(folded)
 
@@ -277,7 +277,7 @@ async def test_credentials_inside_urls_go_to_the_secrets_bucket(
     into = await api.post(
         "/dispatcher/clone-pipeline",
         {
-            "context_id": api.state.pipelines[a].context_id,
+            "context_id": api.state.experiments[api.state.pipelines[a].experiment_id].context_id,
             "pipeline_name": "c",
             "pipeline_type": "openai",
             "model_config": {"model": "gpt-y"},
@@ -377,7 +377,9 @@ async def test_config_keys_a_backend_does_not_read_are_refused_before_the_log(
         (
             "/dispatcher/clone-pipeline",
             {
-                "context_id": api.state.pipelines[s].context_id,
+                "context_id": api.state.experiments[
+                    api.state.pipelines[s].experiment_id
+                ].context_id,
                 **sim("d", sampling_params={"tmp": 1}),
             },
             "sampling_params.tmp",

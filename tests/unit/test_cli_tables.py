@@ -93,6 +93,8 @@ def test_operations_table() -> None:
             "created_at": 1000.0,
             "processed_at": 1000.0042,
             "result": {"pipeline_id": 4},
+            "actor": "alice@laptop",
+            "reason": "try a hotter sampler",
         },
         {
             "ic_id": 2,
@@ -123,6 +125,8 @@ def test_operations_table() -> None:
         "STATUS",
         "TOOK_MS",
         "CREATED",
+        "ACTOR",
+        "REASON",
         "RESULT",
     ]
     assert [line.split()[:5] for line in lines[1:]] == [
@@ -131,7 +135,8 @@ def test_operations_table() -> None:
         ["7", "stop", "3", "pending", "-"],
     ]
     assert lines[1].endswith("error: cannot resume pipeline 1: it is ongoing")
-    assert lines[2].endswith("pipeline_id=4")
+    assert lines[2].endswith("alice@laptop  try a hotter sampler  pipeline_id=4")
+    assert lines[3].split()[6:8] == ["-", "-"]  # no actor, no reason: an older api, or none given
 
 
 def test_executors_table() -> None:

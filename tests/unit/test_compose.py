@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from inferno.client.embedded import find_nats_server
-from inferno.events.config import Settings
+from inferno.runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())

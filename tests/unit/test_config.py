@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from inferno.events.config import ConfigError, Settings, mask_url
+from inferno.runtime.settings import ConfigError, Settings, mask_url
 
 
 def test_defaults_from_an_empty_environment() -> None:

@@ -18,7 +18,6 @@ from inferno.events.commands import (
     ShardFinished,
     StopPipeline,
 )
-from inferno.events.decide import clone_name
 from inferno.events.events import (
     ExperimentCompleted,
     OperationFailed,
@@ -37,19 +36,25 @@ from inferno.events.model import (
     PipelineSpec,
     ShardStats,
 )
+from inferno.events.preconditions import Refusal, clone_name, refusal
+from inferno.readmodels import ReadModel, apply_command, apply_event
 
 
 class Harness:
-    """Feeds messages through decide/evolve with increasing sequences and a settable clock."""
+    """Feeds messages through decide/evolve with increasing sequences and a settable clock, and
+    folds what a reader would see (commands and events) into a read model."""
 
     def __init__(self) -> None:
         self.state = State()
+        self.model = ReadModel()
         self.cmd_seq = 0
+        self.evt_seq = 0
         self.report_seq = 0
         self.now = 100.0
 
     def command(self, cmd):
         self.cmd_seq += 1
+        apply_command(self.model, self.cmd_seq, cmd)
         return self._apply(decide(self.state, cmd, now=self.now, seq=self.cmd_seq))
 
     def report(self, report):
@@ -77,6 +82,8 @@ class Harness:
     def _apply(self, events):
         for event in events:
             evolve(self.state, event)
+            self.evt_seq += 1
+            apply_event(self.model, self.evt_seq, event)
         return events
 
 
@@ -107,7 +114,7 @@ def h() -> Harness:
 def test_create_assigns_sequential_pipeline_ids():
     h = Harness()
     h.command(experiment(pipelines=3))
-    op = h.state.operations[1]
+    op = h.model.operations[1]
     assert op.status == "completed"
     assert op.result["pipeline_ids"] == [1, 2, 3]
     assert [p.status for p in h.state.pipelines.values()] == ["new"] * 3
@@ -139,7 +146,7 @@ def test_resume_continues_at_the_first_incomplete_shard(h):
 def test_delete_aborts_in_flight_work_and_late_results_are_ignored(h):
     (assigned,) = h.assign()
     events = h.command(DeletePipeline(pipeline_id=1))
-    assert h.state.operations[1 + 1].result == {"aborted_shards": [0]}
+    assert h.model.operations[1 + 1].result == {"aborted_shards": [0]}
     assert any(isinstance(e, ExperimentCompleted) for e in events)
     assert h.state.pipelines[1].in_flight == {}
     assert h.finish(assigned) == []
@@ -148,21 +155,21 @@ def test_delete_aborts_in_flight_work_and_late_results_are_ignored(h):
 
 def test_clone_links_to_its_parent_and_merges_changes(h):
     h.command(ClonePipeline(pipeline_id=1, changes=PipelineChanges(sampling_params={"t": 0.7})))
-    clone = h.state.pipelines[2]
+    clone = h.model.pipelines[2]
     assert clone.parent_pipeline_id == 1
     assert clone.source == "clone"
     assert clone.context_id == "ctx-1"
     assert clone.spec.model_config == {"model": "m"}
     assert clone.spec.sampling_params == {"t": 0.7}
-    assert h.state.operations[2].result == {"pipeline_id": 2}
+    assert h.model.operations[2].result == {"pipeline_id": 2}
 
 
 def test_clone_into_context_needs_an_existing_context(h):
     spec = PipelineSpec(pipeline_name="x", pipeline_type="sim")
     h.command(CloneIntoContext(context_id="nope", spec=spec))
-    assert h.state.operations[2].error == "context nope does not exist"
+    assert h.model.operations[2].error == "context nope does not exist"
     h.command(CloneIntoContext(context_id="ctx-1", spec=spec))
-    assert h.state.pipelines[2].parent_pipeline_id is None
+    assert h.model.pipelines[2].parent_pipeline_id is None
 
 
 @pytest.mark.parametrize(
@@ -173,17 +180,58 @@ def test_clone_into_context_needs_an_existing_context(h):
         ([DeletePipeline(pipeline_id=1)], DeletePipeline(pipeline_id=1), "already deleted"),
         ([], StopPipeline(pipeline_id=9), "pipeline 9 does not exist"),
         ([], experiment(), "experiment exp-1 already exists"),
+        ([], StopPipeline(pipeline_id=1, reason="x" * 1001), "reason is 1001 characters"),
+        (
+            [ClonePipeline(pipeline_id=1, changes=PipelineChanges(pipeline_name="b"))],
+            ClonePipeline(pipeline_id=1, changes=PipelineChanges(pipeline_name="b")),
+            "pipeline name 'b' is taken in this experiment by pipeline 2",
+        ),
     ],
 )
 def test_invalid_transitions_fail_the_operation_and_change_nothing(h, setup, command, error):
     for cmd in setup:
         h.command(cmd)
     pipelines_before = {pid: p.status for pid, p in h.state.pipelines.items()}
+    # the api asks the same question of its read model before appending: the same answer
+    predicted = refusal(h.model, command)
     (failed,) = h.command(command)
     assert isinstance(failed, OperationFailed)
     assert error in failed.error
-    assert h.state.operations[h.cmd_seq].status == "failed"
+    assert predicted is not None
+    assert predicted.reason == failed.error
+    assert h.model.operations[h.cmd_seq].status == "failed"
     assert {pid: p.status for pid, p in h.state.pipelines.items()} == pipelines_before
+
+
+def test_an_outcome_records_the_decision_and_the_command_the_rest():
+    """Events carry no copies of the command: who, when, why and what come from CMD[ic_id]."""
+    h = Harness()
+    h.now = 5.0
+    (created,) = h.command(experiment())
+    (stopped,) = h.command(StopPipeline(pipeline_id=1, issued_at=4.0, actor="ana", reason="slow"))
+    (failed,) = h.command(StopPipeline(pipeline_id=1, issued_at=4.5, actor="bo"))
+    assert created.created_at == stopped.created_at == 0.0
+    assert (failed.operation, failed.pipeline_id, failed.created_at) == ("", None, 0.0)
+    stop, refused = h.model.operations[2], h.model.operations[3]
+    assert (stop.actor, stop.reason, stop.created_at, stop.processed_at) == (
+        "ana",
+        "slow",
+        4.0,
+        5.0,
+    )
+    assert (refused.operation, refused.pipeline_id, refused.actor) == ("stop", 1, "bo")
+    assert refused.status == "failed"
+
+
+def test_a_missing_target_is_named_for_the_api_404():
+    h = Harness()
+    assert refusal(h.model, StopPipeline(pipeline_id=9)) == Refusal(
+        "pipeline 9 does not exist", "pipeline 9"
+    )
+    clone = CloneIntoContext(
+        context_id="c", spec=PipelineSpec(pipeline_name="x", pipeline_type="sim")
+    )
+    assert refusal(h.state, clone) == Refusal("context c does not exist", "context c")
 
 
 def test_a_command_already_decided_is_not_decided_again(h):
@@ -195,7 +243,7 @@ def test_last_shard_completes_pipeline_and_experiment(h):
         (assigned,) = h.assign()
         events = h.finish(assigned)
     assert [type(e) for e in events] == [ShardCompleted, PipelineCompleted, ExperimentCompleted]
-    assert h.state.pipelines[1].rows_processed == 20
+    assert h.model.pipelines[1].rows_processed == 20
 
 
 def test_retryable_errors_back_off_then_fail_the_pipeline():
@@ -215,7 +263,7 @@ def test_retryable_errors_back_off_then_fail_the_pipeline():
         ShardErrored(executor_id="ex-1", pipeline_id=1, shard=0, attempt=2, error="oom")
     )
     assert [type(e) for e in events] == [ShardFailed, PipelineFailed, ExperimentCompleted]
-    assert h.state.pipelines[1].failure == "shard 0 failed: oom (attempt 2 of 2)"
+    assert h.model.pipelines[1].failure == "shard 0 failed: oom (attempt 2 of 2)"
 
 
 def test_a_stale_attempt_cannot_complete_a_shard(h):

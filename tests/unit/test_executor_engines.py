@@ -152,5 +152,5 @@ def test_keys_and_loaded_model_names():
         )
     )
     spec = hf("m", model_config={"x": 1})
-    pipeline = Pipeline(pipeline_id=1, experiment_id="e", context_id="c", spec=spec, num_shards=1)
+    pipeline = Pipeline(pipeline_id=1, experiment_id="e", spec=spec, num_shards=1)
     assert loaded_model(spec) == model_key(pipeline)  # the scheduler's name for it

@@ -3,27 +3,19 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 import structlog
 
-from inferno.client.logs import configure_logging, is_secret_key, log_effective_config
-from inferno.events.config import Settings
+from inferno.runtime.logs import configure_logging, log_effective_config
+from inferno.runtime.settings import Settings
+from inferno.secrets.masking import is_secret_key
 
 SECRET = "sk-abcdefghijkl"
 
 
-@pytest.fixture(autouse=True)
-def _reset_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    structlog.contextvars.clear_contextvars()
-    structlog.reset_defaults()
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 class FakeTTY(io.StringIO):

@@ -12,9 +12,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inferno.events import State, evolve
 from inferno.events.events import ExperimentCreated, ShardCompleted
-from inferno.events.metrics import (
+from inferno.events.model import (
+    LATENCY_BUCKETS_MS,
+    EvalSpec,
+    MetricStats,
+    PipelineSpec,
+    Scorer,
+    ShardStats,
+    merge_metrics,
+)
+from inferno.executor.backends.base import GenerationRequest
+from inferno.executor.backends.sim import open_sim
+from inferno.executor.evaluation import RowResult, evaluate, reference, render, stats_of
+from inferno.readmodels import ReadModel, apply_event
+from inferno.stats.metrics import (
     estimated_cost,
     fpc,
     hoeffding_interval,
@@ -29,18 +41,6 @@ from inferno.events.metrics import (
     variance,
     wilson_interval,
 )
-from inferno.events.model import (
-    LATENCY_BUCKETS_MS,
-    EvalSpec,
-    MetricStats,
-    PipelineSpec,
-    Scorer,
-    ShardStats,
-    merge_metrics,
-)
-from inferno.executor.backends.base import GenerationRequest
-from inferno.executor.backends.sim import open_sim
-from inferno.executor.evaluation import RowResult, evaluate, reference, render, stats_of
 
 scores = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False)
 
@@ -85,13 +85,14 @@ def test_merged_shard_statistics_equal_statistics_over_all_rows(values, cuts):
 @settings(max_examples=200, deadline=None)
 @given(st.lists(scores, min_size=1, max_size=120), st.lists(st.integers(0, 10_000), max_size=8))
 def test_the_fold_merges_shards_to_the_statistics_of_all_rows(values, cuts):
-    """Through `evolve`: metrics, tokens, latency histogram, busy time, rows, errors."""
+    """Through the read model's fold: metrics, tokens, latency histogram, busy time, rows."""
     rows = [_row(i, v) for i, v in enumerate(values)]
     shards = _cut(len(rows), cuts)
-    state = State()
+    model = ReadModel()
     spec = PipelineSpec(pipeline_name="p", pipeline_type="sim")
-    evolve(
-        state,
+    apply_event(
+        model,
+        0,
         ExperimentCreated(
             at=0.0,
             experiment_id="e",
@@ -109,9 +110,9 @@ def test_the_fold_merges_shards_to_the_statistics_of_all_rows(values, cuts):
         event = ShardCompleted(
             at=1.0, pipeline_id=1, shard=shard, attempt=1, executor_id="x", stats=stats
         )
-        evolve(state, event)
+        apply_event(model, 0, event)
     whole = stats_of(rows)
-    pipeline = state.pipelines[1]
+    pipeline = model.pipelines[1]
     assert pipeline.rows_processed == whole.rows
     assert (pipeline.prompt_tokens, pipeline.completion_tokens) == (
         whole.prompt_tokens,
@@ -328,9 +329,10 @@ def test_rows_per_s_and_cost():
 
 
 def test_shard_stats_without_latencies_leave_the_histogram_alone():
-    state = State()
-    evolve(
-        state,
+    model = ReadModel()
+    apply_event(
+        model,
+        0,
         ExperimentCreated(
             at=0.0,
             experiment_id="e",
@@ -343,13 +345,15 @@ def test_shard_stats_without_latencies_leave_the_histogram_alone():
             first_pipeline_id=1,
         ),
     )
-    evolve(state, ShardCompleted(at=1, pipeline_id=1, shard=0, attempt=1, executor_id="x"))
-    assert state.pipelines[1].latency_ms_buckets == []
+    apply_event(model, 0, ShardCompleted(at=1, pipeline_id=1, shard=0, attempt=1, executor_id="x"))
+    assert model.pipelines[1].latency_ms_buckets == []
     stats = ShardStats(rows=1, latency_ms_buckets=[1, 2, 3], errors=1, duration_s=0.5)
-    evolve(
-        state, ShardCompleted(at=1, pipeline_id=1, shard=1, attempt=1, executor_id="x", stats=stats)
+    apply_event(
+        model,
+        0,
+        ShardCompleted(at=1, pipeline_id=1, shard=1, attempt=1, executor_id="x", stats=stats),
     )
-    pipeline = state.pipelines[1]
+    pipeline = model.pipelines[1]
     assert (pipeline.latency_ms_buckets, pipeline.row_errors, pipeline.busy_s) == (
         [1, 2, 3],
         1,

@@ -11,8 +11,6 @@ import pytest
 
 from inferno.api.errors import ApiError
 from inferno.api.secrets import Found, extract, is_ref_key, without_secrets
-from inferno.client.logs import is_secret_param, mask_text, mask_value, remember_secret
-from inferno.client.secret_urls import put_back, take_out
 from inferno.events.backend_options import unknown_option
 from inferno.events.commands import (
     CloneIntoContext,
@@ -22,6 +20,8 @@ from inferno.events.commands import (
 )
 from inferno.events.model import PipelineChanges, PipelineSpec
 from inferno.executor.secrets import has_refs
+from inferno.secrets.masking import is_secret_param, mask_text, mask_value, remember_secret
+from inferno.secrets.urls import put_back, take_out
 
 
 def found() -> Found:

@@ -1,0 +1,319 @@
+"""`decide`: turn a command, an executor report or a scheduler tick into the events it causes.
+
+Pure: no I/O, no clock (`now` and the input's stream sequence come in as arguments), and it never
+changes `state`. A command yields the one event that completes its operation (it carries the
+command's `ic_id`), or `OperationFailed` with the reason `inferno.events.preconditions` gives,
+which changes nothing else; deleting a pipeline may also complete its experiment. Events record
+facts: who asked, when and why stay in the command, and readers join the two on the ic_id.
+Reports and ticks that no longer apply (a stale attempt, a deleted pipeline) yield nothing.
+"""
+
+from __future__ import annotations
+
+from functools import singledispatch
+from typing import Any, NamedTuple
+
+from inferno.events.commands import (
+    AnyCommand,
+    AnyReport,
+    AnyTick,
+    AssignWork,
+    CloneIntoContext,
+    ClonePipeline,
+    CreateExperiment,
+    DeletePipeline,
+    ExpireExecutor,
+    Report,
+    ResumePipeline,
+    ShardAborted,
+    ShardErrored,
+    ShardFinished,
+    StopPipeline,
+)
+from inferno.events.events import (
+    Event,
+    ExperimentCompleted,
+    ExperimentCreated,
+    OperationFailed,
+    PipelineCompleted,
+    PipelineCreated,
+    PipelineDeleted,
+    PipelineFailed,
+    PipelineResumed,
+    PipelineStopped,
+    ShardAssigned,
+    ShardCompleted,
+    ShardFailed,
+    ShardReleased,
+)
+from inferno.events.model import MAX_RETRY_BACKOFF_S, PipelineChanges, PipelineSpec
+from inferno.events.preconditions import clone_name, live_names, refusal
+from inferno.events.scheduling import plan_assignments
+from inferno.events.state import TERMINAL, Pipeline, State
+
+
+def decide(
+    state: State, message: AnyCommand | AnyReport | AnyTick, *, now: float, seq: int = 0
+) -> list[Event]:
+    """`seq` is the message's stream sequence: a command's ic_id, a report's EXEC sequence."""
+    if isinstance(message, AssignWork | ExpireExecutor):
+        return _tick(message, state, now)
+    if isinstance(message, Report):
+        return _report(message, state, now, seq)
+    return _command(state, message, now, seq)
+
+
+# commands
+
+
+def _command(state: State, cmd: AnyCommand, now: float, ic_id: int) -> list[Event]:
+    if ic_id <= state.last_command_seq:
+        return []  # already decided: a redelivery after a crash or reconnect
+    refused = refusal(state, cmd)
+    if refused is not None:
+        return [OperationFailed(at=now, ic_id=ic_id, error=refused.reason)]
+    return _handle(cmd, state, Stamp(at=now, ic_id=ic_id))
+
+
+class Stamp(NamedTuple):
+    """What every event of a command's decision carries: when, and which operation it settles."""
+
+    at: float
+    ic_id: int
+
+
+@singledispatch
+def _handle(cmd: Any, state: State, stamp: Stamp) -> list[Event]:
+    raise TypeError(f"no decision for {type(cmd).__name__}")
+
+
+@_handle.register
+def _(cmd: StopPipeline, state: State, stamp: Stamp) -> list[Event]:
+    return [PipelineStopped(**stamp._asdict(), pipeline_id=cmd.pipeline_id)]
+
+
+@_handle.register
+def _(cmd: ResumePipeline, state: State, stamp: Stamp) -> list[Event]:
+    return [PipelineResumed(**stamp._asdict(), pipeline_id=cmd.pipeline_id)]
+
+
+@_handle.register
+def _(cmd: DeletePipeline, state: State, stamp: Stamp) -> list[Event]:
+    pipeline = state.pipelines[cmd.pipeline_id]
+    deleted = PipelineDeleted(
+        **stamp._asdict(), pipeline_id=cmd.pipeline_id, aborted_shards=sorted(pipeline.in_flight)
+    )
+    return [
+        deleted,
+        *_experiment_done(state, pipeline.experiment_id, stamp.at, ending={cmd.pipeline_id}),
+    ]
+
+
+@_handle.register
+def _(cmd: ClonePipeline, state: State, stamp: Stamp) -> list[Event]:
+    parent = state.pipelines[cmd.pipeline_id]
+    taken = live_names(state, parent.experiment_id)
+    name = cmd.changes.pipeline_name or clone_name(parent.spec.pipeline_name, taken)
+    spec = _apply_changes(parent.spec, cmd.changes, name)
+    return [_new_pipeline(state, parent.experiment_id, spec, stamp, parent_id=parent.pipeline_id)]
+
+
+@_handle.register
+def _(cmd: CloneIntoContext, state: State, stamp: Stamp) -> list[Event]:
+    experiment_id = state.contexts[cmd.context_id]
+    return [_new_pipeline(state, experiment_id, cmd.spec, stamp, parent_id=None)]
+
+
+@_handle.register
+def _(cmd: CreateExperiment, state: State, stamp: Stamp) -> list[Event]:
+    created = ExperimentCreated(
+        **stamp._asdict(),
+        experiment_id=cmd.experiment_id,
+        context_id=cmd.context_id,
+        experiment_name=cmd.experiment_name,
+        dataset_ref=cmd.dataset_ref,
+        row_count=cmd.row_count,
+        num_shards=cmd.num_shards,
+        eval=cmd.eval,
+        max_attempts=cmd.max_attempts,
+        retry_backoff_s=cmd.retry_backoff_s,
+        pipelines=cmd.pipelines,
+        first_pipeline_id=state.next_pipeline_id,
+    )
+    return [created]
+
+
+def _new_pipeline(
+    state: State, experiment_id: str, spec: PipelineSpec, stamp: Stamp, *, parent_id: int | None
+) -> PipelineCreated:
+    return PipelineCreated(
+        **stamp._asdict(),
+        pipeline_id=state.next_pipeline_id,
+        experiment_id=experiment_id,
+        context_id=state.experiments[experiment_id].context_id,
+        spec=spec,
+        parent_pipeline_id=parent_id,
+        source="clone",
+    )
+
+
+def _apply_changes(spec: PipelineSpec, changes: PipelineChanges, name: str) -> PipelineSpec:
+    return PipelineSpec(
+        pipeline_name=name,
+        pipeline_type=changes.pipeline_type or spec.pipeline_type,
+        model_config={**spec.model_config, **(changes.model_config or {})},
+        sampling_params={**spec.sampling_params, **(changes.sampling_params or {})},
+        client_config={**spec.client_config, **(changes.client_config or {})},
+        rpm_limit=changes.rpm_limit if changes.rpm_limit is not None else spec.rpm_limit,
+        tpm_limit=changes.tpm_limit if changes.tpm_limit is not None else spec.tpm_limit,
+    )
+
+
+def _experiment_done(
+    state: State, experiment_id: str, now: float, *, ending: set[int]
+) -> list[Event]:
+    """ExperimentCompleted once every pipeline but those `ending` now is terminal."""
+    experiment = state.experiments[experiment_id]
+    if experiment.status == "completed":
+        return []
+    for pid in experiment.pipeline_ids:
+        if pid not in ending and state.pipelines[pid].status not in TERMINAL:
+            return []
+    return [ExperimentCompleted(at=now, experiment_id=experiment_id)]
+
+
+# executor reports
+
+
+def _current_attempt(state: State, report: AnyReport) -> Pipeline | None:
+    """The pipeline, if this report is about the live attempt of a shard; otherwise None."""
+    pipeline = state.pipelines.get(report.pipeline_id)
+    if pipeline is None or pipeline.status in ("deleted", "failed"):
+        return None
+    assignment = pipeline.in_flight.get(report.shard)
+    if (
+        assignment is None
+        or assignment.attempt != report.attempt
+        or assignment.executor_id != report.executor_id
+    ):
+        return None
+    return pipeline
+
+
+def _report(report: AnyReport, state: State, now: float, seq: int) -> list[Event]:
+    if seq and seq <= state.last_report_seq:
+        return []
+    pipeline = _current_attempt(state, report)
+    if pipeline is None:
+        return []
+    if isinstance(report, ShardFinished):
+        events: list[Event] = [
+            ShardCompleted(
+                at=now,
+                pipeline_id=report.pipeline_id,
+                shard=report.shard,
+                attempt=report.attempt,
+                executor_id=report.executor_id,
+                stats=report.stats,
+                report_seq=seq,
+            )
+        ]
+        if len(pipeline.completed) + 1 == pipeline.num_shards:
+            events.append(PipelineCompleted(at=now, pipeline_id=pipeline.pipeline_id))
+            events += _experiment_done(
+                state, pipeline.experiment_id, now, ending={pipeline.pipeline_id}
+            )
+        return events
+    if isinstance(report, ShardErrored):
+        return _end_attempt(
+            state, pipeline, report.shard, report.error, now, seq, retryable=report.retryable
+        )
+    if isinstance(report, ShardAborted):
+        return _end_attempt(state, pipeline, report.shard, "aborted by executor", now, seq)
+    return []  # started / progress: liveness only, nothing to record
+
+
+def _end_attempt(
+    state: State,
+    pipeline: Pipeline,
+    shard: int,
+    reason: str,
+    now: float,
+    seq: int,
+    *,
+    retryable: bool = True,
+    finish: bool = True,
+) -> list[Event]:
+    """Back to pending with exponential backoff, or fail shard and pipeline when out of tries.
+
+    `finish=False` leaves the experiment's completion to the caller, which may end several
+    pipelines in one decision.
+    """
+    experiment = state.experiments[pipeline.experiment_id]
+    attempt = pipeline.in_flight[shard].attempt
+    if retryable and attempt < experiment.max_attempts:
+        doubled = experiment.retry_backoff_s * 2.0 ** min(attempt - 1, 32)  # no float overflow
+        backoff = min(doubled, MAX_RETRY_BACKOFF_S)
+        return [
+            ShardReleased(
+                at=now,
+                pipeline_id=pipeline.pipeline_id,
+                shard=shard,
+                attempt=attempt,
+                reason=reason,
+                retry_at=now + backoff,
+                report_seq=seq,
+            )
+        ]
+    error = (
+        reason if not retryable else f"{reason} (attempt {attempt} of {experiment.max_attempts})"
+    )
+    events: list[Event] = [
+        ShardFailed(
+            at=now,
+            pipeline_id=pipeline.pipeline_id,
+            shard=shard,
+            attempt=attempt,
+            error=error,
+            report_seq=seq,
+        ),
+        PipelineFailed(
+            at=now, pipeline_id=pipeline.pipeline_id, reason=f"shard {shard} failed: {error}"
+        ),
+    ]
+    if finish:
+        events += _experiment_done(
+            state, pipeline.experiment_id, now, ending={pipeline.pipeline_id}
+        )
+    return events
+
+
+# scheduler ticks
+
+
+def _tick(tick: AnyTick, state: State, now: float) -> list[Event]:
+    if isinstance(tick, AssignWork):
+        return [
+            ShardAssigned(
+                at=now,
+                pipeline_id=p.pipeline_id,
+                shard=p.shard,
+                attempt=p.attempt,
+                executor_id=p.executor_id,
+            )
+            for p in plan_assignments(state, tick.executors, now)
+        ]
+    events: list[Event] = []
+    failed: dict[int, str] = {}  # pipeline id -> experiment id
+    for pipeline in state.pipelines.values():
+        for shard, assignment in sorted(pipeline.in_flight.items()):
+            if assignment.executor_id != tick.executor_id or pipeline.pipeline_id in failed:
+                continue
+            reason = f"executor {tick.executor_id} heartbeat lapsed"
+            ended = _end_attempt(state, pipeline, shard, reason, now, 0, finish=False)
+            if any(isinstance(e, PipelineFailed) for e in ended):
+                failed[pipeline.pipeline_id] = pipeline.experiment_id
+            events += ended
+    for experiment_id in sorted(set(failed.values())):
+        events += _experiment_done(state, experiment_id, now, ending=set(failed))
+    return events

@@ -1,0 +1,203 @@
+"""Domain events: the facts in INFERNO_EVT, written by the scheduler only.
+
+Each event knows its subject kind (the last subject token) and the entity it belongs to; the
+subject itself is built by `inferno.events.codec.subject_for`.
+
+A command's whole decision is one event that carries the command's `ic_id` (the event that
+completes the operation: `PipelineStopped`, `PipelineCreated`, ... or `OperationFailed`), so an
+interactive-control operation costs one plain append. Schema v1 decisions wrote
+`OperationStarted` ... `OperationCompleted` around the domain events as an atomic batch; those
+logs still fold (tests/golden/events-v1.jsonl), but nothing writes them any more: an R1 atomic
+batch costs 8-30 ms on nats-server 2.15 against ~1 ms for one message (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import msgspec
+
+from inferno.events.commands import SCHEMA_VERSION
+from inferno.events.model import EvalSpec, PipelineSpec, ShardStats
+
+
+class Event(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=True, gc=False):
+    kind: ClassVar[str]
+    v: int = SCHEMA_VERSION
+    at: float = 0.0
+
+
+class Outcome(Event, kw_only=True):
+    """An event that can complete a command's operation: `ic_id` > 0 names it.
+
+    `created_at` (the command's issue time) is only in logs written before the read models: an
+    event records the decision, and readers take when, who and why from the command itself.
+    """
+
+    ic_id: int = 0
+    created_at: float = 0.0
+
+
+# operations (keyed by ic_id = the command's INFERNO_CMD sequence)
+
+
+class OperationStarted(Event, tag="operation_started"):
+    """Schema v1 only: the start of a decision's atomic batch."""
+
+    kind = "started"
+    ic_id: int
+    operation: str
+    pipeline_id: int | None = None
+    context_id: str | None = None
+    experiment_id: str | None = None
+    created_at: float = 0.0
+
+
+class OperationCompleted(Event, tag="operation_completed"):
+    """Schema v1 only: the end of a decision's atomic batch."""
+
+    kind = "completed"
+    ic_id: int
+    result: dict[str, Any] = {}
+
+
+class OperationFailed(Event, tag="operation_failed"):
+    """The command was invalid in the state it met; nothing else changed.
+
+    What the command was and targeted is in the command (CMD[ic_id]); the fields after `error`
+    are only in logs written before the read models, which copied them here for the fold.
+    """
+
+    kind = "failed"
+    ic_id: int
+    error: str
+    operation: str = ""
+    pipeline_id: int | None = None
+    context_id: str | None = None
+    experiment_id: str | None = None
+    created_at: float = 0.0
+
+
+# experiments and pipelines
+
+
+class ExperimentCreated(Outcome, tag="experiment_created"):
+    """Created with its pipelines, numbered from `first_pipeline_id` (v1: separate events)."""
+
+    kind = "created"
+    experiment_id: str
+    context_id: str
+    experiment_name: str
+    dataset_ref: str
+    row_count: int
+    num_shards: int
+    eval: EvalSpec = msgspec.field(default_factory=EvalSpec)
+    max_attempts: int = 3
+    retry_backoff_s: float = 1.0
+    pipelines: list[PipelineSpec] = []
+    first_pipeline_id: int = 0
+
+
+class ExperimentCompleted(Event, tag="experiment_completed"):
+    kind = "completed"
+    experiment_id: str
+
+
+class PipelineCreated(Outcome, tag="pipeline_created"):
+    kind = "created"
+    pipeline_id: int
+    experiment_id: str
+    context_id: str
+    spec: PipelineSpec
+    parent_pipeline_id: int | None = None
+    source: str = "user"
+
+
+class PipelineStopped(Outcome, tag="pipeline_stopped"):
+    kind = "stopped"
+    pipeline_id: int
+
+
+class PipelineResumed(Outcome, tag="pipeline_resumed"):
+    kind = "resumed"
+    pipeline_id: int
+
+
+class PipelineDeleted(Outcome, tag="pipeline_deleted"):
+    kind = "deleted"
+    pipeline_id: int
+    aborted_shards: list[int] = []
+
+
+class PipelineCompleted(Event, tag="pipeline_completed"):
+    kind = "completed"
+    pipeline_id: int
+
+
+class PipelineFailed(Event, tag="pipeline_failed"):
+    kind = "failed"
+    pipeline_id: int
+    reason: str
+
+
+# shards (keyed by pipeline and shard number; `attempt` fences stale executors)
+
+
+class ShardAssigned(Event, tag="shard_assigned"):
+    kind = "assigned"
+    pipeline_id: int
+    shard: int
+    attempt: int
+    executor_id: str
+
+
+class ShardCompleted(Event, tag="shard_completed"):
+    """`report_seq` is the INFERNO_EXEC sequence that caused it, so a restart resumes after it."""
+
+    kind = "completed"
+    pipeline_id: int
+    shard: int
+    attempt: int
+    executor_id: str
+    stats: ShardStats = msgspec.field(default_factory=ShardStats)
+    report_seq: int = 0
+
+
+class ShardReleased(Event, tag="shard_released"):
+    """The attempt ended without a result; the shard is pending again from `retry_at` on."""
+
+    kind = "released"
+    pipeline_id: int
+    shard: int
+    attempt: int
+    reason: str
+    retry_at: float = 0.0
+    report_seq: int = 0
+
+
+class ShardFailed(Event, tag="shard_failed"):
+    kind = "failed"
+    pipeline_id: int
+    shard: int
+    attempt: int
+    error: str
+    report_seq: int = 0
+
+
+AnyEvent = (
+    OperationStarted
+    | OperationCompleted
+    | OperationFailed
+    | ExperimentCreated
+    | ExperimentCompleted
+    | PipelineCreated
+    | PipelineStopped
+    | PipelineResumed
+    | PipelineDeleted
+    | PipelineCompleted
+    | PipelineFailed
+    | ShardAssigned
+    | ShardCompleted
+    | ShardReleased
+    | ShardFailed
+)

@@ -1,0 +1,238 @@
+"""The scheduler's decision state, folded from INFERNO_EVT, and `evolve`, its fold.
+
+It holds only what `decide` and the placement read: each pipeline's status, shard bookkeeping
+and spec (placement and work orders need the model), what an experiment needs for planning and
+retries, the next pipeline id and the last command and report sequences decided. Metrics,
+tokens, latency, operations and the other things people read are read models
+(`inferno.readmodels`), folded by each reader from the same log.
+
+`evolve` updates the state it is given in place and returns it. A fold owns its state, so this
+is unobservable from outside, and it is what lets a replay reach hundreds of thousands of events
+per second; `decide` never mutates state, and tests check that folding is deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+import msgspec
+
+from inferno.events.codec import UnknownEvent
+from inferno.events.events import (
+    AnyEvent,
+    Event,
+    ExperimentCompleted,
+    ExperimentCreated,
+    OperationFailed,
+    OperationStarted,
+    Outcome,
+    PipelineCompleted,
+    PipelineCreated,
+    PipelineDeleted,
+    PipelineFailed,
+    PipelineResumed,
+    PipelineStopped,
+    ShardAssigned,
+    ShardCompleted,
+    ShardFailed,
+    ShardReleased,
+)
+from inferno.events.model import EvalSpec, PipelineSpec
+
+PipelineStatus = Literal["new", "ongoing", "stopped", "completed", "failed", "deleted"]
+TERMINAL: frozenset[str] = frozenset({"completed", "failed", "deleted"})
+STATE_VERSION = 1
+"""The shape of `State` as a snapshot stores it; a snapshot of another version is replayed."""
+
+
+class Assignment(msgspec.Struct, array_like=True, gc=False):
+    executor_id: str
+    attempt: int
+    assigned_at: float
+
+
+class Pipeline(msgspec.Struct, kw_only=True):
+    pipeline_id: int
+    experiment_id: str
+    spec: PipelineSpec
+    num_shards: int
+    status: PipelineStatus = "new"
+    completed: set[int] = msgspec.field(default_factory=set)
+    in_flight: dict[int, Assignment] = msgspec.field(default_factory=dict)
+    attempts: dict[int, int] = msgspec.field(default_factory=dict)
+    retry_at: dict[int, float] = msgspec.field(default_factory=dict)
+
+    @property
+    def runnable(self) -> bool:
+        return self.status in ("new", "ongoing")
+
+
+class Experiment(msgspec.Struct, kw_only=True):
+    experiment_id: str
+    context_id: str
+    dataset_ref: str
+    row_count: int
+    num_shards: int
+    eval: EvalSpec
+    max_attempts: int
+    retry_backoff_s: float
+    status: Literal["running", "completed"] = "running"
+    pipeline_ids: list[int] = msgspec.field(default_factory=list)
+
+
+class State(msgspec.Struct, kw_only=True):
+    experiments: dict[str, Experiment] = msgspec.field(default_factory=dict)
+    contexts: dict[str, str] = msgspec.field(default_factory=dict)
+    pipelines: dict[int, Pipeline] = msgspec.field(default_factory=dict)
+    next_pipeline_id: int = 1
+    last_command_seq: int = 0
+    last_report_seq: int = 0
+    events_applied: int = 0
+    unknown_events: int = 0
+
+
+def _decided(s: State, e: Outcome | OperationFailed | OperationStarted) -> None:
+    """A command's decision: commands are decided in ic_id order, so this one is the last."""
+    if e.ic_id > s.last_command_seq:
+        s.last_command_seq = e.ic_id
+
+
+def _reported(s: State, report_seq: int) -> None:
+    if report_seq > s.last_report_seq:
+        s.last_report_seq = report_seq
+
+
+def _experiment_created(s: State, e: ExperimentCreated) -> None:
+    s.experiments[e.experiment_id] = Experiment(
+        experiment_id=e.experiment_id,
+        context_id=e.context_id,
+        dataset_ref=e.dataset_ref,
+        row_count=e.row_count,
+        num_shards=e.num_shards,
+        eval=e.eval,
+        max_attempts=e.max_attempts,
+        retry_backoff_s=e.retry_backoff_s,
+    )
+    s.contexts[e.context_id] = e.experiment_id
+    for offset, spec in enumerate(e.pipelines):
+        _add_pipeline(s, e.first_pipeline_id + offset, e.experiment_id, spec)
+    _decided(s, e)
+
+
+def _experiment_completed(s: State, e: ExperimentCompleted) -> None:
+    s.experiments[e.experiment_id].status = "completed"
+
+
+def _add_pipeline(s: State, pipeline_id: int, experiment_id: str, spec: PipelineSpec) -> None:
+    experiment = s.experiments[experiment_id]
+    s.pipelines[pipeline_id] = Pipeline(
+        pipeline_id=pipeline_id,
+        experiment_id=experiment_id,
+        spec=spec,
+        num_shards=experiment.num_shards,
+    )
+    experiment.pipeline_ids.append(pipeline_id)
+    experiment.status = "running"
+    if pipeline_id >= s.next_pipeline_id:
+        s.next_pipeline_id = pipeline_id + 1
+
+
+def _pipeline_created(s: State, e: PipelineCreated) -> None:
+    _add_pipeline(s, e.pipeline_id, e.experiment_id, e.spec)
+    _decided(s, e)
+
+
+def _set_status(status: PipelineStatus) -> Callable[[State, Any], None]:
+    def apply(s: State, e: Any) -> None:
+        s.pipelines[e.pipeline_id].status = status
+        if isinstance(e, Outcome):
+            _decided(s, e)
+
+    return apply
+
+
+def _pipeline_ended(status: PipelineStatus) -> Callable[[State, Any], None]:
+    """Deleted and failed pipelines drop their in-flight work: no result of it will count."""
+
+    def apply(s: State, e: Any) -> None:
+        pipeline = s.pipelines[e.pipeline_id]
+        pipeline.status = status
+        pipeline.in_flight.clear()
+        pipeline.retry_at.clear()
+        if isinstance(e, Outcome):
+            _decided(s, e)
+
+    return apply
+
+
+def _shard_assigned(s: State, e: ShardAssigned) -> None:
+    pipeline = s.pipelines[e.pipeline_id]
+    pipeline.in_flight[e.shard] = Assignment(e.executor_id, e.attempt, e.at)
+    pipeline.attempts[e.shard] = e.attempt
+    if pipeline.retry_at:
+        pipeline.retry_at.pop(e.shard, None)
+    if pipeline.status == "new":
+        pipeline.status = "ongoing"
+
+
+def _shard_completed(s: State, e: ShardCompleted) -> None:
+    pipeline = s.pipelines[e.pipeline_id]
+    pipeline.in_flight.pop(e.shard, None)
+    pipeline.completed.add(e.shard)
+    _reported(s, e.report_seq)
+
+
+def _shard_released(s: State, e: ShardReleased) -> None:
+    pipeline = s.pipelines[e.pipeline_id]
+    pipeline.in_flight.pop(e.shard, None)
+    pipeline.retry_at[e.shard] = e.retry_at
+    _reported(s, e.report_seq)
+
+
+def _shard_failed(s: State, e: ShardFailed) -> None:
+    s.pipelines[e.pipeline_id].in_flight.pop(e.shard, None)
+    _reported(s, e.report_seq)
+
+
+_APPLY: dict[type, Callable[[State, Any], None]] = {
+    OperationStarted: _decided,
+    OperationFailed: _decided,
+    ExperimentCreated: _experiment_created,
+    ExperimentCompleted: _experiment_completed,
+    PipelineCreated: _pipeline_created,
+    PipelineStopped: _set_status("stopped"),
+    PipelineResumed: _set_status("ongoing"),
+    PipelineCompleted: _set_status("completed"),
+    PipelineDeleted: _pipeline_ended("deleted"),
+    PipelineFailed: _pipeline_ended("failed"),
+    ShardAssigned: _shard_assigned,
+    ShardCompleted: _shard_completed,
+    ShardReleased: _shard_released,
+    ShardFailed: _shard_failed,
+}
+_IGNORED: frozenset[type] = frozenset({t for t in AnyEvent.__args__ if t not in _APPLY})
+"""Known events that change nothing `decide` reads (v1's OperationCompleted)."""
+
+
+def evolve(state: State, event: Event | UnknownEvent) -> State:
+    """Apply one event; a type this code does not know counts as unknown."""
+    apply = _APPLY.get(type(event))
+    if apply is not None:
+        apply(state, event)
+    elif type(event) not in _IGNORED:
+        state.unknown_events += 1
+    state.events_applied += 1
+    return state
+
+
+def fold(events: Iterable[AnyEvent | UnknownEvent], state: State | None = None) -> State:
+    state = State() if state is None else state
+    for event in events:
+        evolve(state, event)
+    return state
+
+
+def snapshot(state: State) -> bytes:
+    """A canonical encoding: two states are the same exactly when their snapshots are equal."""
+    return msgspec.json.encode(msgspec.to_builtins(state, str_keys=True, order="deterministic"))

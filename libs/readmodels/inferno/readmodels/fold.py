@@ -1,0 +1,265 @@
+"""Folding the log into a `ReadModel`: `apply_command` for INFERNO_CMD, `apply_event` for EVT.
+
+A reader may tail the two streams independently, in any interleaving: a command and the event
+that settles it meet in the operation whichever comes first (the property tests fold every
+interleaving to the same model). Each updates the model in place, as `evolve` does.
+
+Logs written before the read models copied the command's issue time (and, on a failure, its
+operation and ids) into the outcome event; those values are used when the command is not there
+to say them, so old logs read as they always did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from operator import add
+from typing import Any
+
+from inferno.events.codec import UnknownEvent
+from inferno.events.commands import AnyCommand
+from inferno.events.events import (
+    Event,
+    ExperimentCompleted,
+    ExperimentCreated,
+    OperationCompleted,
+    OperationFailed,
+    OperationStarted,
+    Outcome,
+    PipelineCompleted,
+    PipelineCreated,
+    PipelineDeleted,
+    PipelineFailed,
+    PipelineResumed,
+    PipelineStopped,
+    ShardAssigned,
+    ShardCompleted,
+    ShardFailed,
+    ShardReleased,
+)
+from inferno.events.model import PipelineSpec
+from inferno.events.state import Assignment, PipelineStatus
+from inferno.readmodels.model import Experiment, Operation, Pipeline, ReadModel
+from inferno.stats.metrics import merge_buckets
+
+
+def apply_command(model: ReadModel, seq: int, command: AnyCommand) -> ReadModel:
+    """The command at INFERNO_CMD sequence `seq` (its ic_id): its operation, pending until the
+    scheduler's outcome arrives (or filled in, if that came first)."""
+    op = model.operations.get(seq)
+    target = command.target
+    if op is None:
+        op = model.operations[seq] = Operation(
+            ic_id=seq,
+            operation=command.operation,
+            pipeline_id=target.pipeline_id,
+            context_id=target.context_id,
+            experiment_id=target.experiment_id,
+        )
+        model.pending.add(seq)
+    else:  # settled before its command folded: the event left the command's part to it
+        op.operation = op.operation or command.operation
+        op.pipeline_id = op.pipeline_id if op.pipeline_id is not None else target.pipeline_id
+        op.context_id = op.context_id or target.context_id
+        op.experiment_id = op.experiment_id or target.experiment_id
+    op.created_at = command.issued_at or op.created_at
+    op.actor, op.reason, op.trace_id = command.actor, command.reason, command.trace_id
+    if seq > model.cmd_seq:
+        model.cmd_seq = seq
+    return model
+
+
+def apply_event(model: ReadModel, seq: int, event: Event | UnknownEvent) -> ReadModel:
+    """The event at INFERNO_EVT sequence `seq`; a type without an entry counts as unknown."""
+    apply = _APPLY.get(type(event))
+    if apply is None:
+        model.unknown_events += 1
+    else:
+        apply(model, event)
+    model.events_applied += 1
+    if seq > model.evt_seq:
+        model.evt_seq = seq
+    return model
+
+
+def _operation(m: ReadModel, ic_id: int, operation: str) -> Operation:
+    """The operation an outcome settles, created here when its command has not folded yet."""
+    op = m.operations.get(ic_id)
+    if op is None:
+        op = m.operations[ic_id] = Operation(ic_id=ic_id, operation=operation)
+    m.pending.discard(ic_id)
+    return op
+
+
+def _complete(m: ReadModel, e: Outcome, operation: str, result: dict[str, Any], **ids: Any) -> None:
+    if not e.ic_id:
+        return  # a schema v1 event: its operation completes with OperationCompleted
+    op = _operation(m, e.ic_id, operation)
+    for name, value in ids.items():
+        setattr(op, name, value)
+    op.status = "completed"
+    op.result = result
+    op.created_at = e.created_at or op.created_at
+    op.processed_at = e.at
+
+
+def _operation_started(m: ReadModel, e: OperationStarted) -> None:
+    op = _operation(m, e.ic_id, e.operation)
+    op.status = "processing"
+    op.pipeline_id = e.pipeline_id
+    op.context_id = e.context_id
+    op.experiment_id = e.experiment_id
+    op.created_at = e.created_at
+
+
+def _operation_completed(m: ReadModel, e: OperationCompleted) -> None:
+    op = m.operations[e.ic_id]
+    op.status = "completed"
+    op.result = e.result
+    op.processed_at = e.at
+
+
+def _operation_failed(m: ReadModel, e: OperationFailed) -> None:
+    op = _operation(m, e.ic_id, e.operation)
+    if e.operation:  # written before the read models: a copy of the command's part
+        op.pipeline_id = e.pipeline_id
+        op.context_id = e.context_id
+        op.experiment_id = e.experiment_id
+        op.created_at = e.created_at or op.created_at
+    op.status = "failed"
+    op.error = e.error
+    op.processed_at = e.at
+
+
+def _experiment_created(m: ReadModel, e: ExperimentCreated) -> None:
+    m.experiments[e.experiment_id] = Experiment(
+        experiment_id=e.experiment_id,
+        experiment_name=e.experiment_name,
+        context_id=e.context_id,
+        dataset_ref=e.dataset_ref,
+        row_count=e.row_count,
+        num_shards=e.num_shards,
+        eval=e.eval,
+        max_attempts=e.max_attempts,
+        retry_backoff_s=e.retry_backoff_s,
+        created_at=e.at,
+    )
+    m.contexts[e.context_id] = e.experiment_id
+    ids = list(range(e.first_pipeline_id, e.first_pipeline_id + len(e.pipelines)))
+    for pipeline_id, spec in zip(ids, e.pipelines, strict=True):
+        _add_pipeline(m, pipeline_id, e.experiment_id, e.context_id, spec, None, "user", e.at)
+    result = {"experiment_id": e.experiment_id, "context_id": e.context_id, "pipeline_ids": ids}
+    ids_of = {"experiment_id": e.experiment_id, "context_id": e.context_id}
+    _complete(m, e, "create_experiment", result, **ids_of)
+
+
+def _experiment_completed(m: ReadModel, e: ExperimentCompleted) -> None:
+    m.experiments[e.experiment_id].status = "completed"
+
+
+def _add_pipeline(
+    m: ReadModel,
+    pipeline_id: int,
+    experiment_id: str,
+    context_id: str,
+    spec: PipelineSpec,
+    parent_pipeline_id: int | None,
+    source: str,
+    at: float,
+) -> None:
+    experiment = m.experiments[experiment_id]
+    m.pipelines[pipeline_id] = Pipeline(
+        pipeline_id=pipeline_id,
+        experiment_id=experiment_id,
+        context_id=context_id,
+        spec=spec,
+        num_shards=experiment.num_shards,
+        parent_pipeline_id=parent_pipeline_id,
+        source=source,
+        created_at=at,
+    )
+    experiment.pipeline_ids.append(pipeline_id)
+    experiment.status = "running"
+
+
+def _pipeline_created(m: ReadModel, e: PipelineCreated) -> None:
+    parent = e.parent_pipeline_id
+    _add_pipeline(m, e.pipeline_id, e.experiment_id, e.context_id, e.spec, parent, e.source, e.at)
+    result = {"pipeline_id": e.pipeline_id}
+    _complete(m, e, "clone", result, pipeline_id=parent, context_id=e.context_id)
+
+
+def _set_status(status: PipelineStatus, operation: str = "") -> Callable[[ReadModel, Any], None]:
+    def apply(m: ReadModel, e: Any) -> None:
+        m.pipelines[e.pipeline_id].status = status
+        if operation:
+            _complete(m, e, operation, {}, pipeline_id=e.pipeline_id)
+
+    return apply
+
+
+def _pipeline_ended(status: PipelineStatus) -> Callable[[ReadModel, Any], None]:
+    def apply(m: ReadModel, e: Any) -> None:
+        pipeline = m.pipelines[e.pipeline_id]
+        pipeline.status = status
+        pipeline.in_flight.clear()
+        if status == "failed":
+            pipeline.failure = e.reason
+        else:
+            result = {"aborted_shards": e.aborted_shards}
+            _complete(m, e, "delete", result, pipeline_id=e.pipeline_id)
+
+    return apply
+
+
+def _shard_assigned(m: ReadModel, e: ShardAssigned) -> None:
+    pipeline = m.pipelines[e.pipeline_id]
+    pipeline.in_flight[e.shard] = Assignment(e.executor_id, e.attempt, e.at)
+    if pipeline.status == "new":
+        pipeline.status = "ongoing"
+
+
+def _shard_completed(m: ReadModel, e: ShardCompleted) -> None:
+    pipeline = m.pipelines[e.pipeline_id]
+    pipeline.in_flight.pop(e.shard, None)
+    pipeline.completed.add(e.shard)
+    stats = e.stats
+    pipeline.rows_processed += stats.rows
+    pipeline.prompt_tokens += stats.prompt_tokens
+    pipeline.completion_tokens += stats.completion_tokens
+    pipeline.busy_s += stats.duration_s
+    pipeline.row_errors += stats.errors
+    buckets = stats.latency_ms_buckets
+    if buckets:
+        have = pipeline.latency_ms_buckets
+        pipeline.latency_ms_buckets = (
+            list(map(add, have, buckets))
+            if len(have) == len(buckets)
+            else merge_buckets(have, buckets)
+        )
+    metrics = pipeline.metrics
+    for name, more in stats.metrics.items():
+        current = metrics.get(name)
+        metrics[name] = more if current is None else current.merged(more)
+
+
+def _shard_ended(m: ReadModel, e: ShardReleased | ShardFailed) -> None:
+    m.pipelines[e.pipeline_id].in_flight.pop(e.shard, None)
+
+
+_APPLY: dict[type, Callable[[ReadModel, Any], None]] = {
+    OperationStarted: _operation_started,
+    OperationCompleted: _operation_completed,
+    OperationFailed: _operation_failed,
+    ExperimentCreated: _experiment_created,
+    ExperimentCompleted: _experiment_completed,
+    PipelineCreated: _pipeline_created,
+    PipelineStopped: _set_status("stopped", "stop"),
+    PipelineResumed: _set_status("ongoing", "resume"),
+    PipelineCompleted: _set_status("completed"),
+    PipelineDeleted: _pipeline_ended("deleted"),
+    PipelineFailed: _pipeline_ended("failed"),
+    ShardAssigned: _shard_assigned,
+    ShardCompleted: _shard_completed,
+    ShardReleased: _shard_ended,
+    ShardFailed: _shard_ended,
+}

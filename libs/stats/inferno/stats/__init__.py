@@ -1,0 +1,2 @@
+"""Statistics over merged sufficient statistics: means, confidence intervals, latency
+percentiles, cost. Pure math, no I/O."""

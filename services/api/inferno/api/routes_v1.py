@@ -1,0 +1,324 @@
+"""Resources under /api/v1: experiments, datasets, pipelines, operations, executors.
+
+Reads come from the projection. Writes issue one command each (`commands.submit`) and answer
+with the operation's status object; `?wait=SECONDS` answers once it is final (or with its status
+when the time is up), `Idempotency-Key` makes a retry return the original operation.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Body, Query, Request
+from starlette.responses import Response, StreamingResponse
+
+from inferno.api import views
+from inferno.api.commands import submit
+from inferno.api.data import load_rows, rows_from_request, store_rows, stream_results
+from inferno.api.deps import GatewayDep, IdempotencyKey, Wait
+from inferno.api.errors import ApiError
+from inferno.api.identity import CallerDep
+from inferno.api.openapi import errors
+from inferno.api.responses import MsgspecJSONResponse, json_response
+from inferno.api.schemas import (
+    CloneBody,
+    ExperimentBody,
+    ReasonBody,
+    RowsBody,
+    check_experiment,
+    check_unique_names,
+    check_user_scorers,
+)
+from inferno.api.timetravel import AT_PARAMETER, model_at
+from inferno.events.commands import (
+    AnyCommand,
+    ClonePipeline,
+    CreateExperiment,
+    DeletePipeline,
+    ResumePipeline,
+    StopPipeline,
+)
+from inferno.events.state import PipelineStatus
+from inferno.events.work import results_name
+from inferno.readmodels.model import OperationStatus
+
+router = APIRouter(prefix="/api/v1", tags=["v1"], default_response_class=MsgspecJSONResponse)
+
+_WRITE_ERRORS = errors(400, 404, 409, 503)
+"""What a command on a pipeline can answer besides its operation."""
+
+
+# experiments and datasets
+
+
+@router.post("/experiments", responses=errors(400, 409, 503))
+async def create_experiment(
+    body: ExperimentBody,
+    gw: GatewayDep,
+    caller: CallerDep,
+    idempotency_key: IdempotencyKey = None,
+    wait: Wait = 0,
+) -> Response:
+    """Create an experiment with its first pipelines. The dataset is inline (`rows`, stored
+    once under its digest) or a stored one (`ref`). `pipelines` in the answer fill in once the
+    scheduler has decided (use `?wait`)."""
+    check_unique_names(body)
+    check_user_scorers(body.eval, gw.settings.scorer_modules)
+    if body.dataset.rows is not None:
+        rows = body.dataset.rows
+        check_experiment(body, len(rows), rows[0])
+        ref = await store_rows(gw, rows)
+    else:
+        ref = body.dataset.ref
+        rows = await load_rows(gw, ref, "dataset.ref")
+        check_experiment(body, len(rows), rows[0])
+    command = CreateExperiment(
+        experiment_id=f"exp-{uuid.uuid4().hex[:12]}",
+        context_id=f"ctx-{uuid.uuid4().hex[:12]}",
+        experiment_name=body.experiment_name,
+        dataset_ref=ref,
+        row_count=len(rows),
+        num_shards=body.num_shards,
+        eval=body.eval.spec(),
+        pipelines=[p.spec() for p in body.pipelines],
+        max_attempts=body.max_attempts,
+        retry_backoff_s=body.retry_backoff_s,
+    )
+    command = caller.stamp(command, body.reason)
+    op = await submit(gw, command, idempotency_key=idempotency_key, wait=wait)
+    return json_response(views.created_experiment(gw.projection.model, op))
+
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": RowsBody.model_json_schema()},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+            **{
+                media: {"schema": {"type": "string", "format": "binary"}}
+                for media in ("application/x-ndjson", "text/csv", "application/vnd.apache.parquet")
+            },
+        },
+    }
+}
+
+
+@router.post("/datasets", openapi_extra=_UPLOAD_BODY, responses=errors(400, 415, 503))
+async def upload_dataset(
+    request: Request,
+    gw: GatewayDep,
+    fmt: Annotated[
+        Literal["jsonl", "csv", "parquet"] | None,
+        Query(
+            alias="format",
+            description="the file's format, when its name or Content-Type does not say",
+        ),
+    ] = None,
+) -> Response:
+    """Store rows once (content-addressed); experiments then name them by `dataset_ref`.
+    The rows come as JSON `{"rows": [...]}`, as a multipart form's `file` (.jsonl, .csv,
+    .parquet), or as the raw body with a Content-Type of application/x-ndjson, text/csv or
+    application/vnd.apache.parquet. CSV values stay strings."""
+    rows = await rows_from_request(request, fmt)
+    ref = await store_rows(gw, rows)
+    return json_response({"dataset_ref": ref, "row_count": len(rows)})
+
+
+@router.get("/experiments")
+async def list_experiments(gw: GatewayDep) -> Response:
+    experiments = gw.projection.model.experiments.values()
+    return json_response([views.experiment(e) for e in experiments])
+
+
+@router.get("/experiments/{experiment_id}", responses=errors(404))
+async def get_experiment(experiment_id: str, gw: GatewayDep) -> Response:
+    model = gw.projection.model
+    experiment = model.experiments.get(experiment_id)
+    if experiment is None:
+        raise ApiError(404, f"experiment {experiment_id} not found")
+    return json_response(views.experiment_detail(model, experiment))
+
+
+@router.get("/experiments/{experiment_id}/leaderboard", responses=errors(400, 404))
+async def experiment_leaderboard(
+    experiment_id: str,
+    gw: GatewayDep,
+    metric: Annotated[
+        str | None, Query(description="the metric to rank by (default: the first scorer's)")
+    ] = None,
+) -> Response:
+    """The experiment's pipelines (deleted ones left out), best first by `metric`, each with
+    its value, confidence interval, shards done and status."""
+    model = gw.projection.model
+    experiment = model.experiments.get(experiment_id)
+    if experiment is None:
+        raise ApiError(404, f"experiment {experiment_id} not found")
+    known = views.metric_names(model, experiment)
+    if metric is not None and metric not in known:
+        raise ApiError(
+            400,
+            f"query parameter 'metric': {metric!r} is not a metric of experiment"
+            f" {experiment_id} (it has: {', '.join(known) or 'none'})",
+        )
+    chosen = metric or (known[0] if known else None)
+    return json_response(views.leaderboard(model, experiment, chosen))
+
+
+# pipelines
+
+
+@router.get("/pipelines", responses=errors(400, 503), openapi_extra=AT_PARAMETER)
+async def list_pipelines(
+    request: Request,
+    gw: GatewayDep,
+    experiment_id: str | None = None,
+    status: Annotated[PipelineStatus | None, Query()] = None,
+) -> Response:
+    """The pipelines now, or with `at` as they were then (docs/audit.md)."""
+    model = await model_at(gw, request.query_params.get("at"))
+    return json_response(
+        [
+            views.pipeline(p, model.experiments[p.experiment_id])
+            for _, p in sorted(model.pipelines.items())
+            if (experiment_id is None or p.experiment_id == experiment_id)
+            and (status is None or p.status == status)
+        ]
+    )
+
+
+@router.get("/pipelines/{pipeline_id}", responses=errors(400, 404))
+async def get_pipeline(pipeline_id: int, gw: GatewayDep) -> Response:
+    model = gw.projection.model
+    pipeline = model.pipelines.get(pipeline_id)
+    if pipeline is None:
+        raise ApiError(404, f"pipeline {pipeline_id} not found")
+    return json_response(views.pipeline(pipeline, model.experiments[pipeline.experiment_id]))
+
+
+@router.get(
+    "/pipelines/{pipeline_id}/results",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}}}, **errors(400, 404, 503)},
+)
+async def pipeline_results(pipeline_id: int, gw: GatewayDep) -> StreamingResponse:
+    """Per-row outputs and scores as JSONL: the completed shards' objects in INFERNO_RESULTS,
+    in shard order (shards still running or pending are not included yet)."""
+    pipeline = gw.projection.model.pipelines.get(pipeline_id)
+    if pipeline is None:
+        raise ApiError(404, f"pipeline {pipeline_id} not found")
+    objects = [
+        results_name(pipeline.experiment_id, pipeline_id, shard)
+        for shard in sorted(pipeline.completed)
+    ]
+    store = await gw.js.object_store(gw.names.results_store)
+    return StreamingResponse(stream_results(store, objects), media_type="application/x-ndjson")
+
+
+async def _issue(gw: GatewayDep, command: AnyCommand, key: str | None, wait: float) -> Response:
+    op = await submit(gw, command, idempotency_key=key, wait=wait)
+    return json_response(views.operation(op))
+
+
+@router.post("/pipelines/{pipeline_id}/stop", responses=_WRITE_ERRORS)
+async def stop_pipeline(
+    pipeline_id: int,
+    gw: GatewayDep,
+    caller: CallerDep,
+    body: Annotated[ReasonBody | None, Body()] = None,
+    idempotency_key: IdempotencyKey = None,
+    wait: Wait = 0,
+) -> Response:
+    """No new shard starts; an in-flight one finishes and counts."""
+    command = caller.stamp(StopPipeline(pipeline_id=pipeline_id), (body or ReasonBody()).reason)
+    return await _issue(gw, command, idempotency_key, wait)
+
+
+@router.post("/pipelines/{pipeline_id}/resume", responses=_WRITE_ERRORS)
+async def resume_pipeline(
+    pipeline_id: int,
+    gw: GatewayDep,
+    caller: CallerDep,
+    body: Annotated[ReasonBody | None, Body()] = None,
+    idempotency_key: IdempotencyKey = None,
+    wait: Wait = 0,
+) -> Response:
+    """Continue a stopped pipeline from its first incomplete shard."""
+    command = caller.stamp(ResumePipeline(pipeline_id=pipeline_id), (body or ReasonBody()).reason)
+    return await _issue(gw, command, idempotency_key, wait)
+
+
+@router.post("/pipelines/{pipeline_id}/delete", responses=_WRITE_ERRORS)
+async def delete_pipeline(
+    pipeline_id: int,
+    gw: GatewayDep,
+    caller: CallerDep,
+    body: Annotated[ReasonBody | None, Body()] = None,
+    idempotency_key: IdempotencyKey = None,
+    wait: Wait = 0,
+) -> Response:
+    """Abort in-flight work; nothing more of this pipeline runs or counts."""
+    command = caller.stamp(DeletePipeline(pipeline_id=pipeline_id), (body or ReasonBody()).reason)
+    return await _issue(gw, command, idempotency_key, wait)
+
+
+@router.post("/pipelines/{pipeline_id}/clone", responses=_WRITE_ERRORS)
+async def clone_pipeline(
+    pipeline_id: int,
+    gw: GatewayDep,
+    caller: CallerDep,
+    body: Annotated[CloneBody | None, Body()] = None,
+    idempotency_key: IdempotencyKey = None,
+    wait: Wait = 0,
+) -> Response:
+    """A new pipeline in the same context with some knobs changed (dicts merge key by key);
+    the operation's result holds its pipeline_id."""
+    body = body or CloneBody()
+    command = caller.stamp(
+        ClonePipeline(pipeline_id=pipeline_id, changes=body.changes()), body.reason
+    )
+    return await _issue(gw, command, idempotency_key, wait)
+
+
+# operations and executors
+
+
+@router.get("/operations", responses=errors(400))
+async def list_operations(
+    gw: GatewayDep,
+    pipeline_id: int | None = None,
+    status: Annotated[OperationStatus | None, Query()] = None,
+) -> Response:
+    ops = gw.projection.model.operations
+    return json_response(
+        [
+            views.operation(ops[i])
+            for i in sorted(ops)
+            if (pipeline_id is None or ops[i].pipeline_id == pipeline_id)
+            and (status is None or ops[i].status == status)
+        ]
+    )
+
+
+@router.get("/operations/{ic_id}", responses=errors(400, 404))
+async def get_operation(ic_id: int, gw: GatewayDep) -> Response:
+    op = gw.projection.model.operations.get(ic_id)
+    if op is None:
+        raise ApiError(404, f"operation {ic_id} not found")
+    return json_response(views.operation(op))
+
+
+@router.get("/executors")
+async def list_executors(gw: GatewayDep) -> Response:
+    """Executors with a live heartbeat in INFERNO_EXECUTORS."""
+    now = time.time()
+    executors = gw.projection.executors
+    return json_response([views.executor(executors[k], now) for k in sorted(executors)])

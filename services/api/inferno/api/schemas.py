@@ -1,0 +1,345 @@
+"""Request bodies, and the checks that need more than one field (pure).
+
+Bodies are strict (a JSON string is not an int) and, under /api/v1, closed (a misspelt field is
+an error, not silently ignored). The dispatcher's bodies accept extra fields, as the seed did.
+Everything a request names that cannot work is refused here with a 400 naming the field, so it
+never reaches the log.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Collection
+from typing import Annotated, Any, Literal
+
+import msgspec
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from inferno.api.errors import bad_field
+from inferno.api.identity import Reason
+from inferno.events.model import (
+    MAX_ATTEMPTS,
+    MAX_NAME_LENGTH,
+    MAX_RATE_LIMIT,
+    MAX_RETRY_BACKOFF_S,
+    EvalSpec,
+    PipelineChanges,
+    PipelineSpec,
+    PipelineType,
+    Scorer,
+)
+from inferno.events.scorers import BUILTIN_SCORERS, ScorerError, check_scorer, user_scorer
+from inferno.events.templates import check_format_spec
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema's integer includes 8331.0, so a whole float is an int; 1.5 stays an error."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Int fields as the OpenAPI document describes them (`type: integer`). Bounds go before the
+# validator, or pydantic writes them into the schema as `ge` / `le`, which JSON Schema ignores.
+Integer = Annotated[int, BeforeValidator(_integral)]
+Positive = Annotated[int, Field(ge=1), BeforeValidator(_integral)]
+Attempts = Annotated[int, Field(ge=1, le=MAX_ATTEMPTS), BeforeValidator(_integral)]
+RateLimit = Annotated[int, Field(ge=1, le=MAX_RATE_LIMIT), BeforeValidator(_integral)]
+
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH)]
+
+
+PRICE_KEYS = ("price_per_1k_prompt_tokens", "price_per_1k_completion_tokens")
+"""client_config keys the estimated cost is computed from (docs/evaluation.md)."""
+
+
+def check_prices(config: dict[str, Any]) -> dict[str, Any]:
+    for key in PRICE_KEYS:
+        value = config.get(key)
+        if value is not None and (
+            not isinstance(value, int | float) or isinstance(value, bool) or value < 0
+        ):
+            raise ValueError(f"{key} must be a number >= 0 (per 1,000 tokens), not {value!r}")
+    return config
+
+
+class _Knobs(BaseModel):
+    """What a pipeline can set; `model_config` is pydantic's own name, hence the alias."""
+
+    pipeline_name: Name
+    pipeline_type: PipelineType
+    model_settings: dict[str, Any] = Field(default_factory=dict, alias="model_config")
+    sampling_params: dict[str, Any] = Field(default_factory=dict)
+    client_config: dict[str, Any] = Field(default_factory=dict)
+    rpm_limit: RateLimit | None = None
+    tpm_limit: RateLimit | None = None
+
+    @field_validator("client_config")
+    @classmethod
+    def _prices(cls, config: dict[str, Any]) -> dict[str, Any]:
+        return check_prices(config)
+
+    def spec(self) -> PipelineSpec:
+        return PipelineSpec(
+            pipeline_name=self.pipeline_name,
+            pipeline_type=self.pipeline_type,
+            model_config=self.model_settings,
+            sampling_params=self.sampling_params,
+            client_config=self.client_config,
+            rpm_limit=self.rpm_limit,
+            tpm_limit=self.tpm_limit,
+        )
+
+
+# dispatcher
+
+
+class PipelineRef(_Open):
+    pipeline_id: Integer
+
+
+class CloneIntoContextBody(_Knobs, _Open):
+    context_id: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="a subject token")
+
+
+# /api/v1
+
+
+class PipelineBody(_Knobs, _Closed):
+    pass
+
+
+class ReasonBody(_Closed):
+    """The optional body of stop, resume and delete: why, for the audit trail."""
+
+    reason: Reason = None
+
+
+class CloneBody(_Closed):
+    """Changes for a clone; what is left out is inherited, dicts are merged key by key.
+    `reason` is not a change: it says why, for the audit trail."""
+
+    reason: Reason = None
+    pipeline_name: Name | None = None
+    pipeline_type: PipelineType | None = None
+    model_settings: dict[str, Any] | None = Field(default=None, alias="model_config")
+    sampling_params: dict[str, Any] | None = None
+    client_config: dict[str, Any] | None = None
+    rpm_limit: RateLimit | None = None
+    tpm_limit: RateLimit | None = None
+
+    @field_validator("client_config")
+    @classmethod
+    def _prices(cls, config: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if config is None else check_prices(config)
+
+    def changes(self) -> PipelineChanges:
+        return PipelineChanges(
+            pipeline_name=self.pipeline_name,
+            pipeline_type=self.pipeline_type,
+            model_config=self.model_settings,
+            sampling_params=self.sampling_params,
+            client_config=self.client_config,
+            rpm_limit=self.rpm_limit,
+            tpm_limit=self.tpm_limit,
+        )
+
+
+def _rows_xor_ref(schema: dict[str, Any]) -> None:
+    """What `_one_source` checks, said in the schema: exactly one of them, neither null."""
+    for name in ("rows", "ref"):
+        schema["properties"][name].pop("default", None)
+    schema["oneOf"] = [{"required": ["rows"]}, {"required": ["ref"]}]
+
+
+class DatasetBody(_Closed):
+    model_config = ConfigDict(json_schema_extra=_rows_xor_ref)
+
+    # not Optional: a null is refused like any other wrong type; absent is the None default
+    # (mypy: a None default on a non-Optional field, on purpose, hence the ignores)
+    rows: list[dict[str, Any]] = Field(default=None, min_length=1)  # type: ignore[arg-type]
+    ref: str = Field(default=None, pattern=r"^sha256-[0-9a-f]{64}$")  # type: ignore[assignment]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_source(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            if "path" in data:
+                raise ValueError(
+                    "'path' is read by the CLI, which uploads the file;"
+                    " the API takes 'rows' or 'ref'"
+                )
+            if ("rows" in data) == ("ref" in data):
+                raise ValueError("give exactly one of 'rows' (inline) or 'ref' (a stored dataset)")
+        return data
+
+
+class RowsBody(_Closed):
+    rows: list[dict[str, Any]] = Field(min_length=1)
+
+
+class ScorerBody(_Closed):
+    name: str
+    target: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in BUILTIN_SCORERS and user_scorer(name) is None:
+            raise ValueError(
+                f"unknown scorer {name!r} (known: {', '.join(BUILTIN_SCORERS)},"
+                " or module:function from INFERNO_SCORER_MODULES)"
+            )
+        return name
+
+    @model_validator(mode="after")
+    def _usable(self) -> ScorerBody:
+        """Target and options of a built-in; a user scorer's allow-list is checked by
+        `check_user_scorers`, which knows the settings."""
+        if user_scorer(self.name) is None:
+            try:
+                check_scorer(self.scorer(), ())
+            except ScorerError as error:
+                raise ValueError(str(error)) from None
+        return self
+
+    def scorer(self) -> Scorer:
+        return msgspec.convert(self.model_dump(), Scorer)
+
+
+class Message(_Closed):
+    role: str
+    content: str
+
+
+class EvalBody(_Closed):
+    prompt: str | list[Message] = "{prompt}"
+    scorers: list[ScorerBody] = Field(default_factory=list)
+    ci_method: Literal["normal", "wilson", "hoeffding"] | None = None
+    confidence_level: float = Field(default=0.95, gt=0, lt=1)
+
+    @field_validator("scorers")
+    @classmethod
+    def _distinct(cls, scorers: list[ScorerBody]) -> list[ScorerBody]:
+        names = [s.name for s in scorers]
+        if twice := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"{', '.join(twice)} appears twice; metrics are named by scorer")
+        return scorers
+
+    def spec(self) -> EvalSpec:
+        prompt: str | list[dict[str, str]] = (
+            self.prompt if isinstance(self.prompt, str) else [m.model_dump() for m in self.prompt]
+        )
+        return EvalSpec(
+            prompt=prompt,
+            scorers=[s.scorer() for s in self.scorers],
+            ci_method=self.ci_method,
+            confidence_level=self.confidence_level,
+        )
+
+
+class ExperimentBody(_Closed):
+    experiment_name: Name
+    num_shards: Positive
+    dataset: DatasetBody
+    eval: EvalBody = Field(default_factory=EvalBody)
+    pipelines: list[PipelineBody] = Field(min_length=1)
+    max_attempts: Attempts = 3
+    retry_backoff_s: float = Field(default=1.0, ge=0, le=MAX_RETRY_BACKOFF_S)
+    reason: Reason = None
+
+
+def template_fields(template: str, field: str) -> set[str]:
+    """The row fields a `str.format` template uses: `{question}`, `{row[a]}` -> question, row,
+    and those its format specs use (`{question:>{width}}` -> width too). A literal spec's
+    widths are bounded here; one built from a row is bounded by the executor's renderer."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as error:
+        raise bad_field(field, f"invalid template: {error}") from None
+    names = set()
+    for _text, name, spec, _conversion in parsed:
+        if name is None:
+            continue
+        if spec and "{" in spec:
+            names |= template_fields(spec, field)
+        elif spec:
+            try:
+                check_format_spec(spec)
+            except ValueError as error:
+                raise bad_field(field, f"{{{name}:{spec}}}: {error}") from None
+        base, *attributes = name.split(".")
+        base = base.split("[", 1)[0]
+        if not base or base.isdigit():
+            raise bad_field(field, "use named fields such as {question}, not {} or {0}")
+        if any(a.startswith("_") for a in attributes):
+            raise bad_field(field, f"{{{name}}}: private attributes are not allowed")
+        names.add(base)
+    return names
+
+
+def check_unique_names(body: ExperimentBody) -> None:
+    """Pipeline names are unique in an experiment: the CLI picks pipelines by name prefix."""
+    first: dict[str, int] = {}
+    for i, pipeline in enumerate(body.pipelines):
+        name = pipeline.pipeline_name
+        if name in first:
+            raise bad_field(
+                f"pipelines.{i}.pipeline_name",
+                f"{name!r} is already the name of pipelines.{first[name]}; names are unique"
+                " in an experiment",
+            )
+        first[name] = i
+
+
+def check_user_scorers(body: EvalBody, allowed_modules: Collection[str]) -> None:
+    """A `module:function` scorer runs only from a module in INFERNO_SCORER_MODULES: the api
+    refuses any other with a 400 naming it (executors check their own list again)."""
+    for i, scorer in enumerate(body.scorers):
+        if user_scorer(scorer.name) is not None:
+            try:
+                check_scorer(scorer.scorer(), allowed_modules)
+            except ScorerError as error:
+                raise bad_field(f"eval.scorers.{i}.name", str(error)) from None
+
+
+def check_experiment(body: ExperimentBody, row_count: int, first_row: dict[str, Any]) -> None:
+    """What needs the dataset: enough rows for the shards, and every field the prompt and the
+    scorers use present in its rows (the first row stands for all)."""
+    if body.num_shards > row_count:
+        raise bad_field(
+            "num_shards", f"{body.num_shards} shards exceed the dataset's {row_count} rows"
+        )
+    have = ", ".join(sorted(first_row)) or "none"
+    prompt = body.eval.prompt
+    templates = (
+        [("eval.prompt", prompt)]
+        if isinstance(prompt, str)
+        else [(f"eval.prompt.{i}.content", m.content) for i, m in enumerate(prompt)]
+    )
+    for field, template in templates:
+        for name in sorted(template_fields(template, field)):
+            if name not in first_row:
+                raise bad_field(field, f"uses {{{name}}}, which the rows lack (they have: {have})")
+    for i, scorer in enumerate(body.eval.scorers):
+        if scorer.target is not None and scorer.target not in first_row:
+            raise bad_field(
+                f"eval.scorers.{i}.target",
+                f"{scorer.target!r} is not a field of the rows (they have: {have})",
+            )

@@ -1,0 +1,393 @@
+"""The executor process: wiring, the work loop, heartbeats, aborts and shutdown (DESIGN §1, §5).
+
+- Work: the durable pull consumer `executor-<id>` on `names.work(id)`, up to `slots` shards at
+  once. Every shard ends with exactly one final report (finished, errored or aborted) and then
+  the ack; `msg.in_progress()` keeps a long shard's ack alive. A stale attempt is harmless:
+  `decide` ignores its reports, so the executor never coordinates with anyone.
+- Heartbeat: `ExecutorInfo` in the EXECUTORS bucket every `heartbeat_ttl_s / 3`.
+- Aborts: a core subscription to `pipeline.*.deleted` and `pipeline.*.failed` events cancels that
+  pipeline's shards. They still report `ShardAborted`: `decide` ignores it for a deleted or failed
+  pipeline, and if the event was never committed (a batch of a deposed leader, which core
+  subscribers see anyway) it releases the shard instead of leaving it in flight forever.
+- Shutdown (SIGTERM/SIGINT or `stop`): no new work; in-flight shards get `drain_timeout_s` to
+  finish, then are aborted; the KV entry is deleted (the scheduler sees the executor leave at
+  once) and the connection drained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import glob
+import importlib.util
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import nats.errors
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from inferno.events.codec import decode_event, encode
+from inferno.events.commands import Report, ReportIds, ShardAborted, ShardErrored
+from inferno.events.events import PipelineDeleted, PipelineFailed
+from inferno.events.model import ShardStats
+from inferno.events.names import Names
+from inferno.events.work import (
+    ExecutorInfo,
+    WorkOrder,
+    report_msg_id,
+    report_subject,
+    work_order_decoder,
+)
+from inferno.executor.backends import Backends, default_backends
+from inferno.executor.backends.base import EndpointUnavailable
+from inferno.executor.datasets import DatasetCache
+from inferno.executor.engines import EngineCache
+from inferno.executor.secrets import Secrets
+from inferno.executor.shard import PERMANENT, Runtime, run_shard
+from inferno.jetstream import Appender, Outgoing, durable_pull
+from inferno.runtime.bootstrap import open_log
+from inferno.runtime.logs import log_effective_config
+from inferno.runtime.settings import Settings
+from inferno.secrets.masking import mask_text
+
+_log = structlog.get_logger("inferno.executor")
+
+ACK_WAIT_S = 30.0
+MAX_DELIVER = 100  # a message that crashes the executor every time must not loop forever
+
+
+@dataclass(eq=False)
+class _Running:
+    order: WorkOrder
+    msg: Msg
+    work: asyncio.Task[ShardStats]  # the shard itself; aborts cancel this task only
+    abort: str | None = None  # why the executor cancelled it
+
+
+class Executor:
+    """One executor's work loop over an open connection; `run` does the wiring around it."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        *,
+        slots: int,
+        poll_s: float = 1.0,
+        gpus: list[dict[str, object]] | None = None,
+    ) -> None:
+        self.rt, self.slots, self.poll_s = rt, slots, poll_s
+        self.gpus = gpus or []
+        self.running: dict[asyncio.Task[None], _Running] = {}
+
+    # the work loop
+
+    async def consume(self, sub: JetStreamContext.PullSubscription, stop: asyncio.Event) -> None:
+        """Fetch work while there are free slots, until `stop`. Never cancels a fetch: a message
+        delivered to a dropped fetch would wait out the ack wait before anyone saw it."""
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                if len(self.running) >= self.slots:
+                    await asyncio.wait(
+                        {*self.running, stopping}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    continue
+                try:
+                    messages = await sub.fetch(1, timeout=self.poll_s)
+                except nats.errors.TimeoutError:
+                    continue
+                except nats.errors.Error as error:  # disconnected: the client reconnects
+                    _log.warning("fetch failed", error=repr(error))
+                    await asyncio.sleep(self.poll_s)
+                    continue
+                for msg in messages:
+                    if stop.is_set():
+                        await msg.nak()  # for the next incarnation, at once
+                    else:
+                        self._start(msg)
+        finally:
+            stopping.cancel()
+
+    def _start(self, msg: Msg) -> None:
+        try:
+            order = work_order_decoder.decode(msg.data)
+        except msgspec.DecodeError as error:
+            _log.error("undecodable work order, dropped", error=str(error), data=msg.data[:200])
+            asyncio.create_task(msg.term())  # noqa: RUF006 (fire and forget: nothing to wait for)
+            return
+        # both tasks copy the context as it is here, so every line they log carries the ids
+        with structlog.contextvars.bound_contextvars(
+            executor_id=self.rt.executor_id,
+            experiment_id=order.experiment_id,
+            pipeline_id=order.pipeline_id,
+            shard=order.shard,
+            attempt=order.attempt,
+        ):
+            running = _Running(order, msg, asyncio.create_task(run_shard(self.rt, order)))
+            task = asyncio.create_task(self._finish(running))
+        self.running[task] = running
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        running = self.running.pop(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            _log.error(
+                "shard not reported; its work order will be redelivered",
+                pipeline_id=running.order.pipeline_id,
+                shard=running.order.shard,
+                error=repr(error),
+            )
+
+    async def _finish(self, running: _Running) -> None:
+        """Wait for the shard, send its one final report, ack, and log its canonical line."""
+        order, msg = running.order, running.msg
+        ids: ReportIds = {
+            "executor_id": self.rt.executor_id,
+            "pipeline_id": order.pipeline_id,
+            "shard": order.shard,
+            "attempt": order.attempt,
+        }
+        keep_alive = asyncio.create_task(_keep_alive(msg))
+        started = time.monotonic()
+        rows = order.row_end - order.row_start
+        try:
+            stats = await running.work
+            fields: dict[str, object] = {"outcome": "finished", "metrics": _means(stats)}
+            rows = stats.rows
+        except asyncio.CancelledError:
+            if running.abort is None or asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise  # not an abort: someone cancelled the executor itself
+            fields = {"outcome": "aborted", "reason": running.abort}
+            await self.rt.report(ShardAborted(**ids, at=time.time()))
+        except Exception as error:
+            if running.abort is not None:  # e.g. EngineAborted at shutdown
+                fields = {"outcome": "aborted", "reason": running.abort}
+                await self.rt.report(ShardAborted(**ids, at=time.time()))
+            else:
+                permanent = isinstance(error, PERMANENT)
+                text = str(error) if permanent else f"{type(error).__name__}: {error}"
+                text = mask_text(text)  # to INFERNO_EXEC and the log: it may quote a secret
+                fields = {"outcome": "errored", "error": text, "retryable": not permanent}
+                if not permanent and not isinstance(error, EndpointUnavailable):
+                    fields["exc_info"] = error  # a bug: the traceback helps (an outage: no)
+                await self.rt.report(
+                    ShardErrored(**ids, at=time.time(), error=text, retryable=not permanent)
+                )
+        finally:
+            keep_alive.cancel()
+        await msg.ack()
+        emit = _log.warning if fields["outcome"] == "errored" else _log.info
+        emit("shard", rows=rows, duration_s=round(time.monotonic() - started, 3), **fields)
+
+    # aborts
+
+    async def on_pipeline_event(self, msg: Msg) -> None:
+        try:
+            event = decode_event(msg.data)
+        except msgspec.DecodeError:
+            return
+        if isinstance(event, PipelineDeleted | PipelineFailed):
+            self.abort_pipeline(event.pipeline_id, f"pipeline {event.kind}")
+
+    def abort_pipeline(self, pipeline_id: int, reason: str) -> None:
+        for running in self.running.values():
+            if running.order.pipeline_id == pipeline_id:
+                self._abort(running, reason)
+
+    def _abort(self, running: _Running, reason: str) -> None:
+        if running.abort is None:
+            running.abort = reason
+            running.work.cancel()
+
+    async def drain(self, timeout_s: float) -> None:
+        """Let in-flight shards finish for up to `timeout_s`, then abort what is left."""
+        if self.running:
+            await asyncio.wait(set(self.running), timeout=timeout_s)
+        if not self.running:
+            return
+        for running in self.running.values():
+            self._abort(running, "executor shutting down")
+        await self.rt.engines.abort()  # cancelling does not stop work outside the event loop
+        # cancel again until they are gone: on Python 3.11 a `wait_for` inside nats-py can
+        # swallow a cancel that arrives together with a reply
+        while late := set(self.running):
+            await asyncio.wait(late, timeout=1.0)
+            for running in self.running.values():
+                running.work.cancel()
+
+    # heartbeat
+
+    def info(self, backends: list[str], started_at: float) -> ExecutorInfo:
+        return ExecutorInfo(
+            executor_id=self.rt.executor_id,
+            backends=backends,
+            slots=self.slots,
+            busy=len(self.running),
+            loaded_models=self.rt.engines.loaded_models,
+            has_gpu=bool(self.gpus),
+            gpus=self.gpus,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=started_at,
+            heartbeat_at=time.time(),
+        )
+
+
+def local_gpus() -> list[dict[str, object]]:
+    """The GPUs torch sees, for the heartbeat: [{"index", "name", "memory_mb"}]. torch is
+    imported only where a GPU device node exists: the import takes seconds, and a host without
+    one has nothing to report."""
+    if not (glob.glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/kfd")):
+        return []
+    if importlib.util.find_spec("torch") is None:
+        return []
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    devices = [torch.cuda.get_device_properties(i) for i in range(torch.cuda.device_count())]
+    return [
+        {"index": i, "name": props.name, "memory_mb": props.total_memory // 2**20}
+        for i, props in enumerate(devices)
+    ]
+
+
+async def _keep_alive(msg: Msg) -> None:
+    while True:
+        await asyncio.sleep(ACK_WAIT_S / 3)
+        with contextlib.suppress(nats.errors.Error):
+            await msg.in_progress()
+
+
+def _means(stats: ShardStats) -> dict[str, float]:
+    return {name: round(m.total / m.count, 4) for name, m in stats.metrics.items() if m.count}
+
+
+async def _heartbeat(
+    kv: KeyValue, executor: Executor, backends: list[str], every_s: float, leaving: asyncio.Event
+) -> None:
+    """Until `leaving` is set. Ended by the event, not by cancelling: on Python 3.11 a cancel
+    that lands as a `kv.put` reply arrives is swallowed by `wait_for` inside nats-py."""
+    started_at = time.time()
+    while not leaving.is_set():
+        try:
+            await kv.put(executor.rt.executor_id, encode(executor.info(backends, started_at)))
+        except nats.errors.Error as error:
+            _log.warning("heartbeat failed", error=repr(error))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(leaving.wait(), every_s)
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def run(
+    settings: Settings,
+    *,
+    executor_id: str,
+    slots: int,
+    stop: asyncio.Event | None = None,
+    backends: Backends | None = None,
+    cache_dir: Path | None = None,
+    batch_size: int = 16,
+    progress_every_s: float = 1.0,
+    drain_timeout_s: float = 30.0,
+    poll_s: float = 1.0,
+) -> None:
+    """Run an executor until `stop` is set (default: until SIGTERM or SIGINT)."""
+    if slots < 1:
+        raise ValueError(f"slots must be at least 1, not {slots}")
+    names = Names(settings.namespace)
+    names.work(executor_id)  # validates the id before anything connects
+    backends = default_backends() if backends is None else backends
+    advertised = sorted(name for name, backend in backends.items() if backend.available())
+    settings = dataclasses.replace(settings, executor_id=executor_id)
+    log_effective_config(_log.bind(slots=slots, backends=advertised), settings)
+    stop = _stop_on_signals() if stop is None else stop
+
+    async with contextlib.AsyncExitStack() as resources:  # released in reverse order
+        log = await open_log(settings, f"executor-{executor_id}")
+        nc, js = log.nc, log.js
+        resources.push_async_callback(_close, nc)
+        appender = Appender(nc)
+
+        async def report(r: Report) -> None:
+            outgoing = Outgoing(report_subject(names, r), encode(r), report_msg_id(r))
+            await appender.append(names.exec_stream, [outgoing])
+
+        engines = EngineCache(backends)
+        resources.push_async_callback(engines.aclose)
+        rt = Runtime(
+            executor_id=executor_id,
+            engines=engines,
+            datasets=DatasetCache(js, names, cache_dir=cache_dir),
+            results=await js.object_store(names.results_store),
+            report=report,
+            secrets=Secrets(await js.key_value(names.secrets_bucket)),
+            batch_size=batch_size,
+            progress_every_s=progress_every_s,
+            scorer_modules=frozenset(settings.scorer_modules),
+        )
+        gpus = await asyncio.to_thread(local_gpus)
+        executor = Executor(rt, slots=slots, poll_s=poll_s, gpus=gpus)
+        sub = await durable_pull(
+            js,
+            names.work_stream,
+            f"executor-{executor_id}",
+            filter_subject=names.work(executor_id),
+            ack_wait=ACK_WAIT_S,
+            max_deliver=MAX_DELIVER,
+        )
+        # a pull subscription's inbox can hold the status of an expired fetch, which would
+        # stall the connection's drain for its whole timeout: close it first (the durable stays)
+        resources.push_async_callback(sub.unsubscribe)
+        for kind in ("deleted", "failed"):
+            aborts = await nc.subscribe(
+                names.pipeline_evt("*", kind), cb=executor.on_pipeline_event
+            )
+            resources.push_async_callback(aborts.unsubscribe)
+        kv = await js.key_value(names.executors_bucket)
+        leaving = asyncio.Event()
+        heartbeat = asyncio.create_task(
+            _heartbeat(kv, executor, advertised, settings.heartbeat_ttl_s / 3, leaving)
+        )
+        resources.push_async_callback(_leave, kv, heartbeat, leaving, executor_id)
+        _log.info("executor ready", executor_id=executor_id)
+        try:
+            await executor.consume(sub, stop)
+            _log.info("executor stopping", executor_id=executor_id, in_flight=len(executor.running))
+            await executor.drain(drain_timeout_s)
+        finally:
+            if executor.running:  # run() itself was cancelled: abort, report, ack
+                await executor.drain(0)
+    _log.info("executor stopped", executor_id=executor_id)
+
+
+async def _leave(
+    kv: KeyValue, heartbeat: asyncio.Task[None], leaving: asyncio.Event, executor_id: str
+) -> None:
+    """Stop heartbeating and delete the entry: the scheduler sees the executor go at once."""
+    leaving.set()
+    await heartbeat
+    with contextlib.suppress(nats.errors.Error):
+        await kv.delete(executor_id)
+
+
+async def _close(nc: NATS) -> None:
+    if not nc.is_closed:
+        await nc.drain()

@@ -1,0 +1,156 @@
+"""One shard, start to finish: rows → prompts → engine batches → scores → results and reports.
+
+Failures raise; the caller decides what to report (`ShardErrored`, or `ShardAborted` when it
+cancelled the shard). Errors that would recur on every attempt (bad template, unknown scorer,
+unusable model_config, missing dataset, unknown secret ref) are `PERMANENT`: the scheduler fails
+the pipeline at once with the reason instead of retrying. A shard whose every row failed at the
+endpoint (`Generation.endpoint_error`: no answer came) raises `EndpointUnavailable`, which the
+scheduler retries: completing it would report a run with nothing but errors as a success.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import msgspec
+from nats.js.object_store import ObjectStore
+
+from inferno.events.commands import (
+    Report,
+    ReportIds,
+    ShardFinished,
+    ShardProgress,
+    ShardStarted,
+)
+from inferno.events.model import ShardStats
+from inferno.events.work import WorkOrder
+from inferno.events.work import results_name as work_results_name
+from inferno.executor.backends.base import (
+    EndpointUnavailable,
+    EngineConfigError,
+    GenerationRequest,
+)
+from inferno.executor.datasets import DatasetCache, DatasetError
+from inferno.executor.engines import EngineCache
+from inferno.executor.evaluation import (
+    EvalError,
+    RowResult,
+    check_eval,
+    evaluate,
+    reference,
+    render,
+    stats_of,
+)
+from inferno.executor.secrets import SecretError, Secrets
+from inferno.secrets.masking import mask_text
+
+PERMANENT: tuple[type[Exception], ...] = (
+    EvalError,
+    EngineConfigError,
+    DatasetError,
+    SecretError,
+)
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """What every shard of one executor shares."""
+
+    executor_id: str
+    engines: EngineCache
+    datasets: DatasetCache
+    results: ObjectStore
+    report: Callable[[Report], Awaitable[None]]
+    secrets: Secrets  # the engine opens with the spec's secret refs resolved
+    batch_size: int = 16
+    progress_every_s: float = 1.0  # progress is liveness only: no need to flood INFERNO_EXEC
+    scorer_modules: frozenset[str] = frozenset()  # INFERNO_SCORER_MODULES: user scorers' modules
+
+
+def results_name(order: WorkOrder) -> str:
+    return work_results_name(order.experiment_id, order.pipeline_id, order.shard)
+
+
+def endpoint_failure(endpoint_errors: Counter[str], rows: int) -> str | None:
+    """The shard's error when all `rows` failed at the endpoint, else None (some row got an
+    answer, or failed for its own reason: those count as row errors). Names the most common
+    error: the rows of one outage usually share it."""
+    failed = endpoint_errors.total()
+    if not rows or failed < rows:
+        return None
+    (error, times), *_ = endpoint_errors.most_common(1)
+    others = f" ({failed - times} with other errors)" if times < failed else ""
+    return f"all {rows} rows failed at the endpoint{others}: {error}"
+
+
+async def run_shard(rt: Runtime, order: WorkOrder) -> ShardStats:
+    started = time.monotonic()
+    ids: ReportIds = {
+        "executor_id": rt.executor_id,
+        "pipeline_id": order.pipeline_id,
+        "shard": order.shard,
+        "attempt": order.attempt,
+    }
+    await rt.report(ShardStarted(**ids, at=time.time()))
+    scorers = check_eval(order.eval, rt.scorer_modules)
+    dataset = await rt.datasets.rows(order.dataset_ref)
+    if order.row_end > len(dataset):
+        raise DatasetError(
+            f"dataset {order.dataset_ref} has {len(dataset)} rows, "
+            f"the shard needs rows {order.row_start}..{order.row_end - 1}"
+        )
+    rows = dataset[order.row_start : order.row_end]
+    # every prompt first: a template that fails on some row fails before any model loads
+    prompts = [render(order.eval.prompt, row) for row in rows]
+    results: list[RowResult] = []
+    endpoint_errors: Counter[str] = Counter()
+    if rows:
+        spec = await rt.secrets.resolve_spec(order.spec)  # for the engine only: never logged
+        async with rt.engines.use(order.spec, resolved=spec) as engine:
+            last_progress = time.monotonic()
+            for start in range(0, len(rows), rt.batch_size):
+                end = min(start + rt.batch_size, len(rows))
+                first_index = order.row_start + start
+                requests = [
+                    GenerationRequest(
+                        prompt=prompts[i],
+                        key=str(order.row_start + i),
+                        reference=reference(order.eval, rows[i]),
+                    )
+                    for i in range(start, end)
+                ]
+                generations = await engine.generate(requests, spec.sampling_params)
+                if len(generations) != len(requests):
+                    raise RuntimeError(
+                        f"engine returned {len(generations)} generations for {len(requests)}"
+                    )
+                for gen in generations:  # a row's error text may quote a secret (an echoed key)
+                    if gen.error is not None:
+                        gen.error = mask_text(gen.error)
+                        if gen.endpoint_error:
+                            endpoint_errors[gen.error] += 1
+                results += [
+                    evaluate(
+                        order.eval,
+                        first_index + j,
+                        rows[start + j],
+                        prompts[start + j],
+                        gen,
+                        scorers,
+                    )
+                    for j, gen in enumerate(generations)
+                ]
+                now = time.monotonic()
+                if end < len(rows) and now - last_progress >= rt.progress_every_s:
+                    await rt.report(ShardProgress(**ids, at=time.time(), rows_done=end))
+                    last_progress = now
+    if (failure := endpoint_failure(endpoint_errors, len(rows))) is not None:
+        raise EndpointUnavailable(failure)
+    stats = stats_of(results, duration_s=time.monotonic() - started)
+    await rt.results.put(results_name(order), b"".join(_encode(r) + b"\n" for r in results))
+    await rt.report(ShardFinished(**ids, at=time.time(), stats=stats))
+    return stats

@@ -1,0 +1,423 @@
+"""One leadership term: rebuild the state from EVT, follow CMD and EXEC, decide, append, send work.
+
+The decision loop is the only code that touches the state, so it needs no locks:
+1. wait for input (commands and reports arrive on one queue, in stream order per stream) or for
+   `tick_interval`, then take everything queued;
+2. `decide` each input and `evolve` its events into the state at once, so the next decision in the
+   batch sees them;
+3. one tick: expire executors whose heartbeat lapsed, fill free slots;
+4. append the batch's decisions in order, fenced with the last EVT sequence this term knows: each
+   decision all-or-nothing (single events pipelined, several as one atomic batch; each assignment
+   of a tick is a decision of its own), then publish the work orders it assigned.
+Between steps 2 and 4 the state is ahead of the log. That is safe because nothing leaves the term
+before the append succeeds, and a failed append ends the term: `StaleWriter` means another writer
+appended, so the state is thrown away and rebuilt from the log (never appended on), and a lost
+lease means another scheduler decides from here on. For the same reason a snapshot of the state
+is offered only after step 4 succeeded, when the state is exactly the fold of EVT up to
+`evt_last_seq`; a term starts from the newest snapshot and replays only what came after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import msgspec
+import structlog
+from nats.js import JetStreamContext
+
+from inferno.events import (
+    State,
+    decide,
+    decode_command,
+    decode_event,
+    decode_report,
+    encode,
+    evolve,
+    subject_for,
+)
+from inferno.events.commands import AnyCommand, AssignWork, Report
+from inferno.events.events import Event, OperationFailed, ShardAssigned
+from inferno.events.names import Names
+from inferno.events.state import STATE_VERSION
+from inferno.events.work import WorkOrder, work_order
+from inferno.jetstream import (
+    DEFAULT_CADENCE,
+    MAX_BATCH,
+    Appender,
+    Cadence,
+    LogUnavailable,
+    Outgoing,
+    SnapshotStore,
+    SnapshotWriter,
+    StaleWriter,
+    follow,
+    replay,
+)
+from inferno.scheduler.lease import Lease
+from inferno.scheduler.roster import Roster, tick_messages
+
+_log = structlog.get_logger(__name__)
+
+Outcome = Literal["stopped", "deposed", "stale"]
+Item = tuple[str, int, Any]  # ("cmd" | "rpt", stream sequence, decoded command or report)
+SNAPSHOT_MODEL = "decision"
+SNAPSHOT_LANDING_S = 5.0  # how long a term's end waits for a snapshot upload to finish
+_state_encoder = msgspec.msgpack.Encoder()
+_state_decoder = msgspec.msgpack.Decoder(State)
+
+
+@dataclass
+class Status:
+    """What a scheduler is doing, for tests and operators: the leader's state is the live one."""
+
+    scheduler_id: str = ""
+    leading: bool = False
+    term: int = 0
+    state: State | None = None
+    evt_last_seq: int = 0
+    snapshot_seq: int = 0  # the EVT sequence of the snapshot this term started from; 0: none
+    appends: int = 0
+    events_appended: int = 0
+    orders_sent: int = 0
+    stale_rebuilds: int = 0
+
+
+@dataclass(frozen=True)
+class Deps:
+    js: JetStreamContext
+    appender: Appender
+    names: Names
+    lease: Lease
+    roster: Roster
+    status: Status
+    clock: Callable[[], float]
+    tick_interval: float
+    heartbeat_ttl_s: float
+    snapshots: SnapshotStore | None = None  # None: every term replays the whole log
+    snapshot_cadence: Cadence = DEFAULT_CADENCE
+
+
+@dataclass
+class _Batch:
+    """Decided but not yet appended: the messages, the work orders and log lines they imply."""
+
+    decisions: list[list[Outgoing]] = field(default_factory=list)
+    orders: list[WorkOrder] = field(default_factory=list)
+    lines: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+
+    @property
+    def pending(self) -> int:
+        return sum(len(d) for d in self.decisions)
+
+
+class _Deposed(Exception):
+    """The lease was lost, or the service stops while the log is unavailable: the pending
+    append is abandoned (the next leader decides the same inputs again)."""
+
+
+class Term:
+    """One pass of leadership over one state: `run` returns why it ended; a new term (a fresh
+    replay) is the only way to continue after a failed append."""
+
+    def __init__(self, deps: Deps, stop: asyncio.Event) -> None:
+        self.d = deps
+        self._stop = stop
+        self.state = State()
+        self.evt_last_seq = 0
+        self._snapshots: SnapshotWriter | None = None
+        lease = deps.lease
+        self._headers = {"Inferno-Scheduler": lease.scheduler_id, "Inferno-Term": str(lease.term)}
+
+    async def run(self) -> Outcome:
+        d = self.d
+        await self._rebuild()
+        await self._send(
+            [
+                work_order(self.state.experiments[p.experiment_id], p, shard)
+                for p in self.state.pipelines.values()
+                for shard in p.in_flight
+            ]
+        )
+        queue: asyncio.Queue[Item] = asyncio.Queue()
+        followers = []
+        try:
+            followers.append(
+                await follow(
+                    d.js,
+                    d.names.cmd_stream,
+                    _enqueue(queue, "cmd", decode_command),
+                    start_seq=self.state.last_command_seq + 1,
+                )
+            )
+            followers.append(
+                await follow(
+                    d.js,
+                    d.names.exec_stream,
+                    _enqueue(queue, "rpt", decode_report),
+                    start_seq=self.state.last_report_seq + 1,
+                )
+            )
+            return await self._loop(queue)
+        except StaleWriter as stale:
+            d.status.stale_rebuilds += 1
+            _log.warning("stale writer: rebuilding from the log", error=str(stale))
+            return "stale"
+        except _Deposed:
+            return "stopped" if self._stop.is_set() else "deposed"
+        finally:
+            for follower in followers:
+                with contextlib.suppress(Exception):
+                    await follower.stop()
+            if self._snapshots is not None:  # a snapshot being saved is of the log: let it land
+                await self._snapshots.wait(timeout=SNAPSHOT_LANDING_S)
+
+    async def _rebuild(self) -> None:
+        d, evt = self.d, self.d.names.evt_stream
+        start = 0
+        if d.snapshots is not None:
+            loaded = await d.snapshots.load(SNAPSHOT_MODEL, STATE_VERSION, _state_decoder.decode)
+            if loaded is not None:
+                self.state, start = loaded.state, loaded.sequences.get(evt, 0)
+            self._snapshots = SnapshotWriter(
+                d.snapshots,
+                SNAPSHOT_MODEL,
+                STATE_VERSION,
+                d.snapshot_cadence,
+                writer=f"{d.lease.scheduler_id} term {d.lease.term}",
+                since={evt: start},
+            )
+        state = self.state
+
+        def apply(data: bytes, _seq: int) -> None:
+            evolve(state, decode_event(data))
+
+        self.evt_last_seq = max(start, await replay(d.js, evt, apply, start_seq=start + 1))
+        status = self.d.status
+        status.state, status.evt_last_seq, status.snapshot_seq = state, self.evt_last_seq, start
+        _log.info(
+            "state rebuilt",
+            evt_last_seq=self.evt_last_seq,
+            from_snapshot_seq=start,
+            pipelines=len(state.pipelines),
+            in_flight=sum(len(p.in_flight) for p in state.pipelines.values()),
+            last_command_seq=state.last_command_seq,
+            last_report_seq=state.last_report_seq,
+        )
+
+    async def _loop(self, queue: asyncio.Queue[Item]) -> Outcome:
+        d = self.d
+        grace_until = d.clock() + d.heartbeat_ttl_s  # let heartbeats arrive before expiring
+        hurry = False
+        while True:
+            if self._stop.is_set():
+                return "stopped"
+            if not d.lease.held:
+                return "deposed"
+            items = await _take(queue, 0.0 if hurry else d.tick_interval)
+            now = d.clock()
+            batch = _Batch()
+            for kind, seq, message in items:
+                await self._decide(batch, kind, seq, message, now)
+            expire = now >= grace_until and d.roster.synced.is_set()
+            hurry = await self._tick(batch, now, expire=expire)
+            await self._flush(batch)
+            if self._snapshots is not None:  # everything decided is appended: state == log
+                self._snapshots.offer(
+                    {d.names.evt_stream: self.evt_last_seq},
+                    lambda: _state_encoder.encode(self.state),
+                )
+
+    async def _decide(self, batch: _Batch, kind: str, seq: int, message: Any, now: float) -> None:
+        events = decide(self.state, message, now=now, seq=seq)
+        if isinstance(message, Report):
+            fields: dict[str, Any] = {
+                "report": message.__struct_config__.tag,
+                "exec_seq": seq,
+                "executor_id": message.executor_id,
+                "pipeline_id": message.pipeline_id,
+                "shard": message.shard,
+                "attempt": message.attempt,
+                "events": [type(e).__name__ for e in events],
+            }
+            batch.lines.append(("debug", "report decided", fields))
+        if events:
+            await self._record(batch, events, f"{kind}-{seq}")
+        if not isinstance(message, Report):
+            fields = _command_fields(message, seq, events)
+            batch.lines.append(("info", "command decided", fields))
+
+    async def _tick(self, batch: _Batch, now: float, *, expire: bool) -> bool:
+        """Expire lapsed executors, then fill free slots. True when capacity and work are left
+        over (the assignment was cut at the batch limit), so the next tick should not wait."""
+        d, state = self.d, self.state
+        expired, assign = tick_messages(
+            state, d.roster.executors, now=now, heartbeat_ttl_s=d.heartbeat_ttl_s, expire=expire
+        )
+        # ids name the EVT sequence the tick decided on: what is appended plus what is pending
+        prefix = f"tick-{self.evt_last_seq + batch.pending}"
+        index = 0
+        for tick in expired:
+            events = decide(state, tick, now=now)
+            fields = {"executor_id": tick.executor_id, "events": [type(e).__name__ for e in events]}
+            batch.lines.append(("info", "executor expired", fields))
+            await self._record(batch, events, prefix, index)
+            index += len(events)
+        if not any(slot.free_slots for slot in assign.executors):
+            return False
+        events = decide(state, assign, now=now)
+        if not events:
+            return False
+        more = len(events) > MAX_BATCH
+        events = events[:MAX_BATCH]
+        # each assignment stands alone: one that lands is valid without the others
+        await self._record(batch, events, prefix, index, separate=True)
+        for event in events:
+            if not isinstance(event, ShardAssigned):
+                continue
+            pipeline = state.pipelines[event.pipeline_id]
+            experiment = state.experiments[pipeline.experiment_id]
+            batch.orders.append(work_order(experiment, pipeline, event.shard))
+        batch.lines.append(("debug", "tick", _assign_fields(assign, events)))
+        return more
+
+    async def _record(
+        self,
+        batch: _Batch,
+        events: list[Event],
+        id_prefix: str,
+        first_index: int = 0,
+        *,
+        separate: bool = False,
+    ) -> None:
+        """Queue one decision's events for the append (`separate`: each event is a decision of
+        its own) and apply them to the state."""
+        names, state, headers = self.d.names, self.state, self._headers
+        outgoing = [
+            Outgoing(subject_for(names, event), encode(event), f"{id_prefix}-{index}", headers)
+            for index, event in enumerate(events, first_index)
+        ]
+        batch.decisions.extend([[o] for o in outgoing] if separate else [outgoing])
+        for event in events:
+            evolve(state, event)
+
+    async def _flush(self, batch: _Batch) -> None:
+        if batch.decisions:
+            await self._append(batch.decisions)
+            batch.decisions = []
+        for level, event, fields in batch.lines:
+            getattr(_log, level)(event, evt_seq=self.evt_last_seq, **fields)
+        batch.lines.clear()
+        orders, batch.orders = batch.orders, []
+        await self._send(orders)
+
+    async def _append(self, decisions: list[list[Outgoing]]) -> None:
+        """Each decision all-or-nothing, fenced on the last EVT sequence this leader knows:
+        single events pipelined, multi-event decisions as atomic batches (Appender)."""
+        d = self.d
+        delay = 0.1
+        while True:
+            if not d.lease.held:
+                raise _Deposed
+            try:
+                results = await d.appender.append_decisions(
+                    d.names.evt_stream, decisions, expected_last_seq=self.evt_last_seq
+                )
+                break
+            except LogUnavailable as error:
+                _log.warning("log unavailable; retrying the same append", error=str(error))
+                if self._stop.is_set():
+                    raise _Deposed from error
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        self.evt_last_seq = results[-1].last_seq
+        status = d.status
+        status.evt_last_seq = self.evt_last_seq
+        status.appends += 1
+        status.events_appended += sum(len(decision) for decision in decisions)
+
+    async def _send(self, orders: list[WorkOrder]) -> None:
+        """Publish work orders; each carries its own msg id, so sending one twice stores it once.
+        Retried until sent or the lease is lost (then the next leader sends them again)."""
+        delay = 0.05
+        while orders:
+            results = await asyncio.gather(
+                *(self._publish(order) for order in orders), return_exceptions=True
+            )
+            failed = [o for o, r in zip(orders, results, strict=True) if isinstance(r, Exception)]
+            self.d.status.orders_sent += len(orders) - len(failed)
+            if failed:
+                errors = {repr(r) for r in results if isinstance(r, Exception)}
+                _log.warning("work orders not sent", count=len(failed), errors=sorted(errors))
+                if not self.d.lease.held:
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            orders = failed
+
+    async def _publish(self, order: WorkOrder) -> None:
+        names = self.d.names
+        await self.d.js.publish(
+            names.work(order.executor_id),
+            encode(order),
+            stream=names.work_stream,
+            headers={"Nats-Msg-Id": order.msg_id},
+        )
+
+
+def _enqueue(
+    queue: asyncio.Queue[Item], kind: str, decoder: Callable[[bytes], Any]
+) -> Callable[[bytes, int], None]:
+    def handler(data: bytes, seq: int) -> None:
+        try:
+            message = decoder(data)
+        except msgspec.DecodeError as error:
+            _log.error("undecodable message skipped", kind=kind, seq=seq, error=str(error))
+            return
+        queue.put_nowait((kind, seq, message))
+
+    return handler
+
+
+async def _take(queue: asyncio.Queue[Item], timeout: float) -> list[Item]:
+    """Everything queued; if nothing is, wait up to `timeout` for the first item."""
+    try:
+        items = [queue.get_nowait()]
+    except asyncio.QueueEmpty:
+        if timeout <= 0:
+            return []
+        try:
+            items = [await asyncio.wait_for(queue.get(), timeout)]
+        except TimeoutError:
+            return []
+    while True:
+        try:
+            items.append(queue.get_nowait())
+        except asyncio.QueueEmpty:
+            return items
+
+
+def _command_fields(command: AnyCommand, ic_id: int, events: list[Event]) -> dict[str, Any]:
+    """The canonical line of a decided command: what, on what, who, why, which request, and how
+    it ended."""
+    fields: dict[str, Any] = {"ic_id": ic_id, "operation": command.operation}
+    fields.update((k, v) for k, v in command.target._asdict().items() if v is not None)
+    fields.update(actor=command.actor, reason=command.reason, trace_id=command.trace_id)
+    if not events:
+        fields["outcome"] = "already decided"
+    elif isinstance(events[0], OperationFailed):
+        fields["outcome"], fields["error"] = "failed", events[0].error
+    else:
+        fields["outcome"], fields["events"] = "completed", [type(e).__name__ for e in events]
+    return fields
+
+
+def _assign_fields(assign: AssignWork, events: list[Event]) -> dict[str, Any]:
+    return {
+        "assigned": len(events),
+        "free_slots": sum(slot.free_slots for slot in assign.executors),
+        "executors": len(assign.executors),
+    }
