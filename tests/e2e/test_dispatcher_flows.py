@@ -214,7 +214,7 @@ async def test_clone_into_context(shared_live: Live) -> None:
     assert ack["status"] in ("pending", "completed")
     op = await live.operation(ack["ic_id"])
     assert set(op) >= OP_FIELDS
-    assert (op["operation"], op["status"], op["error"]) == ("clone", "completed", None)
+    assert (op["operation"], op["status"], op["error"]) == ("clone", "completed", "")
     new = op["result"]["pipeline_id"]
     clone = await live.pipeline(new)
     assert (clone["source"], clone["parent_pipeline_id"]) == ("clone", None)
@@ -332,9 +332,19 @@ async def test_delete_aborts_in_flight_work(shared_live: Live) -> None:
     experiment = await live.get(f"/api/v1/experiments/{created['experiment_id']}")
     assert experiment["status"] == "completed"  # its only pipeline is deleted
 
+    response = await live.http.post(f"/api/v1/pipelines/{doomed}/delete")
+    assert (response.status_code, response.json()) == (
+        409,
+        {"error": f"pipeline {doomed} is already deleted"},
+    )
+    # RapidFire's route answers 200, as its dispatcher does; the operation fails with the reason
     response = await live.http.post("/dispatcher/delete-pipeline", json={"pipeline_id": doomed})
-    assert response.status_code == 409
-    assert response.json() == {"error": f"pipeline {doomed} is already deleted"}
+    assert response.status_code == 200, response.text
+    refused = await live.operation(response.json()["ic_id"])
+    assert (refused["status"], refused["error"]) == (
+        "failed",
+        f"pipeline {doomed} is already deleted",
+    )
 
 
 async def test_invalid_operations(shared_live: Live) -> None:
@@ -346,12 +356,14 @@ async def test_invalid_operations(shared_live: Live) -> None:
     await live.running(pid)
     http = live.http
 
-    response = await http.post("/dispatcher/resume-pipeline", json={"pipeline_id": pid})
-    assert response.status_code == 409
     reason = f"cannot resume pipeline {pid}: it is ongoing; only stopped pipelines can be resumed"
-    assert response.json() == {"error": reason}
     response = await http.post(f"/api/v1/pipelines/{pid}/resume")
     assert (response.status_code, response.json()) == (409, {"error": reason})
+    # RapidFire's route: 200, as its dispatcher answers, and the operation fails with the reason
+    response = await http.post("/dispatcher/resume-pipeline", json={"pipeline_id": pid})
+    assert response.status_code == 200, response.text
+    resumed = await live.operation(response.json()["ic_id"])
+    assert (resumed["status"], resumed["error"]) == ("failed", reason)
 
     for path, body in (
         ("/dispatcher/stop-pipeline", {"pipeline_id": 999999}),
@@ -377,29 +389,25 @@ async def test_invalid_operations(shared_live: Live) -> None:
     assert response.status_code == 400
     assert response.json()["error"].startswith("field 'pipeline_id': ")
 
-    # two stops at once, no ?wait: the decider judges the second, or the api already refuses it
+    # two stops at once, no ?wait: both go in (RapidFire's route), the decider fails the second
     first, second = await asyncio.gather(
         http.post("/dispatcher/stop-pipeline", json={"pipeline_id": pid}),
         http.post("/dispatcher/stop-pipeline", json={"pipeline_id": pid}),
     )
-    assert first.status_code == 200, first.text
+    assert (first.status_code, second.status_code) == (200, 200), (first.text, second.text)
     stopped = f"cannot stop pipeline {pid}: it is stopped; only new or ongoing pipelines can be"
-    if second.status_code == 409:
-        assert second.json() == {"error": f"{stopped} stopped"}
-        outcomes = [await live.operation(first.json()["ic_id"])]
-    else:
-        assert second.status_code == 200, second.text
-        outcomes = [await live.operation(r.json()["ic_id"]) for r in (first, second)]
-        outcomes.sort(key=lambda op: op["status"])
-        assert [op["status"] for op in outcomes] == ["completed", "failed"]
-        assert outcomes[1]["error"] == f"{stopped} stopped"
-    assert outcomes[0]["status"] == "completed"
-    stops = await live.get("/api/v1/operations", pipeline_id=pid)
-    assert [(op["operation"], op["status"]) for op in stops] == [
-        ("stop", op["status"]) for op in outcomes
+    outcomes = [await live.operation(r.json()["ic_id"]) for r in (first, second)]
+    outcomes.sort(key=lambda op: op["status"])
+    assert [op["status"] for op in outcomes] == ["completed", "failed"]
+    assert outcomes[1]["error"] == f"{stopped} stopped"
+    ops = await live.get("/api/v1/operations", pipeline_id=pid)
+    assert sorted((op["operation"], op["status"]) for op in ops) == [
+        ("resume", "failed"),
+        ("stop", "completed"),
+        ("stop", "failed"),
     ]
-    # refusals never reached the log: only the stops did
-    assert len(await live.commands(live.names.pipeline_cmd(pid, "*"))) == len(outcomes)
+    # the /api/v1 refusal never reached the log: the dispatcher's resume and the stops did
+    assert len(await live.commands(live.names.pipeline_cmd(pid, "*"))) == 3
 
     await live.post(f"/api/v1/pipelines/{pid}/delete", params={"wait": 5})
     await live.settled(pid)
@@ -452,28 +460,36 @@ async def test_operation_status_and_all_operations(shared_live: Live) -> None:
     pid = created["pipelines"][0]["pipeline_id"]
     ack = await live.post("/dispatcher/stop-pipeline", {"pipeline_id": pid}, params={"wait": 5})
     status = await live.get(f"/dispatcher/operation-status/{ack['ic_id']}")
-    assert set(status) == OP_FIELDS | {"result", "actor", "reason", "trace_id"}
+    extra = {"result", "actor", "reason", "trace_id", "request_data"}
+    assert set(status) == OP_FIELDS | extra
     assert status["ic_id"] == ack["ic_id"]
     assert (status["pipeline_id"], status["operation"], status["status"]) == (
         pid,
         "stop",
         "completed",
     )
-    assert status["error"] is None
+    # RapidFire's shape: `error` is "" when there is none, `request_data` None for a stop
+    assert (status["error"], status["request_data"]) == ("", None)
     assert status["created_at"] <= status["processed_at"]
-    assert await live.get(f"/api/v1/operations/{ack['ic_id']}") == status
+    ours = await live.get(f"/api/v1/operations/{ack['ic_id']}")
+    assert ours == {k: v for k, v in status.items() if k != "request_data"} | {"error": None}
 
+    # interactive control only (no create_experiment), newest first, as RapidFire lists them
     everything = await live.get("/dispatcher/all-operations")
-    assert [op["ic_id"] for op in everything] == sorted(op["ic_id"] for op in everything)
+    assert [op["ic_id"] for op in everything] == sorted(
+        (op["ic_id"] for op in everything), reverse=True
+    )
     assert status in everything
-    assert {created["ic_id"], ack["ic_id"]} <= {op["ic_id"] for op in everything}
+    assert created["ic_id"] not in {op["ic_id"] for op in everything}
     for op in everything:
         assert set(op) >= OP_FIELDS
+        assert op["operation"] in ("stop", "resume", "delete", "clone")
     listed = await live.get("/api/v1/operations", status="completed", pipeline_id=pid)
-    assert listed == [status]
-    assert [e["ic_id"] for e in everything] == [
-        e["ic_id"] for e in await live.get("/api/v1/operations")
+    assert listed == [ours]
+    ic_ops = [
+        e for e in await live.get("/api/v1/operations") if e["operation"] != "create_experiment"
     ]
+    assert [e["ic_id"] for e in everything] == [e["ic_id"] for e in reversed(ic_ops)]
 
     await live.post("/dispatcher/delete-pipeline", {"pipeline_id": pid}, params={"wait": 5})
     await live.settled(pid)

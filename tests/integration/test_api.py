@@ -283,7 +283,7 @@ async def test_bad_requests_are_400s_naming_the_field_and_never_reach_the_log(
     scorers = [{"name": "exact_match", "target": "answer"}]
     cases: list[tuple[str, str, Any, str]] = [
         ("POST", "/dispatcher/stop-pipeline", {}, "field 'pipeline_id': Field required"),
-        ("POST", "/dispatcher/stop-pipeline", {"pipeline_id": "7"}, "field 'pipeline_id': "),
+        ("POST", "/dispatcher/stop-pipeline", {"pipeline_id": "seven"}, "field 'pipeline_id': "),
         ("POST", "/dispatcher/resume-pipeline", {"pipeline_id": 1.5}, "field 'pipeline_id': "),
         ("POST", "/dispatcher/delete-pipeline", None, "request body is required"),
         ("POST", "/dispatcher/stop-pipeline?wait=61", {"pipeline_id": 1}, "parameter 'wait'"),
@@ -450,8 +450,9 @@ async def test_a_write_is_pending_until_decided_and_listed(
     assert before <= body["created_at"] <= time.time()
     assert body["processed_at"] is None
 
-    listed = (await api.client.get("/dispatcher/all-operations")).json()
+    listed = (await api.client.get("/api/v1/operations")).json()
     assert [(op["ic_id"], op["status"]) for op in listed] == [(1, "pending")]
+    assert (await api.client.get("/dispatcher/all-operations")).json() == []  # IC only
     assert listed[0]["created_at"] == body["created_at"]
     assert (await api.client.get("/api/v1/operations/1")).json()["status"] == "pending"
     assert (await api.client.get("/api/v1/operations?status=completed")).json() == []
@@ -551,8 +552,14 @@ async def test_pipeline_reads_and_transitions(api: Api, scheduler: PlayScheduler
 
     delete = await api.client.post("/api/v1/pipelines/2/delete")
     await scheduler.command(delete.json()["ic_id"])
-    twice = await api.client.post("/dispatcher/delete-pipeline", json={"pipeline_id": 2})
+    twice = await api.client.post("/api/v1/pipelines/2/delete")
     assert (twice.status_code, twice.json()) == (409, {"error": "pipeline 2 is already deleted"})
+    # the dispatcher answers 200, as RapidFire's does, and the operation fails with the reason
+    twice = await api.client.post("/dispatcher/delete-pipeline", json={"pipeline_id": 2})
+    assert twice.status_code == 200, twice.text
+    await scheduler.command(twice.json()["ic_id"])
+    failed = (await api.client.get(f"/dispatcher/operation-status/{twice.json()['ic_id']}")).json()
+    assert (failed["status"], failed["error"]) == ("failed", "pipeline 2 is already deleted")
 
 
 async def test_no_409_while_an_earlier_command_on_the_pipeline_is_undecided(
@@ -780,13 +787,17 @@ async def test_pipeline_names_stay_unique_in_an_experiment(
     taken = await api.client.post("/api/v1/pipelines/1/clone", json={"pipeline_name": "b"})
     assert taken.status_code == 409, taken.text
     assert "pipeline name 'b' is taken in this experiment by pipeline 2" in taken.json()["error"]
+    assert await cmd_count(js, names) == before  # the 409 never reached the log
     into = await api.client.post(
         "/dispatcher/clone-pipeline",
         json={"context_id": experiment["context_id"], "pipeline_name": "a", "pipeline_type": "sim"},
     )
-    assert into.status_code == 409, into.text
-    assert "'a' is taken" in into.json()["error"]
-    assert await cmd_count(js, names) == before
+    # the dispatcher answers 200, as RapidFire's does, and the decider fails the operation
+    assert into.status_code == 200, into.text
+    await scheduler.command(into.json()["ic_id"])
+    failed = (await api.client.get(f"/api/v1/operations/{into.json()['ic_id']}")).json()
+    assert failed["status"] == "failed"
+    assert "'a' is taken" in failed["error"]
 
     # a clone without a name gets the first free `<parent>-clone[-n]`
     for expected in ("a-clone", "a-clone-2"):

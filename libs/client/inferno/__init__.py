@@ -1,8 +1,9 @@
 """Inferno: steer LLM evaluation and batch-inference experiments while they run.
 
-`from inferno import Client` (the SDK) is all a notebook needs. The rest of `inferno` is one
-namespace spread over the repository's folders (docs/architecture.md, "Layout"); `extend_path`
-keeps it one, whichever folder's `inferno/` Python meets first.
+`from inferno import Experiment` (or `Client`, the SDK; `AsyncClient` for services) is all a
+notebook needs. The rest of `inferno` is one namespace spread over the repository's folders
+(docs/architecture.md, "Layout"); `extend_path` keeps it one, whichever folder's `inferno/`
+Python meets first.
 """
 
 from pkgutil import extend_path
@@ -10,7 +11,11 @@ from typing import Any
 
 __path__ = extend_path(__path__, __name__)
 
-_EXPORTS = {"Client": "inferno.client.sdk"}
+_EXPORTS = {
+    "Client": "inferno.client.sdk",
+    "AsyncClient": "inferno.client.aio",
+    "Experiment": "inferno.client.experiment",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from codecs import getincrementaldecoder
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO, get_args
 from urllib.parse import urlparse
 
-from inferno.client import audit, launcher
+from inferno.client import audit, launcher, watching
 from inferno.client.arguments import (
     UsageError,
     clone_changes,
@@ -33,13 +32,11 @@ from inferno.client.embedded import NatsServerError, port_in_use
 from inferno.client.sdk import ApiUnreachable, Client, InfernoError, SpecError, load_spec
 from inferno.client.tables import (
     CELL_WIDTH,
-    clock,
     executors_table,
     leaderboard_table,
     operations_table,
     pipeline_failures,
     pipelines_table,
-    settled,
 )
 from inferno.client.terminal import clip, json_safe, printable
 from inferno.events.provenance import check_reason
@@ -74,6 +71,7 @@ def cmd_up(args: argparse.Namespace, out: TextIO) -> int:
         state = launcher.start_detached(data_dir, **options)
         emit(out, f"inferno is up (detached, supervisor pid {state['pid']})")
         emit(out, f"  api   {state['api_url']}\n  nats  {state['nats_url']}")
+        emit(out, f"  metrics  {metrics_line(state['metrics'])}")
         where = "" if data_dir == launcher.default_data_dir() else f" --data-dir {data_dir}"
         emit(out, f"  logs  {state['logs']}\n  stop it with: inferno{where} down")
         return 0
@@ -85,8 +83,14 @@ def cmd_up(args: argparse.Namespace, out: TextIO) -> int:
             f"ready: api {c.api_url}, nats {c.nats_url}, {c.executor_count} executors;"
             " Ctrl-C stops everything",
         )
+        c.say("up", f"metrics: {metrics_line(c.metrics_urls)}")
 
     return launcher.serve(cluster, on_ready=ready)
+
+
+def metrics_line(urls: dict[str, str]) -> str:
+    """Each service's /metrics, as `name url` pairs (docs/operations.md has a scrape config)."""
+    return ", ".join(f"{name} {url}" for name, url in urls.items())
 
 
 def cmd_down(args: argparse.Namespace, out: TextIO) -> int:
@@ -119,29 +123,13 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             listed = [str(i) for i in result.get("pipeline_ids", [])]
         emit(out, f"pipelines   {', '.join(listed) or '(pending)'}")
         if args.watch:
-            return watch(client, experiment_id, out, args.interval)
+            return _watch(args, client, experiment_id, out)
     return 0
 
 
-def watch(client: Client, experiment_id: str | None, out: TextIO, interval: float = 0.5) -> int:
-    """Redraw the pipelines table (in place on a terminal, on change otherwise) until every
-    pipeline has settled, saying so under the table while no scheduler leads."""
-    redraw = _isatty(out)
-    shown = ""
-    while True:
-        pipelines = client.pipelines(experiment_id=experiment_id)
-        table = pipelines_table(pipelines)
-        if not all(settled(p) for p in pipelines) and client.no_leader():  # words that stay
-            table += "\nwarning: no scheduler holds the lease: nothing progresses until one does"
-        if table != shown:
-            if redraw and shown:
-                out.write(f"\033[{shown.count(chr(10)) + 2}F\033[J")
-            out.write(f"{clock(time.time())}\n{table}\n")
-            out.flush()
-            shown = table
-        if pipelines and all(settled(p) for p in pipelines):
-            return 0
-        time.sleep(interval)
+def _watch(args: argparse.Namespace, client: Client, experiment_id: str | None, out: TextIO) -> int:
+    """`watching.watch` with a second client of its own for the events stream."""
+    return watching.watch(client, _client(args), experiment_id, out, _isatty(out), args.interval)
 
 
 def cmd_ps(args: argparse.Namespace, out: TextIO) -> int:
@@ -162,7 +150,7 @@ def cmd_ps(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
     with _client(args) as client:
-        return watch(client, args.experiment, out, args.interval)
+        return _watch(args, client, args.experiment, out)
 
 
 def cmd_control(args: argparse.Namespace, out: TextIO) -> int:
@@ -302,6 +290,8 @@ def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_executors(args: argparse.Namespace, out: TextIO) -> int:
     with _client(args) as client:
+        if args.watch:
+            return watching.watch_executors(client, out, _isatty(out), args.interval)
         emit(out, executors_table(client.executors()))
     return 0
 
@@ -469,7 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
             type=_number(float, 0.05),
             default=0.5,
             metavar="S",
-            help="seconds between refreshes (default 0.5)",
+            help="on a terminal, seconds between redraws (clock, ETA); the api is read when"
+            " the events stream says something changed (default 0.5)",
         )
 
     p = add("up", cmd_up, "start nats-server, the api, scheduler(s) and executors locally")
@@ -570,7 +561,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--limit", type=_number(int, 0), default=20, metavar="N", help="last N (0 = all)"
     )
-    add("executors", cmd_executors, "list registered executors")
+    p = add("executors", cmd_executors, "list registered executors")
+    p.add_argument(
+        "--watch", action="store_true", help="keep the list live (Ctrl-C ends): slots, models"
+    )
+    p.add_argument(
+        "--interval",
+        type=_number(float, 0.2),
+        default=2.0,
+        metavar="S",
+        help="with --watch: seconds between rereads of the heartbeats (default 2)",
+    )
 
     p = add("events", cmd_events, "the log's history: commands and events, with who and why")
     audit.add_filters(p)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -39,19 +39,48 @@ def pages(
             return
 
 
+class SseMessages:
+    """Folds SSE lines into messages, one line at a time (shared by the sync and async
+    streams): `feed` answers a message when a blank line ends one, else None."""
+
+    def __init__(self) -> None:
+        self.message: dict[str, str] = {}
+
+    def feed(self, line: str) -> dict[str, str] | None:
+        if line:
+            name, _, value = line.partition(":")
+            self.message[name] = value.removeprefix(" ")
+            return None
+        done, self.message = self.message, {}
+        return done or None
+
+    def rest(self) -> dict[str, str] | None:
+        """What a stream that ended without a blank line left."""
+        return self.message or None
+
+
 def sse_messages(lines: Iterator[str]) -> Iterator[dict[str, str]]:
     """SSE messages as {field: value}; a comment (heartbeat) is {"": text}."""
-    message: dict[str, str] = {}
+    fold = SseMessages()
     for line in lines:
-        if not line:
-            if message:
-                yield message
-            message = {}
-            continue
-        name, _, value = line.partition(":")
-        message[name] = value.removeprefix(" ")
-    if message:
-        yield message
+        message = fold.feed(line)
+        if message:
+            yield message
+    last = fold.rest()
+    if last:
+        yield last
+
+
+async def sse_messages_async(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, str]]:
+    """`sse_messages` over an async stream of lines."""
+    fold = SseMessages()
+    async for line in lines:
+        message = fold.feed(line)
+        if message:
+            yield message
+    last = fold.rest()
+    if last:
+        yield last
 
 
 def follow(

@@ -86,6 +86,7 @@ class Child:
     argv: list[str]
     env: dict[str, str]
     log_file: Path | None = None
+    metrics_port: int = 0  # where a scheduler or executor serves /metrics (the api: on its own)
     process: subprocess.Popen[bytes] | None = None
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=_TAIL_LINES))
     reader: threading.Thread | None = None
@@ -163,7 +164,19 @@ class LocalCluster:
     def executor_count(self) -> int:
         return sum(c.name.startswith("exec-") for c in self.children)
 
+    @property
+    def metrics_urls(self) -> dict[str, str]:
+        """name -> the /metrics URL of every service, for a scrape config."""
+        urls = {"api": f"{self.api_url}/metrics"}
+        urls.update(
+            (c.name, f"http://127.0.0.1:{c.metrics_port}/metrics")
+            for c in self.children
+            if c.metrics_port
+        )
+        return urls
+
     def _child(self, name: str, service: str, args: list[str], **extra: str) -> Child:
+        metrics_port = 0 if service == "api" else free_port()
         env = dict(os.environ)
         env.setdefault("INFERNO_LOG_FORMAT", "console")
         env.update(
@@ -171,10 +184,13 @@ class LocalCluster:
             INFERNO_NAMESPACE=self.namespace,
             INFERNO_API_PORT=str(self.api_port),
             PYTHONUNBUFFERED="1",  # lines reach us as they are written
+            INFERNO_METRICS_HOST="127.0.0.1",
+            INFERNO_METRICS_PORT=str(metrics_port),
             **extra,
         )
         log_file = self.log_dir / f"{name}.log" if self.log_dir is not None else None
-        return Child(name, [sys.executable, "-m", f"inferno.{service}", *args], env, log_file)
+        argv = [sys.executable, "-m", f"inferno.{service}", *args]
+        return Child(name, argv, env, log_file, metrics_port=metrics_port)
 
     # lifecycle
     def start(self, timeout: float = 60.0) -> Self:
@@ -405,6 +421,7 @@ class LocalCluster:
             "nats_url": self.nats_url,
             "nats_port": self.nats.port,
             "executors": self.executor_count,
+            "metrics": self.metrics_urls,
             "children": self.processes(),
             "logs": str(self.log_dir.resolve()) if self.log_dir else None,
         }

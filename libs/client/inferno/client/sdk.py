@@ -19,9 +19,12 @@ from typing import Any, Protocol
 import httpx
 import yaml
 
-from inferno.client import events
+from inferno.client import events, wire
+from inferno.client.wire import ApiUnreachable, InfernoError
 from inferno.datasets.files import SUFFIXES, DatasetFileError, format_of, parse_rows
 from inferno.events.provenance import as_actor, check_actor
+
+__all__ = ["ApiUnreachable", "Client", "InfernoError", "SpecError", "load_spec"]
 
 DEFAULT_URL = "http://127.0.0.1:8851"
 API = "/api/v1"
@@ -32,24 +35,6 @@ class BytesSink(Protocol):
     """Where `download_results` writes: a binary file, or anything with a bytes `write`."""
 
     def write(self, data: bytes, /) -> object: ...
-
-
-class InfernoError(Exception):
-    """The api answered with an error (status = HTTP status), or could not be reached (0)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-    def __str__(self) -> str:
-        return f"{self.message} (HTTP {self.status})" if self.status else self.message
-
-
-class ApiUnreachable(InfernoError):
-    def __init__(self, url: str, reason: str) -> None:
-        super().__init__(0, f"the Inferno api at {url} is not reachable ({reason})")
-        self.url = url
 
 
 class SpecError(ValueError):
@@ -81,14 +66,8 @@ class Client:
         actor: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        if actor is None:
-            actor = default_actor()
-        elif actor:
-            actor = check_actor(actor)
-        self.actor = actor or None
-        if self.actor:
-            headers["X-Inferno-Actor"] = self.actor
+        self.actor = (default_actor() if actor is None else actor and check_actor(actor)) or None
+        headers = wire.headers(token, self.actor)
         # trust_env=False: loopback calls must never go through an http_proxy from the environment
         self._http = httpx.Client(
             base_url=self.base_url, headers=headers, timeout=timeout, trust_env=False
@@ -132,7 +111,7 @@ class Client:
         return self._request("GET", path, params={"metric": metric})
 
     def experiments(self) -> list[dict[str, Any]]:
-        return _items(self._request("GET", f"{API}/experiments"), "experiments")
+        return wire.items(self._request("GET", f"{API}/experiments"), "experiments")
 
     def experiment(self, experiment_id: str) -> dict[str, Any]:
         return self._request("GET", f"{API}/experiments/{experiment_id}")
@@ -144,7 +123,7 @@ class Client:
         """The pipelines now, or as they were at `at` (RFC 3339 or epoch seconds)."""
         params = {"experiment_id": experiment_id, "status": status, "at": at}
         body = self._request("GET", f"{API}/pipelines", params=params)
-        return _items(body, "pipelines")
+        return wire.items(body, "pipelines")
 
     def pipeline(self, pipeline_id: int) -> dict[str, Any]:
         return self._request("GET", f"{API}/pipelines/{pipeline_id}")
@@ -157,12 +136,12 @@ class Client:
             with self._http.stream("GET", f"{API}/pipelines/{pipeline_id}/results") as response:
                 if not response.is_success:
                     response.read()
-                    raise InfernoError(response.status_code, _error_text(response))
+                    raise InfernoError(response.status_code, wire.error_text(response))
                 for chunk in response.iter_bytes():
                     rows += chunk.count(b"\n")
                     out.write(chunk)
         except httpx.TransportError as error:
-            raise ApiUnreachable(self.base_url, str(error) or type(error).__name__) from error
+            raise wire.unreachable(self.base_url, error) from error
         return rows
 
     def results(self, pipeline_id: int) -> list[dict[str, Any]]:
@@ -211,15 +190,36 @@ class Client:
         body = dict(changes or {})
         return self._control(pipeline_id, "clone", body, wait, idempotency_key, reason)
 
+    # the seed's dispatcher routes (DESIGN §7), as RapidFire's clients call them
+    def operation_status(self, ic_id: int) -> dict[str, Any]:
+        return self._request("GET", f"/dispatcher/operation-status/{ic_id}")
+
+    def all_operations(self) -> list[dict[str, Any]]:
+        return wire.items(self._request("GET", "/dispatcher/all-operations"), "operations")
+
+    def dispatch(
+        self,
+        route: str,
+        body: Mapping[str, Any],
+        wait: float | None = None,
+        idempotency_key: str | None = None,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        """POST /dispatcher/`route` (stop-pipeline, resume-pipeline, delete-pipeline with
+        {"pipeline_id"}; clone-pipeline with {"context_id", "pipeline_name", ...}): {"ic_id",
+        "message"}. There `reason` is a query parameter."""
+        path, params = wire.dispatcher(route, reason)
+        return self._request("POST", path, dict(body), wait, idempotency_key, params)
+
     # operations, executors, health
     def operations(self) -> list[dict[str, Any]]:
-        return _items(self._request("GET", f"{API}/operations"), "operations")
+        return wire.items(self._request("GET", f"{API}/operations"), "operations")
 
     def operation(self, ic_id: int) -> dict[str, Any]:
         return self._request("GET", f"{API}/operations/{ic_id}")
 
     def executors(self) -> list[dict[str, Any]]:
-        return _items(self._request("GET", f"{API}/executors"), "executors")
+        return wire.items(self._request("GET", f"{API}/executors"), "executors")
 
     # the history (docs/audit.md): filters are the routes' query parameters, e.g.
     # pipeline_id=7, type=["stop_pipeline"], actor="alice", since="2026-12-01T12:00:00Z"
@@ -240,7 +240,7 @@ class Client:
         return events.follow(self, self._http, events.filters(**filters), after)
 
     def raise_for(self, response: httpx.Response) -> None:
-        raise InfernoError(response.status_code, _error_text(response))
+        raise InfernoError(response.status_code, wire.error_text(response))
 
     def ready(self) -> bool:
         """True when /readyz answers 2xx; False when it answers otherwise or cannot be reached."""
@@ -273,72 +273,17 @@ class Client:
         reason: str | None,
     ) -> dict[str, Any]:
         """POST a pipeline action; a `reason` goes into the body (the api records it)."""
-        if reason is not None:
-            body = {**(body or {}), "reason": reason}
         path = f"{API}/pipelines/{pipeline_id}/{action}"
-        return self._request("POST", path, body, wait, idempotency_key)
+        return self._request("POST", path, wire.control_body(body, reason), wait, idempotency_key)
 
-    def _request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        wait: float | None = None,
-        idempotency_key: str | None = None,
-        params: Mapping[str, Any] | None = None,
-        files: Mapping[str, Any] | None = None,
-    ) -> Any:
-        query = {k: v for k, v in (params or {}).items() if v is not None}
-        if wait is not None:
-            query["wait"] = wait
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        timeout = self._http.timeout.read
-        if wait and timeout is not None:  # the server holds the answer up to `wait` seconds
-            timeout += wait
+    def _request(self, method: str, path: str, body: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """`wire.request_args`' parameters; the answer's JSON, or `InfernoError`."""
+        request = wire.request_args(self._http.timeout, method, path, body, *args, **kwargs)
         try:
-            response = self._http.request(
-                method,
-                path,
-                json=body,
-                files=files,
-                params=query,
-                headers=headers,
-                timeout=httpx.Timeout(self._http.timeout.connect or 5.0, read=timeout),
-            )
+            response = self._http.request(**request)
         except httpx.TransportError as error:
-            raise ApiUnreachable(self.base_url, str(error) or type(error).__name__) from error
-        if not response.is_success:
-            raise InfernoError(response.status_code, _error_text(response))
-        if not response.content:
-            return None
-        try:
-            return response.json()
-        except ValueError:
-            raise InfernoError(
-                response.status_code,
-                f"{method} {path} answered with something that is not JSON;"
-                f" is {self.base_url} an Inferno api?",
-            ) from None
-
-
-def _error_text(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text.strip() or response.reason_phrase
-    if isinstance(body, dict):
-        for key in ("error", "detail", "message"):
-            if body.get(key):
-                text = body[key]
-                return text if isinstance(text, str) else json.dumps(text)
-    return json.dumps(body)
-
-
-def _items(body: Any, key: str) -> list[dict[str, Any]]:
-    """A list route's answer: a bare list, or an object holding it under `key`."""
-    if isinstance(body, dict):
-        body = body.get(key, body.get("items", []))
-    return list(body or [])
+            raise wire.unreachable(self.base_url, error) from error
+        return wire.answer(response, self.base_url)
 
 
 # experiment spec files

@@ -21,6 +21,7 @@ from nats.js import JetStreamContext
 from inferno.events.names import Names
 from inferno.jetstream import LogConfigConflict, connect, ensure_log
 from inferno.runtime.logs import configure_logging
+from inferno.runtime.metrics import MetricsPortInUse
 from inferno.runtime.settings import ConfigError, Settings
 
 
@@ -87,6 +88,9 @@ def service_main(service: str, serve: Callable[[Settings], int | None]) -> int:
     configure_logging(settings.log_level, settings.log_format, service=service)
     try:
         return serve(settings) or 0
+    except MetricsPortInUse as error:
+        print(f"inferno {service}: {error}", file=sys.stderr)
+        return 2
     except LogConfigConflict as error:
         structlog.get_logger(f"inferno.{service}").error("cannot start", error=str(error))
         return 1

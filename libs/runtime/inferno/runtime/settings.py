@@ -25,6 +25,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
 
 
+METRICS_PORTS = {"scheduler": 9852, "executor": 9853}
+"""Each service's default INFERNO_METRICS_PORT (the api serves /metrics on INFERNO_API_PORT)."""
+
 SHARED_TOKEN_IDENTITY = "INFERNO_TOKEN"
 """The actor behind the single INFERNO_TOKEN: whoever holds it (docs/security.md)."""
 MAX_IDENTITY_LENGTH = 64
@@ -71,6 +74,12 @@ class Settings:
     scorer_modules: tuple[str, ...] = ()  # modules user scorers (module:function) may come from
     snapshot_every_events: int = 100_000  # snapshot after folding this many messages (0: never)
     snapshot_every_s: float = 300.0  # or this long after the last one, if anything was folded
+    metrics_host: str = "127.0.0.1"  # where the scheduler and executor serve /metrics
+    metrics_port: int | None = None  # None: the service's default (METRICS_PORTS); 0: none
+
+    def metrics_port_for(self, service: str) -> int:
+        """The port `service` serves /metrics on (0: none); the api serves it on its own."""
+        return METRICS_PORTS[service] if self.metrics_port is None else self.metrics_port
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -251,6 +260,8 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "INFERNO_SCORER_MODULES": ("scorer_modules", _comma_list),
     "INFERNO_SNAPSHOT_EVERY_EVENTS": ("snapshot_every_events", _int_between(0, 1 << 40)),
     "INFERNO_SNAPSHOT_EVERY_S": ("snapshot_every_s", _positive_seconds),
+    "INFERNO_METRICS_HOST": ("metrics_host", _listen_host),
+    "INFERNO_METRICS_PORT": ("metrics_port", _int_between(0, 65535)),
 }
 _SECRET_VARIABLES = frozenset({"INFERNO_TOKEN", "INFERNO_TOKENS", "NATS_PASSWORD"})
 """Variables whose value an error never shows."""

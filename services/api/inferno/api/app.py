@@ -24,7 +24,16 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 
-from inferno.api import errors, openapi, routes_dispatcher, routes_events, routes_v1
+from inferno.api import (
+    errors,
+    metrics,
+    openapi,
+    routes_dispatcher,
+    routes_events,
+    routes_rapidfire_fit,
+    routes_ui,
+    routes_v1,
+)
 from inferno.api.deps import Gateway, GatewayDep
 from inferno.api.guard import BrowserGuard, Rules
 from inferno.api.identity import AUTHENTICATED
@@ -50,7 +59,8 @@ OPEN_PATHS = frozenset(
         "/redoc",
     }
 )
-"""Reachable without the bearer token: probes, and the API's description (it holds no data)."""
+"""Reachable without the bearer token: probes, and the API's description (it holds no data);
+so are the dashboard's page and assets (`routes_ui.is_ui_path`), which hold none either."""
 
 UPLOAD_PATHS = frozenset({"/api/v1/datasets"})
 """Routes whose body is a dataset: they take files, and INFERNO_MAX_UPLOAD_BYTES of them."""
@@ -66,7 +76,8 @@ class BearerAuth:
         self._expected = [(f"bearer {c.token}".encode(), c.identity) for c in credentials]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan" or scope["path"] in OPEN_PATHS:
+        path = scope.get("path", "")
+        if scope["type"] == "lifespan" or path in OPEN_PATHS or routes_ui.is_ui_path(path):
             await self._app(scope, receive, send)
             return
         given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
@@ -124,8 +135,12 @@ def create_app(settings: Settings, *, nc: NATS | None = None) -> FastAPI:
     errors.install(app)
     app.state.event_streams = EventStreams()  # live streams end before a shutdown waits on them
     app.include_router(routes_dispatcher.router)
+    app.include_router(routes_rapidfire_fit.router)
     app.include_router(routes_v1.router)
     app.include_router(routes_events.router)
+    app.include_router(metrics.router)
+    app.include_router(routes_ui.history_router)
+    app.include_router(routes_ui.ui_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> Response:
@@ -155,14 +170,17 @@ def create_app(settings: Settings, *, nc: NATS | None = None) -> FastAPI:
     # the token because a preflight never carries one.
     if credentials:
         app.add_middleware(BearerAuth, credentials=credentials)
-    if settings.cors_origins:
+    rules = Rules.of(settings, UPLOAD_PATHS)
+    if settings.cors_origins or rules.origin_pattern:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
+            allow_origin_regex=rules.origin_pattern,
+            allow_credentials=rules.credentials,
             allow_methods=["*"],
             allow_headers=["*"],
         )
-    app.add_middleware(BrowserGuard, rules=Rules.of(settings, UPLOAD_PATHS), routes=app.routes)
+    app.add_middleware(BrowserGuard, rules=rules, routes=app.routes)
     app.add_middleware(TraceContext)
     return app
 

@@ -80,14 +80,17 @@ def check_size(payload: bytes, max_payload: int) -> None:
         )
 
 
-def refused(model: ReadModel, command: AnyCommand) -> ApiError | None:
+def refused(model: ReadModel, command: AnyCommand, *, invalid: bool = True) -> ApiError | None:
     """404 for what the command targets but the read model lacks; 409 for what `decide` would
-    refuse in the read model's state, unless a command on the same pipeline is undecided."""
+    refuse in the read model's state, unless a command on the same pipeline is undecided or
+    `invalid` is False (RapidFire's routes: the command goes in, its operation fails)."""
     found = refusal(model, command)
     if found is None:
         return None
     if found.missing is not None:
         return ApiError(404, f"{found.missing} not found")
+    if not invalid:
+        return None
     pipeline_id = command.target.pipeline_id
     if pipeline_id is not None and model.undecided(pipeline_id):
         return None  # the pipeline is about to change: only the decider can judge now
@@ -95,15 +98,22 @@ def refused(model: ReadModel, command: AnyCommand) -> ApiError | None:
 
 
 async def submit(
-    gw: Gateway, command: AnyCommand, *, idempotency_key: str | None, wait: float
+    gw: Gateway,
+    command: AnyCommand,
+    *,
+    idempotency_key: str | None,
+    wait: float,
+    refuse_invalid: bool = True,
 ) -> Operation:
     """Append `command` (unless it is refused or a retry), and return its operation as the
-    projection shows it: once final if `wait` > 0 and it gets there in time."""
+    projection shows it: once final if `wait` > 0 and it gets there in time. Without
+    `refuse_invalid` an invalid transition is appended too, and the decider fails it with the
+    reason (RapidFire's clients take any non-2xx for a transport error)."""
     projection = gw.projection
     message_id = msg_id(idempotency_key)
     digest = request_digest(command) if idempotency_key is not None else None
     where = command.subject(gw.names)
-    refused_now = refused(projection.model, command)
+    refused_now = refused(projection.model, command, invalid=refuse_invalid)
     if refused_now is not None:
         # a retry of a command that has taken effect since is refused now: answer the original
         earlier = await _earlier(gw, where, message_id) if idempotency_key else None

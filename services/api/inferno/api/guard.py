@@ -5,7 +5,10 @@ that refuses what a hostile web page can make a browser send, and bounds request
   page reaches a local api under the page's own name, so this is what keeps it from reading.
   The probes are exempt: orchestrators call them by IP, and they hold nothing.
 - `Origin`, when sent, must be the api's own or listed in INFERNO_CORS_ORIGINS. Browsers send it
-  on every cross-site write (bodiless ones and preflights too), so this refuses them all.
+  on every cross-site write (bodiless ones and preflights too), so this refuses them all. A
+  loopback api also lets in the origins notebooks run under on the user's own machine
+  (`NOTEBOOK_ORIGINS`: localhost pages, VS Code webviews; Colab's frames on Colab), so
+  RapidFire's panel works unchanged; a remote page never has one of those origins.
 - A write's body must be JSON (the upload route also takes files): text/plain, form and
   multipart bodies are what browsers send cross-site without asking first.
 - `OPTIONS` answers with the path's `Allow`: every route on it, not the first one's (the
@@ -18,7 +21,9 @@ Every refusal is JSON `{"error": ...}`: 400 (Host), 403 (Origin), 413, 415; OPTI
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import os
+import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from starlette.datastructures import Headers
@@ -39,6 +44,28 @@ _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
 _ANY_ADDRESS = frozenset({"0.0.0.0", "[::]"})  # a listen address, never a name a client uses
 
+NOTEBOOK_ORIGINS = (
+    r"https?://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?|vscode-webview://[a-z0-9.-]+"
+)
+"""Pages of this machine (Jupyter at localhost:8888, ...) and VS Code's notebook webviews: only
+a local process or VS Code itself serves them, and those reach a loopback api directly anyway
+(docs/security.md), so letting them in grants nothing new. DNS rebinding changes what a name
+resolves to, not a page's origin."""
+COLAB_ORIGINS = r"https://([a-z0-9-]+\.)*(googleusercontent\.com|colab\.research\.google\.com)"
+"""Colab's output frames, let in (with credentials, which its proxy needs) only when the api
+runs on a Colab VM, which a browser reaches through Colab's authenticated proxy alone."""
+
+
+def on_colab(environ: Mapping[str, str]) -> bool:
+    return "COLAB_RELEASE_TAG" in environ
+
+
+def default_origins(settings: Settings, environ: Mapping[str, str]) -> str | None:
+    """The origin pattern a loopback api allows without INFERNO_CORS_ORIGINS; None elsewhere."""
+    if host_name(settings.api_host) not in LOOPBACK:
+        return None
+    return f"{NOTEBOOK_ORIGINS}|{COLAB_ORIGINS}" if on_colab(environ) else NOTEBOOK_ORIGINS
+
 
 @dataclass(frozen=True, slots=True)
 class Rules:
@@ -47,13 +74,22 @@ class Rules:
     max_command_bytes: int
     max_upload_bytes: int
     upload_paths: frozenset[str]
+    origin_pattern: str | None = None  # `default_origins`
+    credentials: bool = False  # Colab's frames send cookies its proxy needs
 
     @classmethod
-    def of(cls, settings: Settings, upload_paths: Collection[str]) -> Rules:
+    def of(
+        cls,
+        settings: Settings,
+        upload_paths: Collection[str],
+        environ: Mapping[str, str] = os.environ,
+    ) -> Rules:
         own = {host_name(settings.api_host)} - _ANY_ADDRESS
         hosts = LOOPBACK | own | set(settings.allowed_hosts)
         return cls(
             hosts=frozenset(hosts),
+            origin_pattern=default_origins(settings, environ),
+            credentials=default_origins(settings, environ) is not None and on_colab(environ),
             origins=frozenset(o.lower().rstrip("/") for o in settings.cors_origins),
             max_command_bytes=settings.max_command_bytes,
             max_upload_bytes=settings.max_upload_bytes,
@@ -92,8 +128,13 @@ def check_host(rules: Rules, path: str, host: str) -> Refusal | None:
 
 
 def listed(rules: Rules, origin: str) -> bool:
-    """In INFERNO_CORS_ORIGINS (which CORSMiddleware then serves)."""
-    return "*" in rules.origins or origin.lower().rstrip("/") in rules.origins
+    """In INFERNO_CORS_ORIGINS or the loopback defaults (which CORSMiddleware then serves)."""
+    given = origin.lower().rstrip("/")
+    if "*" in rules.origins or given in rules.origins:
+        return True
+    return (
+        rules.origin_pattern is not None and re.fullmatch(rules.origin_pattern, given) is not None
+    )
 
 
 def own_origin(origin: str, host: str) -> bool:
@@ -224,4 +265,5 @@ def _cors_headers(rules: Rules, origin: str | None) -> dict[str, str]:
     the guard, adds them to everything else)."""
     if origin is None or not listed(rules, origin):
         return {}
-    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+    credentials = {"Access-Control-Allow-Credentials": "true"} if rules.credentials else {}
+    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin", **credentials}

@@ -39,6 +39,27 @@ _ERROR_REF = {"$ref": "#/components/schemas/Error"}
 _FASTAPI_VALIDATION = ("HTTPValidationError", "ValidationError")
 
 
+_BODY_MODELS: dict[str, type[BaseModel]] = {}
+"""Models of bodies a route validates itself (`one_of`), added to the document's schemas."""
+
+
+def one_of(*models: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra=` for a route whose body is any of `models`, picked by its own fields."""
+    _BODY_MODELS.update({m.__name__: m for m in models})
+    refs = [{"$ref": f"#/components/schemas/{m.__name__}"} for m in models]
+    body = {"required": True, "content": {"application/json": {"schema": {"oneOf": refs}}}}
+    return {"requestBody": body}
+
+
+def _body_schemas() -> dict[str, Any]:
+    schemas: dict[str, Any] = {}
+    for name, model in _BODY_MODELS.items():
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas |= schema.pop("$defs", {})
+        schemas[name] = schema
+    return schemas
+
+
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """`responses=` for a route decorator: these error statuses, each with the Error body."""
     return {code: {"model": Error, "description": WHY[code]} for code in codes}
@@ -66,6 +87,7 @@ def conform(schema: dict[str, Any], *, bearer: bool, open_paths: Collection[str]
     for name in _FASTAPI_VALIDATION:
         schemas.pop(name, None)
     schemas["Error"] = Error.model_json_schema()
+    schemas |= {name: body for name, body in _body_schemas().items() if name not in schemas}
     if bearer:
         components["securitySchemes"] = {
             "bearer": {

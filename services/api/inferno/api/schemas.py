@@ -109,10 +109,6 @@ class _Knobs(BaseModel):
 # dispatcher
 
 
-class PipelineRef(_Open):
-    pipeline_id: Integer
-
-
 class CloneIntoContextBody(_Knobs, _Open):
     context_id: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="a subject token")
 

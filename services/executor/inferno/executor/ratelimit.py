@@ -29,6 +29,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from inferno.executor import metrics
+
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -83,9 +85,13 @@ class RateLimiter:
         """Wait until one more request of `tokens` fits the window, then hold it. A request
         larger than `tpm` waits for an empty window (the server then decides)."""
         async with self._turn:
+            waited_from = None
             while (delay := self._delay(tokens)) > 0:
+                waited_from = self._clock() if waited_from is None else waited_from
                 self._changed.clear()
                 await self._wait(delay)
+            if waited_from is not None:
+                metrics.rate_limited(self._clock() - waited_from)
             self._in_flight += 1
             self._in_flight_tokens += tokens
             return Reservation(self, tokens)

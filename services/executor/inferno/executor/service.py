@@ -48,6 +48,7 @@ from inferno.events.work import (
     report_subject,
     work_order_decoder,
 )
+from inferno.executor import metrics
 from inferno.executor.backends import Backends, default_backends
 from inferno.executor.backends.base import EndpointUnavailable
 from inferno.executor.datasets import DatasetCache
@@ -57,6 +58,7 @@ from inferno.executor.shard import PERMANENT, Runtime, run_shard
 from inferno.jetstream import Appender, Outgoing, durable_pull
 from inferno.runtime.bootstrap import open_log
 from inferno.runtime.logs import log_effective_config
+from inferno.runtime.metrics import MetricsServer
 from inferno.runtime.settings import Settings
 from inferno.secrets.masking import mask_text
 
@@ -164,15 +166,18 @@ class Executor:
             stats = await running.work
             fields: dict[str, object] = {"outcome": "finished", "metrics": _means(stats)}
             rows = stats.rows
+            metrics.shard_ended("finished", stats)
         except asyncio.CancelledError:
             if running.abort is None or asyncio.current_task().cancelling():  # type: ignore[union-attr]
                 raise  # not an abort: someone cancelled the executor itself
             fields = {"outcome": "aborted", "reason": running.abort}
             await self.rt.report(ShardAborted(**ids, at=time.time()))
+            metrics.shard_ended("aborted")
         except Exception as error:
             if running.abort is not None:  # e.g. EngineAborted at shutdown
                 fields = {"outcome": "aborted", "reason": running.abort}
                 await self.rt.report(ShardAborted(**ids, at=time.time()))
+                metrics.shard_ended("aborted")
             else:
                 permanent = isinstance(error, PERMANENT)
                 text = str(error) if permanent else f"{type(error).__name__}: {error}"
@@ -183,6 +188,7 @@ class Executor:
                 await self.rt.report(
                     ShardErrored(**ids, at=time.time(), error=text, retryable=not permanent)
                 )
+                metrics.shard_ended("errored")
         finally:
             keep_alive.cancel()
         await msg.ack()
@@ -308,8 +314,10 @@ async def run(
     progress_every_s: float = 1.0,
     drain_timeout_s: float = 30.0,
     poll_s: float = 1.0,
+    metrics_port: int = 0,
 ) -> None:
-    """Run an executor until `stop` is set (default: until SIGTERM or SIGINT)."""
+    """Run an executor until `stop` is set (default: until SIGTERM or SIGINT); serve /metrics
+    on `settings.metrics_host`:`metrics_port` (0: not at all)."""
     if slots < 1:
         raise ValueError(f"slots must be at least 1, not {slots}")
     names = Names(settings.namespace)
@@ -356,6 +364,16 @@ async def run(
         # a pull subscription's inbox can hold the status of an expired fetch, which would
         # stall the connection's drain for its whole timeout: close it first (the durable stays)
         resources.push_async_callback(sub.unsubscribe)
+        if metrics_port:
+            live = metrics.SlotsCollector(executor)
+            consumer = f"executor-{executor_id}"
+            exporter = await MetricsServer(
+                settings.metrics_host,
+                metrics_port,
+                live=live,
+                refresh=lambda: live.refresh(js, names.work_stream, consumer),
+            ).start()
+            resources.push_async_callback(exporter.stop)
         for kind in ("deleted", "failed"):
             aborts = await nc.subscribe(
                 names.pipeline_evt("*", kind), cb=executor.on_pipeline_event

@@ -26,7 +26,8 @@ async def _serve(settings: Settings, scheduler_id: str | None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await run(settings, scheduler_id=scheduler_id, stop=stop)
+    port = settings.metrics_port_for("scheduler")
+    await run(settings, scheduler_id=scheduler_id, stop=stop, metrics_port=port)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,6 +57,7 @@ from inferno.jetstream import (
     follow,
     replay,
 )
+from inferno.scheduler import metrics
 from inferno.scheduler.lease import Lease
 from inferno.scheduler.roster import Roster, tick_messages
 
@@ -103,11 +104,14 @@ class Deps:
 
 @dataclass
 class _Batch:
-    """Decided but not yet appended: the messages, the work orders and log lines they imply."""
+    """Decided but not yet appended: the messages, the work orders and log lines they imply,
+    and what the metrics count once the append succeeded."""
 
     decisions: list[list[Outgoing]] = field(default_factory=list)
     orders: list[WorkOrder] = field(default_factory=list)
     lines: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    commands: list[tuple[AnyCommand, str]] = field(default_factory=list)  # (command, outcome)
 
     @property
     def pending(self) -> int:
@@ -249,6 +253,7 @@ class Term:
         if not isinstance(message, Report):
             fields = _command_fields(message, seq, events)
             batch.lines.append(("info", "command decided", fields))
+            batch.commands.append((message, fields["outcome"]))
 
     async def _tick(self, batch: _Batch, now: float, *, expire: bool) -> bool:
         """Expire lapsed executors, then fill free slots. True when capacity and work are left
@@ -301,6 +306,7 @@ class Term:
             for index, event in enumerate(events, first_index)
         ]
         batch.decisions.extend([[o] for o in outgoing] if separate else [outgoing])
+        batch.events.extend(events)
         for event in events:
             evolve(state, event)
 
@@ -308,6 +314,8 @@ class Term:
         if batch.decisions:
             await self._append(batch.decisions)
             batch.decisions = []
+        metrics.appended(batch.events, batch.commands)
+        batch.events, batch.commands = [], []
         for level, event, fields in batch.lines:
             getattr(_log, level)(event, evt_seq=self.evt_last_seq, **fields)
         batch.lines.clear()
@@ -406,12 +414,11 @@ def _command_fields(command: AnyCommand, ic_id: int, events: list[Event]) -> dic
     fields: dict[str, Any] = {"ic_id": ic_id, "operation": command.operation}
     fields.update((k, v) for k, v in command.target._asdict().items() if v is not None)
     fields.update(actor=command.actor, reason=command.reason, trace_id=command.trace_id)
-    if not events:
-        fields["outcome"] = "already decided"
-    elif isinstance(events[0], OperationFailed):
-        fields["outcome"], fields["error"] = "failed", events[0].error
-    else:
-        fields["outcome"], fields["events"] = "completed", [type(e).__name__ for e in events]
+    fields["outcome"] = metrics.outcome(events)
+    if isinstance(first := events[0] if events else None, OperationFailed):
+        fields["error"] = first.error
+    elif events:
+        fields["events"] = [type(e).__name__ for e in events]
     return fields
 
 

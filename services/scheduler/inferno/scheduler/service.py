@@ -23,7 +23,9 @@ import structlog
 
 from inferno.jetstream import Appender, Cadence, SnapshotStore
 from inferno.runtime.bootstrap import open_log
+from inferno.runtime.metrics import MetricsServer
 from inferno.runtime.settings import Settings
+from inferno.scheduler import metrics
 from inferno.scheduler.leader import Deps, Outcome, Status, Term
 from inferno.scheduler.lease import Lease
 from inferno.scheduler.roster import Roster
@@ -44,10 +46,12 @@ async def run(
     tick_interval: float = 0.05,
     lease_ttl_s: float | None = None,
     status: Status | None = None,
+    metrics_port: int = 0,
 ) -> None:
     """Run the scheduler until `stop` is set. `lease_ttl_s` overrides `settings.lease_ttl_s`
     (env INFERNO_LEASE_TTL_S); `status`, if given, is kept up to date (tests read the leader's
-    state from it); `clock` stamps decisions and judges heartbeats."""
+    state from it); `clock` stamps decisions and judges heartbeats; `metrics_port`: serve
+    /metrics there on `settings.metrics_host` (0: not at all)."""
     if lease_ttl_s is not None:
         settings = replace(settings, lease_ttl_s=lease_ttl_s)
     scheduler_id = scheduler_id or default_scheduler_id()
@@ -65,7 +69,16 @@ async def run(
     roster = Roster()
     lease: Lease | None = None
     crashed = False
+    exporter = None
     try:
+        if metrics_port:
+            live = metrics.StateCollector(status)
+            exporter = await MetricsServer(
+                settings.metrics_host,
+                metrics_port,
+                live=live,
+                refresh=lambda: live.refresh(js, names),
+            ).start()
         await roster.start(await js.key_value(names.executors_bucket))
         lease = Lease(
             js,
@@ -93,6 +106,8 @@ async def run(
         crashed = True
         raise
     finally:
+        if exporter is not None:
+            await exporter.stop()
         await roster.stop()
         if crashed:
             await nc.close()
