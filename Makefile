@@ -53,6 +53,7 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 chromium:
 	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		export DEBIAN_FRONTEND=noninteractive; \
 		apt-get update -qq && apt-get install -y -qq chromium chromium-driver; \
 	else echo "the dashboard test needs chromium: sudo apt-get install -y chromium chromium-driver"; fi
 
