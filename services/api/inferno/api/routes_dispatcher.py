@@ -7,6 +7,7 @@ transport error); /api/v1 answers it with a 409. The fit dashboard's routes are 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body
@@ -69,43 +70,35 @@ async def health_check() -> Response:
     return json_response({"status": "ok"})
 
 
-@router.post("/stop-pipeline", responses=_WRITE_ERRORS)
-async def stop_pipeline(
-    body: PipelineIdBody,
-    gw: GatewayDep,
-    caller: CallerDep,
-    reason: ReasonQuery = None,
-    idempotency_key: IdempotencyKey = None,
-    wait: Wait = 0,
-) -> Response:
-    command = caller.stamp(StopPipeline(pipeline_id=body.pipeline_id), reason)
-    return await issue(gw, command, idempotency_key, wait)
+PipelineAction = type[StopPipeline] | type[ResumePipeline] | type[DeletePipeline]
 
 
-@router.post("/resume-pipeline", responses=_WRITE_ERRORS)
-async def resume_pipeline(
-    body: PipelineIdBody,
-    gw: GatewayDep,
-    caller: CallerDep,
-    reason: ReasonQuery = None,
-    idempotency_key: IdempotencyKey = None,
-    wait: Wait = 0,
-) -> Response:
-    command = caller.stamp(ResumePipeline(pipeline_id=body.pipeline_id), reason)
-    return await issue(gw, command, idempotency_key, wait)
+def _pipeline_action(action: PipelineAction) -> Callable[..., Awaitable[Response]]:
+    """stop-, resume- and delete-pipeline `{pipeline_id}`: the pipeline's command."""
+
+    async def endpoint(
+        body: PipelineIdBody,
+        gw: GatewayDep,
+        caller: CallerDep,
+        reason: ReasonQuery = None,
+        idempotency_key: IdempotencyKey = None,
+        wait: Wait = 0,
+    ) -> Response:
+        command = caller.stamp(action(pipeline_id=body.pipeline_id), reason)
+        return await issue(gw, command, idempotency_key, wait)
+
+    endpoint.__doc__ = f"The pipeline gets a `{action.operation}` command."
+    return endpoint
 
 
-@router.post("/delete-pipeline", responses=_WRITE_ERRORS)
-async def delete_pipeline(
-    body: PipelineIdBody,
-    gw: GatewayDep,
-    caller: CallerDep,
-    reason: ReasonQuery = None,
-    idempotency_key: IdempotencyKey = None,
-    wait: Wait = 0,
-) -> Response:
-    command = caller.stamp(DeletePipeline(pipeline_id=body.pipeline_id), reason)
-    return await issue(gw, command, idempotency_key, wait)
+for _path, _action in (
+    ("/stop-pipeline", StopPipeline),
+    ("/resume-pipeline", ResumePipeline),
+    ("/delete-pipeline", DeletePipeline),
+):
+    router.post(_path, responses=_WRITE_ERRORS, name=_path[1:].replace("-", "_"))(
+        _pipeline_action(_action)
+    )
 
 
 @router.post(

@@ -5,6 +5,8 @@ reason); the controller reads only `error`. Logs are the experiment's history as
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from fastapi import APIRouter
 from starlette.responses import Response
 
@@ -16,7 +18,7 @@ from inferno.api.history import History
 from inferno.api.identity import CallerDep, ReasonQuery
 from inferno.api.openapi import errors
 from inferno.api.responses import MsgspecJSONResponse, json_response
-from inferno.api.routes_dispatcher import found, issue
+from inferno.api.routes_dispatcher import PipelineAction, found, issue
 from inferno.api.schemas_rapidfire import (
     CloneModifyRunBody,
     ExperimentNameBody,
@@ -25,7 +27,6 @@ from inferno.api.schemas_rapidfire import (
 )
 from inferno.audit.query import Query
 from inferno.events.commands import (
-    AnyCommand,
     ClonePipeline,
     DeletePipeline,
     ResumePipeline,
@@ -60,50 +61,32 @@ async def get_run(body: RunIdBody, gw: GatewayDep) -> Response:
     return json_response(rapidfire.run(p))
 
 
-async def _control(
-    gw: Gateway, command: AnyCommand, caller: CallerDep, reason: str | None, key: str | None
-) -> Response:
-    return await issue(gw, caller.stamp(command, reason), key, 0)
+def _run_action(action: PipelineAction) -> Callable[..., Awaitable[Response]]:
+    """stop-run, resume-run, delete-run: the pipeline's command; an unknown run is a 404."""
+
+    async def endpoint(
+        body: RunIdBody,
+        gw: GatewayDep,
+        caller: CallerDep,
+        reason: ReasonQuery = None,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response:
+        found(gw.projection.model, body.run_id, "run")
+        command = caller.stamp(action(pipeline_id=body.run_id), reason)
+        return await issue(gw, command, idempotency_key, 0)
+
+    endpoint.__doc__ = f"The run's pipeline gets a `{action.operation}` command."
+    return endpoint
 
 
-@router.post("/stop-run", responses=_WRITE_ERRORS)
-async def stop_run(
-    body: RunIdBody,
-    gw: GatewayDep,
-    caller: CallerDep,
-    reason: ReasonQuery = None,
-    idempotency_key: IdempotencyKey = None,
-) -> Response:
-    found(gw.projection.model, body.run_id, "run")
-    return await _control(
-        gw, StopPipeline(pipeline_id=body.run_id), caller, reason, idempotency_key
+for _path, _action in (
+    ("/stop-run", StopPipeline),
+    ("/resume-run", ResumePipeline),
+    ("/delete-run", DeletePipeline),
+):
+    router.post(_path, responses=_WRITE_ERRORS, name=_path[1:].replace("-", "_"))(
+        _run_action(_action)
     )
-
-
-@router.post("/resume-run", responses=_WRITE_ERRORS)
-async def resume_run(
-    body: RunIdBody,
-    gw: GatewayDep,
-    caller: CallerDep,
-    reason: ReasonQuery = None,
-    idempotency_key: IdempotencyKey = None,
-) -> Response:
-    found(gw.projection.model, body.run_id, "run")
-    command = ResumePipeline(pipeline_id=body.run_id)
-    return await _control(gw, command, caller, reason, idempotency_key)
-
-
-@router.post("/delete-run", responses=_WRITE_ERRORS)
-async def delete_run(
-    body: RunIdBody,
-    gw: GatewayDep,
-    caller: CallerDep,
-    reason: ReasonQuery = None,
-    idempotency_key: IdempotencyKey = None,
-) -> Response:
-    found(gw.projection.model, body.run_id, "run")
-    command = DeletePipeline(pipeline_id=body.run_id)
-    return await _control(gw, command, caller, reason, idempotency_key)
 
 
 @router.post("/clone-modify-run", responses=_WRITE_ERRORS)
