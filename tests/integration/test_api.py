@@ -219,11 +219,12 @@ async def test_readyz_reports_a_missing_stream(api: Api, js: JetStreamContext, n
 async def test_readyz_follows_the_scheduler_lease(api: Api, js: JetStreamContext, names: Names):
     async def readiness(status: int) -> dict[str, Any]:
         """/readyz once it answers `status` (the lease reaches the api through a KV watch)."""
-        deadline = time.monotonic() + 15
-        while (response := await api.client.get("/readyz")).status_code != status:
-            assert time.monotonic() < deadline, response.json()
-            await asyncio.sleep(0.02)
-        return response.json()
+
+        async def answered() -> dict[str, Any] | None:
+            response = await api.client.get("/readyz")
+            return response.json() if response.status_code == status else None
+
+        return await waiting.until(answered, f"/readyz to answer {status}", interval=0.02)
 
     nobody = await readiness(503)
     assert (nobody["status"], nobody["failed"]) == ("not ready", ["leader"]), nobody

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import msgspec
 
 from inferno.events.codec import UnknownEvent, decode_command, decode_event, decode_report
-from inferno.events.commands import Command, Target
+from inferno.events.commands import AnyCommand, Target
 from inferno.secrets.masking import mask_value
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -82,7 +82,7 @@ def rfc3339(time_ns: int) -> str:
     return moment(time_ns).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def who(command: Command) -> Who:
+def who(command: AnyCommand) -> Who:
     return Who(command.actor, command.reason, command.trace_id, command.target)
 
 

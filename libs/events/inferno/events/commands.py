@@ -32,6 +32,7 @@ class Command(msgspec.Struct, tag_field="command", kw_only=True, omit_defaults=T
     Who, why and which request: `actor` is the identity behind the token, or what a client on an
     unauthenticated loopback cluster says it is (recorded, never trusted); `reason` is the free
     text given with the write; `trace_id` ties the command to every log line it causes.
+    Each concrete command says what it acts on (`target`) and where it is stored (`subject`).
     """
 
     operation: ClassVar[str]
@@ -42,13 +43,6 @@ class Command(msgspec.Struct, tag_field="command", kw_only=True, omit_defaults=T
     actor: str | None = None
     reason: str | None = None
     trace_id: str | None = None
-
-    @property
-    def target(self) -> Target:
-        raise NotImplementedError
-
-    def subject(self, names: Names) -> str:
-        raise NotImplementedError
 
 
 class PipelineCommand(Command, kw_only=True):

@@ -16,6 +16,7 @@ import contextlib
 import json
 from collections.abc import Callable
 from datetime import datetime
+from typing import NamedTuple
 
 import structlog
 from nats.aio.msg import Msg
@@ -43,7 +44,7 @@ def parse_ack_subject(reply: str) -> tuple[int, int]:
     return int(tokens[7]), int(tokens[10])  # with the domain and account hash tokens
 
 
-def _consumer_config(
+def consumer_config(
     filter_subjects: list[str], start_seq: int | None, start_time: datetime | None
 ) -> ConsumerConfig:
     if start_seq is not None and start_time is not None:
@@ -58,6 +59,31 @@ def _consumer_config(
     else:
         config.deliver_policy = DeliverPolicy.ALL
     return config
+
+
+class Pull(NamedTuple):
+    """An ephemeral pull consumer for a bounded read, and the request that asks it for a batch."""
+
+    consumer: str
+    inbox: str
+    next_request: str
+    body: bytes
+
+
+async def open_pull(js: JetStreamContext, stream: str, config: ConsumerConfig, batch: int) -> Pull:
+    """In memory, without acks, gone 30 s after its reader is: what `replay` and `scan` read
+    from. Batches arrive on `inbox` as answers to `next_request` (no_wait: a status ends one)."""
+    config.ack_policy = AckPolicy.NONE
+    config.mem_storage = True
+    config.inactive_threshold = 30.0
+    consumer = await js.add_consumer(stream, config=config)
+    assert consumer.name is not None  # an ephemeral consumer is named by the server
+    return Pull(
+        consumer.name,
+        js._nc.new_inbox(),
+        f"{js._prefix}.CONSUMER.MSG.NEXT.{stream}.{consumer.name}",
+        json.dumps({"batch": batch, "no_wait": True}).encode(),
+    )
 
 
 async def _subjects(js: JetStreamContext, stream: str, subjects: str | None) -> list[str]:
@@ -93,15 +119,10 @@ async def replay(
     if until < 1 or (start_seq is not None and start_seq > until):
         return 0
     filters = [subjects] if subjects is not None else list(info.config.subjects or [])
-    config = _consumer_config(filters, start_seq, start_time)
-    config.ack_policy = AckPolicy.NONE
-    config.mem_storage = True
-    config.inactive_threshold = 30.0
-    consumer = await js.add_consumer(stream, config=config)
+    consumer, inbox, next_request, pull = await open_pull(
+        js, stream, consumer_config(filters, start_seq, start_time), batch
+    )
     nc = js._nc
-    inbox = nc.new_inbox()
-    next_request = f"{js._prefix}.CONSUMER.MSG.NEXT.{stream}.{consumer.name}"
-    pull = json.dumps({"batch": batch, "no_wait": True}).encode()
 
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
@@ -152,7 +173,7 @@ async def replay(
     finally:
         await sub.unsubscribe()
         with contextlib.suppress(Exception):
-            await js.delete_consumer(stream, consumer.name)
+            await js.delete_consumer(stream, consumer)
     return last_delivered
 
 
@@ -198,7 +219,7 @@ async def follow(
     message it delivered (the ordered consumer recreates itself)."""
     follower = Follower(stream)
     filters = await _subjects(js, stream, subjects)
-    config = _consumer_config(filters, start_seq, None)
+    config = consumer_config(filters, start_seq, None)
     config.idle_heartbeat = FOLLOW_HEARTBEAT_S
 
     async def on_message(msg: Msg) -> None:

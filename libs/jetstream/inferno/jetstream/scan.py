@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import ConsumerConfig
 
-from inferno.jetstream.replay import FOLLOW_HEARTBEAT_S, NO_RESPONDERS_GIVE_UP_S
+from inferno.jetstream.replay import (
+    FOLLOW_HEARTBEAT_S,
+    NO_RESPONDERS_GIVE_UP_S,
+    consumer_config,
+    open_pull,
+)
 
 SCAN_BATCH = 1000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -41,16 +45,11 @@ def stored(msg: Msg) -> tuple[Stored, int]:
 
 
 def _config(subjects: Sequence[str], start_seq: int | None, start_ns: int | None) -> ConsumerConfig:
-    config = ConsumerConfig(filter_subjects=list(subjects))
+    """From a sequence past 1, else from a time (nanoseconds since the epoch), else the start."""
     if start_seq is not None and start_seq > 1:
-        config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
-        config.opt_start_seq = start_seq
-    elif start_ns is not None:
-        config.deliver_policy = DeliverPolicy.BY_START_TIME
-        config.opt_start_time = _EPOCH + timedelta(microseconds=start_ns // 1000)
-    else:
-        config.deliver_policy = DeliverPolicy.ALL
-    return config
+        return consumer_config(list(subjects), start_seq, None)
+    start_time = None if start_ns is None else _EPOCH + timedelta(microseconds=start_ns // 1000)
+    return consumer_config(list(subjects), None, start_time)
 
 
 async def scan(
@@ -66,15 +65,10 @@ async def scan(
     """Hand `visit` the messages on `subjects` from `start_seq` (or the first stored at or
     after `start_ns`; default: the beginning) in order, until it returns False or none is left
     now. Returns the last sequence visited (0: none)."""
-    config = _config(subjects, start_seq, start_ns)
-    config.ack_policy = AckPolicy.NONE
-    config.mem_storage = True
-    config.inactive_threshold = 30.0
-    consumer = await js.add_consumer(stream, config=config)
+    consumer, inbox, next_request, pull = await open_pull(
+        js, stream, _config(subjects, start_seq, start_ns), batch
+    )
     nc = js._nc
-    inbox = nc.new_inbox()
-    next_request = f"{js._prefix}.CONSUMER.MSG.NEXT.{stream}.{consumer.name}"
-    pull = json.dumps({"batch": batch, "no_wait": True}).encode()
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
     give_up_at = loop.time() + NO_RESPONDERS_GIVE_UP_S
@@ -113,7 +107,7 @@ async def scan(
     finally:
         await sub.unsubscribe()
         with contextlib.suppress(Exception):
-            await js.delete_consumer(stream, consumer.name)
+            await js.delete_consumer(stream, consumer)
     return last
 
 
