@@ -28,12 +28,13 @@ def sim(name: str, model: str = "m") -> PipelineSpec:
     return PipelineSpec(pipeline_name=name, pipeline_type="sim", model_config={"model": model})
 
 
-def slot(eid: str, free: int = 1, backends=("sim",), loaded=()) -> ExecutorSlot:
+def slot(eid: str, free: int = 1, backends=("sim",), loaded=(), gpu=False) -> ExecutorSlot:
     return ExecutorSlot(
         executor_id=eid,
         backends=frozenset(backends),
         free_slots=free,
         loaded_models=frozenset(loaded),
+        has_gpu=gpu,
     )
 
 
@@ -73,7 +74,7 @@ def test_model_affinity_prefers_the_executor_with_the_model_loaded():
 def test_only_executors_with_the_backend_get_the_work():
     state = state_with(PipelineSpec(pipeline_name="g", pipeline_type="vllm"))
     assert plan_assignments(state, [slot("cpu")], now=0.0) == []
-    (placement,) = plan_assignments(state, [slot("gpu", backends=("vllm",))], now=0.0)
+    (placement,) = plan_assignments(state, [slot("gpu", backends=("vllm",), gpu=True)], now=0.0)
     assert placement.executor_id == "gpu"
 
 

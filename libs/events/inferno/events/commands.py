@@ -176,6 +176,7 @@ class ExecutorSlot(msgspec.Struct, kw_only=True, frozen=True):
     free_slots: int
     loaded_models: frozenset[str] = frozenset()
     has_gpu: bool = False
+    free: dict[str, float] = {}  # declared resources less what its shards in flight need
 
 
 class AssignWork(msgspec.Struct, kw_only=True, frozen=True):

@@ -11,7 +11,6 @@ import msgspec
 
 PipelineType = Literal["vllm", "openai", "hf", "sim"]
 PIPELINE_TYPES: tuple[str, ...] = ("vllm", "openai", "hf", "sim")
-GPU_PIPELINE_TYPES: frozenset[str] = frozenset({"vllm", "hf"})
 
 # Bounds on what a request may ask for. The api's schema refuses more with a 400 naming the field
 # and `decide` refuses the rest, so the stored types stay as lenient as the logs already written.
@@ -34,6 +33,7 @@ class PipelineSpec(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     client_config: dict[str, Any] = {}
     rpm_limit: int | None = None
     tpm_limit: int | None = None
+    resources: dict[str, float] = {}  # what one shard needs (inferno.events.resources)
 
 
 class PipelineChanges(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -46,6 +46,7 @@ class PipelineChanges(msgspec.Struct, kw_only=True, omit_defaults=True):
     client_config: dict[str, Any] | None = None
     rpm_limit: int | None = None
     tpm_limit: int | None = None
+    resources: dict[str, float] | None = None
 
 
 class Scorer(msgspec.Struct, kw_only=True, omit_defaults=True):

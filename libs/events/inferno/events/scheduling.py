@@ -7,8 +7,10 @@ Rules, in order:
    handed out only when executors would otherwise sit idle.
 2. Model affinity: among executors that can run the pipeline, prefer one that has (or is about
    to have) its model loaded — a swap costs minutes on a GPU. Then the one with most free slots.
-3. Admission control: never more shards than an executor's free slots, and only to executors that
-   advertise the pipeline's backend.
+3. Admission control: never more shards than an executor's free slots, only to executors that
+   advertise the pipeline's backend, a GPU pipeline only where there is a GPU, and never more
+   than an executor declares of any resource a pipeline needs (`inferno.events.resources`): the
+   needs of its shards in flight, summed per key, stay within what it declares.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from inferno.events.commands import ExecutorSlot
+from inferno.events.resources import fits, needs, needs_gpu
 from inferno.events.state import Pipeline, State
 
 
@@ -25,6 +28,13 @@ class Placement(NamedTuple):
     shard: int
     attempt: int
     executor_id: str
+
+
+class Demand(NamedTuple):
+    """What each shard of a pipeline takes beside its slot, and whether it needs a GPU."""
+
+    resources: dict[str, float]
+    gpu: bool
 
 
 def model_key(pipeline: Pipeline) -> str:
@@ -54,8 +64,10 @@ def plan_assignments(
         return []
     loaded = {e.executor_id: set(e.loaded_models) for e in executors}
     by_id = {e.executor_id: e for e in executors}
+    spare = {e.executor_id: dict(e.free) for e in executors}
     candidates = [p for p in state.pipelines.values() if p.runnable]
     in_flight = {p.pipeline_id: len(p.in_flight) for p in candidates}
+    demand = {p.pipeline_id: Demand(needs(p.spec), needs_gpu(p.spec)) for p in candidates}
     planned: dict[int, set[int]] = {p.pipeline_id: set() for p in candidates}
     placements: list[Placement] = []
 
@@ -65,7 +77,8 @@ def plan_assignments(
             shard = next_shard(pipeline, now, planned[pipeline.pipeline_id])
             if shard is None:
                 continue
-            executor_id = _pick_executor(pipeline, free, by_id, loaded)
+            wants = demand[pipeline.pipeline_id]
+            executor_id = _pick_executor(pipeline, wants, free, spare, by_id, loaded)
             if executor_id is None:
                 continue
             placements.append(
@@ -79,6 +92,8 @@ def plan_assignments(
             planned[pipeline.pipeline_id].add(shard)
             in_flight[pipeline.pipeline_id] += 1
             loaded[executor_id].add(model_key(pipeline))
+            for key, amount in wants.resources.items():
+                spare[executor_id][key] -= amount
             free[executor_id] -= 1
             if free[executor_id] == 0:
                 del free[executor_id]
@@ -90,13 +105,21 @@ def plan_assignments(
 
 def _pick_executor(
     pipeline: Pipeline,
+    wants: Demand,
     free: dict[str, int],
+    spare: dict[str, dict[str, float]],
     by_id: dict[str, ExecutorSlot],
     loaded: dict[str, set[str]],
 ) -> str | None:
     kind = pipeline.spec.pipeline_type
-    key = model_key(pipeline)
-    able = [eid for eid in free if kind in by_id[eid].backends]
+    able = [
+        eid
+        for eid in free
+        if kind in by_id[eid].backends
+        and (by_id[eid].has_gpu or not wants.gpu)
+        and fits(wants.resources, spare[eid])
+    ]
     if not able:
         return None
+    key = model_key(pipeline)
     return min(able, key=lambda eid: (key not in loaded[eid], -free[eid], eid))

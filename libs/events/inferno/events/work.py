@@ -6,11 +6,14 @@ again from it at any time), an `ExecutorInfo` is a heartbeat in the INFERNO_EXEC
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import msgspec
 
 from inferno.events.commands import ExecutorSlot, Report, ShardProgress
 from inferno.events.model import EvalSpec, PipelineSpec, shard_bounds
 from inferno.events.names import Names
+from inferno.events.resources import SLOTS, Capacity
 from inferno.events.state import Experiment, Pipeline
 
 
@@ -64,22 +67,32 @@ class ExecutorInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
     slots: int
     busy: int = 0
     loaded_models: list[str] = []
-    has_gpu: bool = False
+    has_gpu: bool = False  # a GPU detected, or `gpus` declared
     gpus: list[dict[str, object]] = []
     hostname: str = ""
     pid: int = 0
     started_at: float = 0.0
     heartbeat_at: float = 0.0
+    resources: dict[str, float] = {}  # declared (INFERNO_EXECUTOR_RESOURCES) or detected
 
-    def slot(self, assigned: int) -> ExecutorSlot:
-        """Capacity as the scheduler counts it: its own assignments, not the heartbeat's `busy`,
-        which lags by up to one heartbeat."""
+    def capacity(self) -> Capacity:
+        return Capacity(
+            executor_id=self.executor_id,
+            backends=frozenset(self.backends),
+            has_gpu=self.has_gpu,
+            resources=self.resources,
+        )
+
+    def slot(self, used: Mapping[str, float]) -> ExecutorSlot:
+        """Capacity as the scheduler counts it: what its own assignments take (`in_use`), not
+        the heartbeat's `busy`, which lags by up to one heartbeat."""
         return ExecutorSlot(
             executor_id=self.executor_id,
             backends=frozenset(self.backends),
-            free_slots=max(self.slots - assigned, 0),
+            free_slots=max(self.slots - int(used.get(SLOTS, 0)), 0),
             loaded_models=frozenset(self.loaded_models),
             has_gpu=self.has_gpu,
+            free={k: max(v - used.get(k, 0.0), 0.0) for k, v in self.resources.items()},
         )
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 
 from inferno.events.names import check_token
+from inferno.events.resources import SLOTS, parse_resources
 from inferno.secrets.masking import MASK, mask_url
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -69,6 +70,8 @@ class Settings:
     lease_ttl_s: float = 5.0
     executor_id: str | None = None
     executor_slots: int = 2  # shards an executor runs at once
+    # INFERNO_EXECUTOR_RESOURCES less `slots` (which sets executor_slots), sorted by name
+    executor_resources: tuple[tuple[str, float], ...] = ()
     log_level: str = "info"
     log_format: str = "auto"
     scorer_modules: tuple[str, ...] = ()  # modules user scorers (module:function) may come from
@@ -95,6 +98,7 @@ class Settings:
             except ValueError as e:
                 shown = MASK if var in _SECRET_VARIABLES else repr(raw)
                 raise ConfigError(f"{var}={shown} is invalid: {e}") from None
+        _slots_from_resources(env, values)
         _together(env, "NATS_USER", "NATS_PASSWORD")
         _together(env, "NATS_TLS_CERT", "NATS_TLS_KEY")
         settings = cls(**values)  # type: ignore[arg-type]
@@ -121,6 +125,8 @@ class Settings:
                 value = [f"{c.identity}={MASK}" for c in value]
             elif f.name == "nats_url":
                 value = mask_url(value)
+            elif f.name == "executor_resources":
+                value = dict(value)
             elif isinstance(value, tuple):
                 value = list(value)
             out[f.name] = value
@@ -160,6 +166,35 @@ def _credentials(raw: str) -> tuple[Credential, ...]:
             raise ValueError(f"{where}: its token is another entry's too; one token, one identity")
         credentials.append(Credential(identity, token))
     return tuple(credentials)
+
+
+MAX_SLOTS = 1024
+
+
+def _resources(raw: str) -> tuple[tuple[str, float], ...]:
+    """`{"slots": 4, "gpus": 2, "gpu_mem_gb": 160}`: names to amounts (inferno.events.resources);
+    `slots`, if there, a whole number of shards."""
+    resources = parse_resources(raw)
+    slots = resources.get(SLOTS)
+    if slots is not None and (not slots.is_integer() or not 1 <= slots <= MAX_SLOTS):
+        raise ValueError(f"slots must be a whole number between 1 and {MAX_SLOTS}")
+    return tuple(sorted(resources.items()))
+
+
+def _slots_from_resources(env: Mapping[str, str], values: dict[str, object]) -> None:
+    """INFERNO_EXECUTOR_RESOURCES' `slots` is the executor's slots; with INFERNO_EXECUTOR_SLOTS
+    too, the two must agree."""
+    declared = dict(values.get("executor_resources", ()))  # type: ignore[call-overload]
+    slots = declared.pop(SLOTS, None)
+    if slots is None:
+        return
+    values["executor_resources"] = tuple(sorted(declared.items()))
+    if "executor_slots" in values and values["executor_slots"] != int(slots):
+        raise ConfigError(
+            f"INFERNO_EXECUTOR_RESOURCES says slots {int(slots)} and INFERNO_EXECUTOR_SLOTS"
+            f" says {values['executor_slots']}: set one of them"
+        )
+    values["executor_slots"] = int(slots)
 
 
 def _int_between(lo: int, hi: int) -> Callable[[str], int]:
@@ -254,7 +289,8 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "INFERNO_HEARTBEAT_TTL_S": ("heartbeat_ttl_s", _positive_seconds),
     "INFERNO_LEASE_TTL_S": ("lease_ttl_s", _positive_seconds),
     "INFERNO_EXECUTOR_ID": ("executor_id", _token("executor id")),
-    "INFERNO_EXECUTOR_SLOTS": ("executor_slots", _int_between(1, 1024)),
+    "INFERNO_EXECUTOR_SLOTS": ("executor_slots", _int_between(1, MAX_SLOTS)),
+    "INFERNO_EXECUTOR_RESOURCES": ("executor_resources", _resources),
     "INFERNO_LOG_LEVEL": ("log_level", _one_of(*LOG_LEVELS)),
     "INFERNO_LOG_FORMAT": ("log_format", _one_of(*LOG_FORMATS)),
     "INFERNO_SCORER_MODULES": ("scorer_modules", _comma_list),

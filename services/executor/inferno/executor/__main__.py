@@ -1,7 +1,8 @@
 """`python -m inferno.executor [--executor-id ID] [--slots N]`: run one executor until SIGTERM.
 
 The id comes from `--executor-id`, else INFERNO_EXECUTOR_ID, else `<hostname>-<pid>`; the slots
-from `--slots`, else INFERNO_EXECUTOR_SLOTS, else 2. Everything else is `Settings.from_env()`.
+from `--slots`, else INFERNO_EXECUTOR_SLOTS (or INFERNO_EXECUTOR_RESOURCES' `slots`), else 2.
+Everything else is `Settings.from_env()`.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def parse_args(argv: Sequence[str] | None, settings: Settings) -> argparse.Names
         "--slots",
         type=_slots,
         default=settings.executor_slots,
-        help="shards run at once (env INFERNO_EXECUTOR_SLOTS; default 2)",
+        help="shards run at once (env INFERNO_EXECUTOR_SLOTS or INFERNO_EXECUTOR_RESOURCES'"
+        " slots; default 2)",
     )
     return parser.parse_args(argv)
 

@@ -51,6 +51,7 @@ from inferno.events.work import (
 from inferno.executor import metrics
 from inferno.executor.backends import Backends, default_backends
 from inferno.executor.backends.base import EndpointUnavailable
+from inferno.executor.capabilities import declared_resources, has_gpu
 from inferno.executor.datasets import DatasetCache
 from inferno.executor.engines import EngineCache
 from inferno.executor.secrets import Secrets
@@ -86,9 +87,11 @@ class Executor:
         slots: int,
         poll_s: float = 1.0,
         gpus: list[dict[str, object]] | None = None,
+        resources: dict[str, float] | None = None,
     ) -> None:
         self.rt, self.slots, self.poll_s = rt, slots, poll_s
         self.gpus = gpus or []
+        self.resources = declared_resources({}, self.gpus) if resources is None else resources
         self.running: dict[asyncio.Task[None], _Running] = {}
 
     # the work loop
@@ -240,8 +243,9 @@ class Executor:
             slots=self.slots,
             busy=len(self.running),
             loaded_models=self.rt.engines.loaded_models,
-            has_gpu=bool(self.gpus),
+            has_gpu=has_gpu(self.resources),
             gpus=self.gpus,
+            resources=self.resources,
             hostname=socket.gethostname(),
             pid=os.getpid(),
             started_at=started_at,
@@ -352,7 +356,9 @@ async def run(
             scorer_modules=frozenset(settings.scorer_modules),
         )
         gpus = await asyncio.to_thread(local_gpus)
-        executor = Executor(rt, slots=slots, poll_s=poll_s, gpus=gpus)
+        declared = declared_resources(dict(settings.executor_resources), gpus)
+        executor = Executor(rt, slots=slots, poll_s=poll_s, gpus=gpus, resources=declared)
+        _log.info("executor resources", slots=slots, **declared)
         sub = await durable_pull(
             js,
             names.work_stream,

@@ -2,14 +2,13 @@
 
 `Roster` keeps an in-memory copy of the bucket, updated by a KV watch, so a tick costs no round
 trip. `tick_messages` is pure: the state's in-flight shards per executor, the roster and the clock
-give the lapsed executors to expire and the capacity to fill.
+give the lapsed executors to expire and the capacity (slots and declared resources) to fill.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter
 from collections.abc import Mapping
 
 import msgspec
@@ -18,6 +17,7 @@ from nats.js.kv import KeyValue
 
 from inferno.events.commands import AssignWork, ExpireExecutor
 from inferno.events.names import check_token
+from inferno.events.resources import in_use
 from inferno.events.state import State
 from inferno.events.work import ExecutorInfo, executor_info_decoder
 
@@ -72,7 +72,13 @@ class Roster:
             _log.warning("executor with an unusable id ignored", key=key, error=str(error))
             return
         if key not in self.executors:
-            _log.info("executor joined", executor_id=key, backends=info.backends, slots=info.slots)
+            _log.info(
+                "executor joined",
+                executor_id=key,
+                backends=info.backends,
+                slots=info.slots,
+                resources=info.resources,
+            )
         self.executors[key] = info
 
 
@@ -86,18 +92,15 @@ def tick_messages(
 ) -> tuple[list[ExpireExecutor], AssignWork]:
     """Expire executors that hold shards but whose heartbeat is gone or older than the TTL (only
     when `expire`: a new leader first waits for heartbeats), and offer the live ones' capacity.
-    Free slots are counted from the state's own assignments, which never lag."""
-    assigned: Counter[str] = Counter()
-    for pipeline in state.pipelines.values():
-        for assignment in pipeline.in_flight.values():
-            assigned[assignment.executor_id] += 1
+    Free slots and resources are counted from the state's own assignments, which never lag."""
+    used = in_use(state.pipelines.values())
     alive = {
         eid: info for eid, info in executors.items() if now - info.heartbeat_at <= heartbeat_ttl_s
     }
     expired = (
-        [ExpireExecutor(executor_id=eid) for eid in sorted(assigned) if eid not in alive]
+        [ExpireExecutor(executor_id=eid) for eid in sorted(used) if eid not in alive]
         if expire
         else []
     )
-    slots = tuple(info.slot(assigned[eid]) for eid, info in sorted(alive.items()))
+    slots = tuple(info.slot(used.get(eid, {})) for eid, info in sorted(alive.items()))
     return expired, AssignWork(executors=slots)
