@@ -20,7 +20,8 @@ import msgspec
 from inferno.events.model import PipelineSpec
 
 MAX_RESOURCE_AMOUNT = 1_000_000.0
-ResourceName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+RESOURCE_NAME = r"^[a-z][a-z0-9_]{0,31}$"
+ResourceName = Annotated[str, msgspec.Meta(pattern=RESOURCE_NAME)]
 ResourceAmount = Annotated[float, msgspec.Meta(ge=0, le=MAX_RESOURCE_AMOUNT)]
 """The bounds of what `INFERNO_EXECUTOR_RESOURCES` and a pipeline's `resources` hold."""
 
@@ -50,6 +51,13 @@ def parse_resources(raw: str | bytes) -> dict[str, float]:
             raise ValueError(
                 f"{key!r}: {value!r} is not a number from 0 to {MAX_RESOURCE_AMOUNT:g}"
             ) from None
+    return resources
+
+
+def check_needs(resources: Mapping[str, float]) -> Mapping[str, float]:
+    """A pipeline's `resources`: slots are the executor's to declare, not a pipeline's to ask."""
+    if SLOTS in resources:
+        raise ValueError("'slots' is not a need: every shard takes one slot of its executor")
     return resources
 
 

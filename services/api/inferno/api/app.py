@@ -30,6 +30,7 @@ from inferno.api import (
     openapi,
     routes_dispatcher,
     routes_events,
+    routes_executors,
     routes_rapidfire_fit,
     routes_ui,
     routes_v1,
@@ -137,6 +138,7 @@ def create_app(settings: Settings, *, nc: NATS | None = None) -> FastAPI:
     app.include_router(routes_dispatcher.router)
     app.include_router(routes_rapidfire_fit.router)
     app.include_router(routes_v1.router)
+    app.include_router(routes_executors.router)
     app.include_router(routes_events.router)
     app.include_router(metrics.router)
     app.include_router(routes_ui.history_router)

@@ -248,7 +248,7 @@ class Projection:
         async for entry in watcher:
             if entry is None:  # end of the initial values
                 continue
-            at = _stored_at(entry)
+            at = stored_at(entry)
             if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
                 self.leadership.ended(at)  # deleted at shutdown, or expired: nobody leads
                 continue
@@ -258,7 +258,7 @@ class Projection:
                 _log.warning("bad lease value skipped", error=str(error))
 
 
-def _stored_at(entry: KeyValue.Entry) -> float:
+def stored_at(entry: KeyValue.Entry) -> float:
     """When the server stored the entry, by its clock (nats-py annotates `created` as an int,
     but it holds the message's datetime)."""
     created: object = entry.created

@@ -1,4 +1,5 @@
-"""Resources under /api/v1: experiments, datasets, pipelines, operations, executors.
+"""Resources under /api/v1: experiments, datasets, pipelines, operations (executors:
+`inferno.api.routes_executors`).
 
 Reads come from the projection. Writes issue one command each (`commands.submit`) and answer
 with the operation's status object; `?wait=SECONDS` answers once it is final (or with its status
@@ -17,8 +18,9 @@ from starlette.responses import Response, StreamingResponse
 from inferno.api import views
 from inferno.api.commands import submit
 from inferno.api.data import load_rows, rows_from_request, store_rows, stream_results
-from inferno.api.deps import GatewayDep, IdempotencyKey, Wait
+from inferno.api.deps import Gateway, GatewayDep, IdempotencyKey, Wait
 from inferno.api.errors import ApiError
+from inferno.api.fleet import Hosting, live
 from inferno.api.identity import CallerDep
 from inferno.api.openapi import errors
 from inferno.api.responses import MsgspecJSONResponse, json_response
@@ -48,6 +50,12 @@ router = APIRouter(prefix="/api/v1", tags=["v1"], default_response_class=Msgspec
 
 _WRITE_ERRORS = errors(400, 404, 409, 503)
 """What a command on a pipeline can answer besides its operation."""
+
+
+def _hosting(gw: Gateway) -> Hosting:
+    """Judges pipelines against the executors live now (`inferno.api.fleet`)."""
+    executors = gw.projection.executors
+    return Hosting(live(executors, time.time(), gw.settings.heartbeat_ttl_s))
 
 
 # experiments and datasets
@@ -145,7 +153,7 @@ async def get_experiment(experiment_id: str, gw: GatewayDep) -> Response:
     experiment = model.experiments.get(experiment_id)
     if experiment is None:
         raise ApiError(404, f"experiment {experiment_id} not found")
-    return json_response(views.experiment_detail(model, experiment))
+    return json_response(views.experiment_detail(model, experiment, _hosting(gw)))
 
 
 @router.get("/experiments/{experiment_id}/leaderboard", responses=errors(400, 404))
@@ -184,10 +192,12 @@ async def list_pipelines(
     status: Annotated[PipelineStatus | None, Query()] = None,
 ) -> Response:
     """The pipelines now, or with `at` as they were then (docs/audit.md)."""
-    model = await model_at(gw, request.query_params.get("at"))
+    at = request.query_params.get("at")
+    model = await model_at(gw, at)
+    why = _hosting(gw).why if at is None else lambda _: None  # the fleet then is not known
     return json_response(
         [
-            views.pipeline(p, model.experiments[p.experiment_id])
+            views.pipeline(p, model.experiments[p.experiment_id], why(p))
             for _, p in sorted(model.pipelines.items())
             if (experiment_id is None or p.experiment_id == experiment_id)
             and (status is None or p.status == status)
@@ -201,7 +211,8 @@ async def get_pipeline(pipeline_id: int, gw: GatewayDep) -> Response:
     pipeline = model.pipelines.get(pipeline_id)
     if pipeline is None:
         raise ApiError(404, f"pipeline {pipeline_id} not found")
-    return json_response(views.pipeline(pipeline, model.experiments[pipeline.experiment_id]))
+    experiment = model.experiments[pipeline.experiment_id]
+    return json_response(views.pipeline(pipeline, experiment, _hosting(gw).why(pipeline)))
 
 
 @router.get(
@@ -288,7 +299,7 @@ async def clone_pipeline(
     return await _issue(gw, command, idempotency_key, wait)
 
 
-# operations and executors
+# operations
 
 
 @router.get("/operations", responses=errors(400))
@@ -314,11 +325,3 @@ async def get_operation(ic_id: int, gw: GatewayDep) -> Response:
     if op is None:
         raise ApiError(404, f"operation {ic_id} not found")
     return json_response(views.operation(op))
-
-
-@router.get("/executors")
-async def list_executors(gw: GatewayDep) -> Response:
-    """Executors with a live heartbeat in INFERNO_EXECUTORS."""
-    now = time.time()
-    executors = gw.projection.executors
-    return json_response([views.executor(executors[k], now) for k in sorted(executors)])

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -35,6 +36,7 @@ from inferno.events.model import (
     PipelineType,
     Scorer,
 )
+from inferno.events.resources import MAX_RESOURCE_AMOUNT, RESOURCE_NAME, check_needs
 from inferno.events.scorers import BUILTIN_SCORERS, ScorerError, check_scorer, user_scorer
 from inferno.events.templates import check_format_spec
 
@@ -62,6 +64,17 @@ Attempts = Annotated[int, Field(ge=1, le=MAX_ATTEMPTS), BeforeValidator(_integra
 RateLimit = Annotated[int, Field(ge=1, le=MAX_RATE_LIMIT), BeforeValidator(_integral)]
 
 Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH)]
+Needs = Annotated[
+    dict[
+        Annotated[str, Field(pattern=RESOURCE_NAME)],
+        Annotated[float, Field(ge=0, le=MAX_RESOURCE_AMOUNT)],
+    ],
+    AfterValidator(check_needs),
+    Field(
+        description="What one shard needs of its executor's declared resources, e.g."
+        ' {"gpu_mem_gb": 40} (docs/operations.md, "Resources and admission")'
+    ),
+]
 
 
 PRICE_KEYS = ("price_per_1k_prompt_tokens", "price_per_1k_completion_tokens")
@@ -88,6 +101,7 @@ class _Knobs(BaseModel):
     client_config: dict[str, Any] = Field(default_factory=dict)
     rpm_limit: RateLimit | None = None
     tpm_limit: RateLimit | None = None
+    resources: Needs = Field(default_factory=dict)
 
     @field_validator("client_config")
     @classmethod
@@ -103,6 +117,7 @@ class _Knobs(BaseModel):
             client_config=self.client_config,
             rpm_limit=self.rpm_limit,
             tpm_limit=self.tpm_limit,
+            resources=self.resources,
         )
 
 
@@ -138,6 +153,7 @@ class CloneBody(_Closed):
     client_config: dict[str, Any] | None = None
     rpm_limit: RateLimit | None = None
     tpm_limit: RateLimit | None = None
+    resources: Needs | None = None
 
     @field_validator("client_config")
     @classmethod
@@ -153,6 +169,7 @@ class CloneBody(_Closed):
             client_config=self.client_config,
             rpm_limit=self.rpm_limit,
             tpm_limit=self.tpm_limit,
+            resources=self.resources,
         )
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field, field_validator
 
 from inferno.api.rapidfire import inferno_type, unmasked
-from inferno.api.schemas import Name, RateLimit, _integral, _Open, check_prices
+from inferno.api.schemas import Name, Needs, RateLimit, _integral, _Open, check_prices
 from inferno.events.model import PIPELINE_TYPES, PipelineChanges
 
 
@@ -50,6 +50,7 @@ class RapidFireConfig(_Open):
     client_config: dict[str, Any] | None = None
     rpm_limit: RateLimit | None = None
     tpm_limit: RateLimit | None = None
+    resources: Needs | None = None
 
     @field_validator("pipeline_type")
     @classmethod
@@ -79,6 +80,7 @@ class RapidFireConfig(_Open):
             client_config=kept(self.client_config),
             rpm_limit=self.rpm_limit,
             tpm_limit=self.tpm_limit,
+            resources=self.resources,
         )
 
 

@@ -6,9 +6,12 @@ the same rule the logs use (`inferno.secrets.masking.mask_value`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from inferno.api.fleet import Hosting
 from inferno.events.model import MetricStats
+from inferno.events.resources import SLOTS
 from inferno.events.work import ExecutorInfo
 from inferno.readmodels import Experiment, Operation, Pipeline, ReadModel
 from inferno.secrets.masking import mask_value
@@ -73,7 +76,9 @@ def live_metrics(p: Pipeline, e: Experiment) -> dict[str, Any]:
     }
 
 
-def pipeline(p: Pipeline, e: Experiment) -> dict[str, Any]:
+def pipeline(p: Pipeline, e: Experiment, unschedulable: str | None = None) -> dict[str, Any]:
+    """`unschedulable`: why no executor could run its pending shards (`inferno.api.fleet`),
+    where the caller judged it against the live fleet."""
     spec = p.spec
     return {
         "pipeline_id": p.pipeline_id,
@@ -98,6 +103,8 @@ def pipeline(p: Pipeline, e: Experiment) -> dict[str, Any]:
         "client_config": mask_value(spec.client_config),
         "rpm_limit": spec.rpm_limit,
         "tpm_limit": spec.tpm_limit,
+        "resources": spec.resources,
+        "unschedulable": unschedulable,
         **live_metrics(p, e),
         "prompt_tokens": p.prompt_tokens,
         "completion_tokens": p.completion_tokens,
@@ -129,8 +136,10 @@ def experiment(e: Experiment) -> dict[str, Any]:
     }
 
 
-def experiment_detail(model: ReadModel, e: Experiment) -> dict[str, Any]:
-    pipelines = [pipeline(model.pipelines[i], e) for i in e.pipeline_ids]
+def experiment_detail(model: ReadModel, e: Experiment, hosting: Hosting) -> dict[str, Any]:
+    pipelines = [
+        pipeline(model.pipelines[i], e, hosting.why(model.pipelines[i])) for i in e.pipeline_ids
+    ]
     return {**experiment(e), "pipelines": pipelines}
 
 
@@ -190,17 +199,25 @@ def created_experiment(model: ReadModel, op: Operation) -> dict[str, Any]:
     }
 
 
-def executor(info: ExecutorInfo, now: float) -> dict[str, Any]:
+def executor(
+    info: ExecutorInfo, now: float, used: Mapping[str, float], heartbeat_ttl_s: float
+) -> dict[str, Any]:
+    """An executor's heartbeat, with its capacity (slots and declared resources) beside what
+    the shards the log has in flight on it take (`used`, from the read model)."""
+    age = max(now - info.heartbeat_at, 0.0)
     return {
         "executor_id": info.executor_id,
         "backends": info.backends,
         "slots": info.slots,
         "busy": info.busy,
+        "capacity": {SLOTS: info.slots, **info.resources},
+        "used": {key: used.get(key, 0.0) for key in (SLOTS, *info.resources)},
         "loaded_models": info.loaded_models,
         "has_gpu": info.has_gpu,
         "gpus": info.gpus,
         "hostname": info.hostname,
         "pid": info.pid,
         "started_at": info.started_at,
-        "heartbeat_age_s": round(max(now - info.heartbeat_at, 0.0), 3),
+        "heartbeat_age_s": round(age, 3),
+        "lapsed": age > heartbeat_ttl_s,
     }
