@@ -161,12 +161,15 @@ def test_executors_table() -> None:
                 "hostname": "h",
                 "pid": 11,
                 "heartbeat_age_s": 1.5,
+                "capacity": {"slots": 2, "gpus": 2, "gpu_mem_gb": 160},
+                "used": {"slots": 1, "gpus": 1, "gpu_mem_gb": 40},
             },
         ]
     )
     assert [line.split() for line in table.splitlines()[1:]] == [
-        ["exec-1", "2", "1", "sim,openai", "sim-a", "h", "11", "1.500"],
-        ["exec-2", "1", "0", "sim", "-", "h", "12", "0.250"],
+        ["exec-1", "2", "1", "gpu_mem_gb", "40/160", "gpus", "1/2"]
+        + ["sim,openai", "sim-a", "h", "11", "1.500"],
+        ["exec-2", "1", "0", "-", "sim", "-", "h", "12", "0.250"],
     ]
 
 

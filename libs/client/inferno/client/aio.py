@@ -96,6 +96,14 @@ class AsyncClient:
     async def executors(self) -> list[dict[str, Any]]:
         return wire.items(await self._request("GET", f"{API}/executors"), "executors")
 
+    async def executor(self, executor_id: str) -> dict[str, Any]:
+        return await self._request("GET", f"{API}/executors/{executor_id}")
+
+    async def cleanup_executors(self, older_than_s: float | None = None) -> dict[str, Any]:
+        """Remove lapsed executors from the registry: {"removed", "kept", "older_than_s"}."""
+        body = {} if older_than_s is None else {"older_than_s": older_than_s}
+        return await self._request("POST", f"{API}/admin/cleanup", body)
+
     # the seed's dispatcher routes
     async def operation_status(self, ic_id: int) -> dict[str, Any]:
         return await self._request("GET", f"/dispatcher/operation-status/{ic_id}")

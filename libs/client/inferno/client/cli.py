@@ -289,7 +289,15 @@ def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_executors(args: argparse.Namespace, out: TextIO) -> int:
+    if args.prune and args.watch:
+        raise UsageError("executors: --prune removes lapsed executors once; not with --watch")
     with _client(args) as client:
+        if args.prune:
+            answer = client.cleanup_executors(args.older_than)
+            removed = answer.get("removed") or []
+            lapsed = f"heartbeat older than {answer.get('older_than_s')} s"
+            emit(out, f"removed {len(removed)} executor(s) ({lapsed}): {', '.join(removed)}")
+            return 0
         if args.watch:
             return watching.watch_executors(client, out, _isatty(out), args.interval)
         emit(out, executors_table(client.executors()))
@@ -561,9 +569,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--limit", type=_number(int, 0), default=20, metavar="N", help="last N (0 = all)"
     )
-    p = add("executors", cmd_executors, "list registered executors")
+    p = add("executors", cmd_executors, "list registered executors, or --prune lapsed ones")
     p.add_argument(
         "--watch", action="store_true", help="keep the list live (Ctrl-C ends): slots, models"
+    )
+    p.add_argument(
+        "--prune",
+        action="store_true",
+        help="remove lapsed executors from the registry (POST /api/v1/admin/cleanup)",
+    )
+    p.add_argument(
+        "--older-than",
+        type=_number(float, 0.001),
+        default=None,
+        metavar="S",
+        help="with --prune: lapsed means no heartbeat for S seconds (default the heartbeat TTL)",
     )
     p.add_argument(
         "--interval",

@@ -221,6 +221,14 @@ class Client:
     def executors(self) -> list[dict[str, Any]]:
         return wire.items(self._request("GET", f"{API}/executors"), "executors")
 
+    def executor(self, executor_id: str) -> dict[str, Any]:
+        return self._request("GET", f"{API}/executors/{executor_id}")
+
+    def cleanup_executors(self, older_than_s: float | None = None) -> dict[str, Any]:
+        """Remove lapsed executors from the registry: {"removed", "kept", "older_than_s"}."""
+        body = {} if older_than_s is None else {"older_than_s": older_than_s}
+        return self._request("POST", f"{API}/admin/cleanup", body)
+
     # the history (docs/audit.md): filters are the routes' query parameters, e.g.
     # pipeline_id=7, type=["stop_pipeline"], actor="alice", since="2026-12-01T12:00:00Z"
     def events_page(self, params: Mapping[str, Any], after: str | None = None) -> dict[str, Any]:

@@ -204,12 +204,16 @@ def _pairs(result: Any) -> str | None:
 
 
 def executors_table(executors: Sequence[dict[str, Any]]) -> str:
-    headers = ["EXECUTOR", "SLOTS", "BUSY", "BACKENDS", "MODELS", "HOST", "PID", "HEARTBEAT_AGE_S"]
+    headers = [
+        "EXECUTOR", "SLOTS", "BUSY", "RESOURCES", "BACKENDS", "MODELS", "HOST", "PID",
+        "HEARTBEAT_AGE_S",
+    ]  # fmt: skip
     rows = [
         [
             e.get("executor_id"),
             e.get("slots"),
             e.get("busy"),
+            resources_cell(e),
             ",".join(e.get("backends") or []),
             ",".join(e.get("loaded_models") or []),
             e.get("hostname"),
@@ -219,6 +223,16 @@ def executors_table(executors: Sequence[dict[str, Any]]) -> str:
         for e in sorted(executors, key=lambda e: str(e.get("executor_id")))
     ]
     return format_table(headers, rows)
+
+
+def resources_cell(executor: dict[str, Any]) -> str:
+    """`gpus 1/2 gpu_mem_gb 40/160`: used of declared, per resource beside slots."""
+    capacity, used = executor.get("capacity") or {}, executor.get("used") or {}
+    return " ".join(
+        f"{key} {used.get(key, 0):g}/{amount:g}"
+        for key, amount in sorted(capacity.items())
+        if key != "slots" and isinstance(amount, int | float)
+    )
 
 
 def clock(timestamp: Any) -> str | None:
