@@ -79,6 +79,9 @@ async def test_serves_the_registry_and_the_live_collector_refreshed() -> None:
             assert "process_cpu_seconds_total" in samples  # the process-wide registry
         assert (await get(f"{url}/")).status_code == 404
         assert (await get(f"{url}/metrics", "POST")).status_code == 404
+        health = await get(f"{url}/healthz")  # the liveness probe: no refresh, no I/O
+        assert (health.status_code, health.text) == (200, "ok\n")
+        assert live.refreshes == 2
     finally:
         await server.stop()
 

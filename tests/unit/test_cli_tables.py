@@ -139,6 +139,9 @@ def test_operations_table() -> None:
     assert lines[3].split()[6:8] == ["-", "-"]  # no actor, no reason: an older api, or none given
 
 
+EXEC_1_REST = ["sim,openai", "sim-a", "h", "11", "1.500"]
+
+
 def test_executors_table() -> None:
     table = executors_table(
         [
@@ -167,8 +170,7 @@ def test_executors_table() -> None:
         ]
     )
     assert [line.split() for line in table.splitlines()[1:]] == [
-        ["exec-1", "2", "1", "gpu_mem_gb", "40/160", "gpus", "1/2"]
-        + ["sim,openai", "sim-a", "h", "11", "1.500"],
+        ["exec-1", "2", "1", "gpu_mem_gb", "40/160", "gpus", "1/2", *EXEC_1_REST],
         ["exec-2", "1", "0", "-", "sim", "-", "h", "12", "0.250"],
     ]
 

@@ -4,7 +4,9 @@ The endpoint is served on the service's event loop, not in a thread (prometheus_
 `start_http_server`): collectors then read the service's live state (the scheduler's decision
 state, the executor's running shards) at scrape time without locks, and the loop pays nothing
 between scrapes. `refresh` runs before each scrape for what needs I/O (a stream's last sequence,
-for the replay lag). Every other path answers 404; the server reads one request and closes.
+for the replay lag). `GET /healthz` answers `ok` from the same loop without any I/O: a liveness
+probe (deploy/k8s) that fails only when the loop is stuck, never because NATS is away. Every
+other path answers 404; the server reads one request and closes.
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ class MetricsPortInUse(RuntimeError):
 
 
 class MetricsServer:
-    """`GET /metrics` on `host:port` (0: any free port; `port` says which after `start`): the
-    process-wide registry (counters, process metrics), then `live`, a collector of this run's
-    state, kept out of the global registry so that several runs in one process never clash."""
+    """`GET /metrics` (and `/healthz`) on `host:port` (0: any free port; `port` says which
+    after `start`): the process-wide registry (counters, process metrics), then `live`, a
+    collector of this run's state, kept out of the global registry so that several runs in
+    one process never clash."""
 
     def __init__(
         self,
@@ -74,7 +77,11 @@ class MetricsServer:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT_S)
             method, path = _request_line(head)
-            if method != "GET" or path.split("?", 1)[0] != "/metrics":
+            path = path.split("?", 1)[0]
+            if method == "GET" and path == "/healthz":
+                await _answer(writer, b"200 OK", b"text/plain", b"ok\n")
+                return
+            if method != "GET" or path != "/metrics":
                 await _answer(writer, b"404 Not Found", b"text/plain", b"not found: try /metrics\n")
                 return
             await self._answer_metrics(writer)

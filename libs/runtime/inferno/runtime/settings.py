@@ -301,3 +301,5 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
 }
 _SECRET_VARIABLES = frozenset({"INFERNO_TOKEN", "INFERNO_TOKENS", "NATS_PASSWORD"})
 """Variables whose value an error never shows."""
+VARIABLES = frozenset(_VARIABLES)
+"""Every variable `Settings.from_env` reads (deploy files are checked against it)."""
