@@ -7,6 +7,7 @@ from inferno.client.tables import (
     format_table,
     leaderboard_table,
     operations_table,
+    pipeline_waits,
     pipelines_table,
     settled,
 )
@@ -173,6 +174,16 @@ def test_executors_table() -> None:
         ["exec-1", "2", "1", "gpu_mem_gb", "40/160", "gpus", "1/2", *EXEC_1_REST],
         ["exec-2", "1", "0", "-", "sim", "-", "h", "12", "0.250"],
     ]
+
+
+def test_pipelines_that_cannot_be_placed_say_why_under_the_table() -> None:
+    lines = pipeline_waits(
+        [
+            {"pipeline_id": 2, "pipeline_name": "ok", "unschedulable": None},
+            {"pipeline_id": 1, "pipeline_name": "big", "unschedulable": "needs gpus 1; \x1b[2J"},
+        ]
+    )
+    assert lines == ["pipeline 1 (big) cannot be placed: needs gpus 1; \\x1b[2J"]
 
 
 def test_settled() -> None:

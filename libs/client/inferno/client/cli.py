@@ -36,6 +36,7 @@ from inferno.client.tables import (
     leaderboard_table,
     operations_table,
     pipeline_failures,
+    pipeline_waits,
     pipelines_table,
 )
 from inferno.client.terminal import clip, json_safe, printable
@@ -141,7 +142,7 @@ def cmd_ps(args: argparse.Namespace, out: TextIO) -> int:
     if args.at:
         emit(out, f"as of {args.at}, folded from the log stored up to then:")
     emit(out, pipelines_table(pipelines))
-    for line in pipeline_failures(pipelines):
+    for line in [*pipeline_failures(pipelines), *pipeline_waits(pipelines)]:
         emit(out, line)
     if no_leader:  # the counts are the last leader's: say so rather than show them as live
         _warn(f"{no_leader}: nothing progresses; RUNNING is what was in flight when it lapsed")

@@ -131,6 +131,19 @@ def pipeline_failures(pipelines: Sequence[dict[str, Any]]) -> list[str]:
     ]
 
 
+def pipeline_waits(pipelines: Sequence[dict[str, Any]]) -> list[str]:
+    """`pipeline 4 (big) cannot be placed: needs ...`: why shards wait, for under the table."""
+    return [
+        printable(
+            f"pipeline {p['pipeline_id']} ({field(p, 'pipeline_name', '?')}) cannot be placed:"
+            f" {p['unschedulable']}",
+            LAST_CELL_WIDTH,
+        )
+        for p in sorted(pipelines, key=lambda p: p["pipeline_id"])
+        if p.get("unschedulable")
+    ]
+
+
 def interval(entry: dict[str, Any]) -> str | None:
     """`[0.612, 0.843]`: a metric's confidence interval, None where it has none yet."""
     low, high = entry.get("lower_bound"), entry.get("upper_bound")

@@ -211,7 +211,7 @@ def executor(
         "slots": info.slots,
         "busy": info.busy,
         "capacity": {SLOTS: info.slots, **info.resources},
-        "used": {key: used.get(key, 0.0) for key in (SLOTS, *info.resources)},
+        "used": {SLOTS: int(used.get(SLOTS, 0)), **{k: used.get(k, 0.0) for k in info.resources}},
         "loaded_models": info.loaded_models,
         "has_gpu": info.has_gpu,
         "gpus": info.gpus,
