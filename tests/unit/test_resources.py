@@ -6,9 +6,11 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
+from inferno.api.schemas import CloneBody, PipelineBody
 from inferno.events import State, decide, evolve
-from inferno.events.commands import CreateExperiment, ShardFinished
+from inferno.events.commands import ClonePipeline, CreateExperiment, ShardFinished
 from inferno.events.model import PipelineSpec
 from inferno.events.resources import (
     Capacity,
@@ -240,3 +242,31 @@ def test_plan_assignments_reads_free_resources_from_the_slot():
     slot = info("x", gpus=1).slot({"slots": 0, "gpus": 1})  # its one GPU is taken
     assert plan_assignments(state, [slot], now=NOW) == []
     assert slot.free_slots == 4
+
+
+@pytest.mark.parametrize(
+    ("resources", "where"),
+    [
+        ({"slots": 1}, "resources"),
+        ({"GPU": 1}, "resources.GPU.[key]"),
+        ({"gpus": -1}, "resources.gpus"),
+        ({"gpus": "1"}, "resources.gpus"),
+    ],
+)
+def test_the_api_refuses_needs_it_cannot_place_naming_the_field(resources, where):
+    body = {"pipeline_name": "a", "pipeline_type": "sim", "resources": resources}
+    with pytest.raises(ValidationError) as error:
+        PipelineBody.model_validate(body)
+    assert ".".join(map(str, error.value.errors()[0]["loc"])) == where
+    with pytest.raises(ValidationError):
+        CloneBody.model_validate({"resources": resources})
+
+
+def test_needs_travel_into_the_spec_and_a_clone_merges_them():
+    body = {"pipeline_name": "a", "pipeline_type": "sim", "resources": {"gpu_mem_gb": 40}}
+    assert PipelineBody.model_validate(body).spec().resources == {"gpu_mem_gb": 40.0}
+    state = state_with(spec("a", gpus=1, gpu_mem_gb=40))
+    changes = CloneBody.model_validate({"resources": {"gpu_mem_gb": 0, "a100": 1}}).changes()
+    (created,) = decide(state, ClonePipeline(pipeline_id=1, changes=changes), now=NOW, seq=2)
+    assert created.spec.resources == {"gpus": 1.0, "gpu_mem_gb": 0.0, "a100": 1.0}  # type: ignore[attr-defined]
+    assert needs(created.spec) == {"a100": 1.0, "gpus": 1.0}  # type: ignore[attr-defined]
