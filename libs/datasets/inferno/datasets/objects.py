@@ -14,6 +14,7 @@ import io
 from collections import deque
 
 import msgspec
+from nats.js.api import ObjectMeta, ObjectMetaOptions
 from nats.js.errors import NotFoundError
 from nats.js.object_store import ObjectStore
 
@@ -21,6 +22,9 @@ from inferno.datasets.blocks import Block, Manifest, manifest_decoder, manifest_
 
 BLOCKS_IN_FLIGHT = 2
 """Blocks an upload has sent and not yet had stored: they overlap parsing with writing."""
+CHUNK_BYTES = 512 << 10
+"""One object-store message holds a whole block of BLOCK_BYTES and its last row, mostly
+(the store's default, 128 KiB, would make three messages, each a write to disk)."""
 
 
 class StoredDatasetError(ValueError):
@@ -72,7 +76,8 @@ class BlockUploader:
     async def put(self, block: Block, data: bytes) -> None:
         """Send a block; returns once fewer than BLOCKS_IN_FLIGHT are still being stored."""
         self._stored.append(block.name)  # before the put: an abort deletes it either way
-        self._in_flight.append(asyncio.ensure_future(self._store.put(block.name, data)))
+        meta = ObjectMeta(options=ObjectMetaOptions(max_chunk_size=CHUNK_BYTES))
+        self._in_flight.append(asyncio.ensure_future(self._store.put(block.name, data, meta)))
         while len(self._in_flight) >= BLOCKS_IN_FLIGHT:
             await self._in_flight.popleft()
 

@@ -33,7 +33,7 @@ from inferno.datasets.store import Row, dataset_ref, from_jsonl
 
 _log = structlog.get_logger(__name__)
 
-BODY_BUFFER_BYTES = 64 << 10
+BODY_BUFFER_BYTES = 1 << 20
 """What an upload reads ahead of the parser; with the writer's block and the blocks in flight
 (`inferno.datasets.objects.BLOCKS_IN_FLIGHT`), what it holds (docs/api.md states the bound)."""
 
@@ -175,10 +175,14 @@ class _BodyReader(io.RawIOBase):
         return size
 
     async def _next(self) -> bytes | None:
-        try:
-            return await self._chunks.__anext__()
-        except StopAsyncIteration:
-            return None
+        """Chunks up to BODY_BUFFER_BYTES at once: each hand-over between the thread and the
+        loop waits for the other to let go of the GIL, so there are few of them."""
+        slab = bytearray()
+        async for chunk in self._chunks:
+            slab += chunk
+            if len(slab) >= BODY_BUFFER_BYTES:
+                return bytes(slab)
+        return bytes(slab) or None
 
 
 async def stream_results(store: ObjectStore, objects: list[str]) -> AsyncIterator[bytes]:
