@@ -55,7 +55,7 @@ async def load_manifest(gw: Gateway, ref: str, field: str) -> Manifest:
     data = await read_whole(store, ref)
     if data is None:
         raise bad_field(field, f"no dataset {ref!r} is stored; upload it with POST /datasets")
-    if dataset_ref(data) != ref or not data.strip():
+    if dataset_ref(data) != ref:
         raise bad_field(field, f"dataset {ref!r} is stored with content that does not match it")
     _log.info("dataset stored whole, storing it in blocks", dataset_ref=ref)
     return await store_rows(gw, from_jsonl(data))
