@@ -3,6 +3,7 @@ their size, any rows found by index; files parsed as a stream."""
 
 from __future__ import annotations
 
+import csv as csv_module
 import io
 
 import msgspec
@@ -11,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from inferno.datasets.blocks import BlockWriter, manifest_decoder, pick
-from inferno.datasets.files import MAX_ROW_BYTES, DatasetFileError, iter_rows
+from inferno.datasets.files import MAX_ROW_BYTES, DatasetFileError, iter_rows, row_feed
 from inferno.datasets.store import dataset_ref, from_jsonl, to_jsonl
 
 ROWS = [{"id": i, "text": f"row {i} " + "x" * (i % 7)} for i in range(500)]
@@ -83,3 +84,16 @@ def test_files_are_read_as_a_stream_with_the_same_rows_in_every_format() -> None
 def test_a_bad_file_names_where(data: bytes, fmt: str, error: str) -> None:
     with pytest.raises(DatasetFileError, match=error):
         list(iter_rows(io.BytesIO(data), fmt))
+
+
+@pytest.mark.parametrize("piece", [1, 7, 64, 4096])
+def test_a_file_fed_in_pieces_of_any_size_gives_the_same_rows(piece: int) -> None:
+    rows = [{"q": f'é {i}\nline two, "quoted"', "a": str(i)} for i in range(200)]
+    csv = io.StringIO(newline="")
+    writer = csv_module.DictWriter(csv, ["q", "a"])
+    writer.writeheader()
+    writer.writerows(rows)
+    for data, fmt in ((csv.getvalue().encode(), "csv"), (to_jsonl(rows), "jsonl")):
+        feed = row_feed(fmt)
+        got = [r for i in range(0, len(data), piece) for r in feed.feed(data[i : i + piece])]
+        assert got + feed.end() == rows, fmt

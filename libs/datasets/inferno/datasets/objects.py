@@ -20,7 +20,7 @@ from nats.js.object_store import ObjectStore
 
 from inferno.datasets.blocks import Block, Manifest, manifest_decoder, manifest_name
 
-BLOCKS_IN_FLIGHT = 2
+BLOCKS_IN_FLIGHT = 4
 """Blocks an upload has sent and not yet had stored: they overlap parsing with writing."""
 CHUNK_BYTES = 512 << 10
 """One object-store message holds a whole block of BLOCK_BYTES and its last row, mostly

@@ -8,12 +8,11 @@ file they came in, and creating an experiment reads the manifest only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
-import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any, BinaryIO
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 
 import structlog
 from fastapi import Request
@@ -26,23 +25,26 @@ from starlette.datastructures import UploadFile
 from inferno.api.deps import Gateway
 from inferno.api.errors import ApiError, bad_field
 from inferno.api.schemas import RowsBody
-from inferno.datasets.blocks import Block, BlockWriter, Manifest
-from inferno.datasets.files import CONTENT_TYPES, DatasetFileError, format_of, iter_rows
+from inferno.datasets.blocks import BlockWriter, Manifest
+from inferno.datasets.files import (
+    CONTENT_TYPES,
+    DatasetFileError,
+    format_of,
+    iter_rows,
+    row_feed,
+)
 from inferno.datasets.objects import BlockUploader, read_manifest, read_whole
 from inferno.datasets.store import Row, dataset_ref, from_jsonl
 
 _log = structlog.get_logger(__name__)
 
-BODY_BUFFER_BYTES = 1 << 20
-"""What an upload reads ahead of the parser; with the writer's block and the blocks in flight
-(`inferno.datasets.objects.BLOCKS_IN_FLIGHT`), what it holds (docs/api.md states the bound)."""
-
-Submit = Callable[[Block, bytes], None]
+Pieces = AsyncGenerator[Iterable[Row], None]
+"""An upload's rows as they come: each piece's rows are stored before the next is read."""
 
 
 async def store_rows(gw: Gateway, rows: Iterable[Row]) -> Manifest:
     """Store rows at hand (a JSON body, inline rows) in blocks; the dataset's manifest."""
-    return await _store(gw, lambda submit: _write(rows, submit))
+    return await _store(gw, _one(rows))
 
 
 async def load_manifest(gw: Gateway, ref: str, field: str) -> Manifest:
@@ -79,14 +81,13 @@ async def store_upload(request: Request, gw: Gateway, fmt: str | None) -> Manife
                 f"cannot tell the format of {upload.filename!r}; name it .jsonl, .csv or"
                 " .parquet, or add ?format=",
             )
-        source = upload.file
-        return await _store_file(gw, lambda: source, kind, "file")
+        return await _store_file(gw, _one(iter_rows(upload.file, kind)), kind, "file")
     # `format` is for a body whose Content-Type does not say (application/octet-stream)
     kind = format_of(content_type=media) or (None if media == "application/json" else fmt)
+    if kind == "parquet":
+        return await _store_file(gw, _parquet(request.stream()), kind, "body")
     if kind is not None:
-        body = _BodyReader(request.stream(), asyncio.get_running_loop())
-        reader = io.BufferedReader(body, BODY_BUFFER_BYTES)
-        return await _store_file(gw, lambda: reader, kind, "body")
+        return await _store_file(gw, _fed(request.stream(), kind), kind, "body")
     if media in ("application/json", ""):
         try:
             rows = RowsBody.model_validate_json(await request.body()).rows
@@ -102,20 +103,9 @@ async def store_upload(request: Request, gw: Gateway, fmt: str | None) -> Manife
     )
 
 
-async def _store_file(
-    gw: Gateway, open_source: Callable[[], BinaryIO], fmt: str, where: str
-) -> Manifest:
-    def parse(submit: Submit) -> Manifest:
-        source = open_source()
-        if fmt != "parquet" or source.seekable():
-            return _write(iter_rows(source, fmt), submit)
-        with tempfile.TemporaryFile() as spool:
-            shutil.copyfileobj(source, spool, BODY_BUFFER_BYTES)
-            spool.seek(0)
-            return _write(iter_rows(spool, fmt), submit)
-
+async def _store_file(gw: Gateway, pieces: Pieces, fmt: str, where: str) -> Manifest:
     try:
-        return await _store(gw, parse)
+        return await _store(gw, pieces)
     except DatasetFileError as error:
         what = f"the {fmt} file {error}"
         if where == "file":
@@ -123,18 +113,21 @@ async def _store_file(
         raise ApiError(400, f"request body: {what}") from None
 
 
-async def _store(gw: Gateway, parse: Callable[[Submit], Manifest]) -> Manifest:
-    """Run `parse` in a thread, storing the blocks it submits as it goes, then the manifest;
-    on any error (a bad row, a body over its limit, a lost client) nothing of it stays."""
-    store = await gw.js.object_store(gw.names.data_store)
-    uploader = BlockUploader(store)
-    loop = asyncio.get_running_loop()
-
-    def submit(block: Block, data: bytes) -> None:  # in the thread: waits while blocks queue
-        asyncio.run_coroutine_threadsafe(uploader.put(block, data), loop).result()
-
+async def _store(gw: Gateway, pieces: Pieces) -> Manifest:
+    """Cut the rows into blocks and store them as they come, then the manifest; on any error (a
+    bad row, a body over its limit, a lost client) nothing of the upload stays. On the event
+    loop: parsing a piece takes about a millisecond, and each stored block lets others run."""
+    uploader = BlockUploader(await gw.js.object_store(gw.names.data_store))
+    writer = BlockWriter(uuid.uuid4().hex)
     try:
-        manifest = await asyncio.to_thread(parse, submit)
+        async with contextlib.aclosing(pieces):  # a spooled Parquet file goes at once
+            async for rows in pieces:
+                for row in rows:
+                    if (done := writer.add(row)) is not None:
+                        await uploader.put(*done)
+        if (last := writer.finish()) is not None:
+            await uploader.put(*last)
+        manifest = writer.manifest()
         await uploader.commit(manifest)
     except BaseException:
         await asyncio.shield(uploader.abort())
@@ -142,47 +135,26 @@ async def _store(gw: Gateway, parse: Callable[[Submit], Manifest]) -> Manifest:
     return manifest
 
 
-def _write(rows: Iterable[Row], submit: Submit) -> Manifest:
-    writer = BlockWriter(uuid.uuid4().hex)
-    for row in rows:
-        if (done := writer.add(row)) is not None:
-            submit(*done)
-    if (last := writer.finish()) is not None:
-        submit(*last)
-    return writer.manifest()
+async def _one(rows: Iterable[Row]) -> Pieces:
+    yield rows
 
 
-class _BodyReader(io.RawIOBase):
-    """A request body as a file, read from a worker thread: each read waits on the event loop
-    for the next chunk (and raises what receiving it raised, such as a 413)."""
+async def _fed(body: AsyncIterator[bytes], fmt: str) -> Pieces:
+    """A JSONL or CSV body's rows, chunk by chunk as it arrives."""
+    feed = row_feed(fmt)
+    async for chunk in body:
+        yield feed.feed(chunk)
+    yield feed.end()
 
-    def __init__(self, chunks: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop) -> None:
-        self._chunks, self._loop = chunks, loop
-        self._left = memoryview(b"")
-        self._ended = False
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._left and not self._ended:
-            chunk = asyncio.run_coroutine_threadsafe(self._next(), self._loop).result()
-            self._ended = chunk is None
-            self._left = memoryview(chunk or b"")
-        size = min(len(buffer), len(self._left))
-        buffer[:size] = self._left[:size]
-        self._left = self._left[size:]
-        return size
-
-    async def _next(self) -> bytes | None:
-        """Chunks up to BODY_BUFFER_BYTES at once: each hand-over between the thread and the
-        loop waits for the other to let go of the GIL, so there are few of them."""
-        slab = bytearray()
-        async for chunk in self._chunks:
-            slab += chunk
-            if len(slab) >= BODY_BUFFER_BYTES:
-                return bytes(slab)
-        return bytes(slab) or None
+async def _parquet(body: AsyncIterator[bytes]) -> Pieces:
+    """A Parquet body's rows: its index is at its end, so it is spooled to a temporary file
+    (disk, not memory) and then read a batch of rows at a time."""
+    with tempfile.TemporaryFile() as spool:
+        async for chunk in body:
+            spool.write(chunk)
+        spool.seek(0)
+        yield iter_rows(spool, "parquet")
 
 
 async def stream_results(store: ObjectStore, objects: list[str]) -> AsyncIterator[bytes]:
