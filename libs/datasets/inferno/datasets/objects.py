@@ -72,12 +72,9 @@ class BlockUploader:
         self._store = store
         self._in_flight: deque[asyncio.Task[object]] = deque()
         self._stored: list[str] = []
-        self._aborted = False
 
     async def put(self, block: Block, data: bytes) -> None:
         """Send a block; returns once fewer than BLOCKS_IN_FLIGHT are still being stored."""
-        if self._aborted:  # a parser still running after its upload failed
-            raise RuntimeError("the upload was aborted")
         self._stored.append(block.name)  # before the put: an abort deletes it either way
         meta = ObjectMeta(options=ObjectMetaOptions(max_chunk_size=CHUNK_BYTES))
         self._in_flight.append(asyncio.ensure_future(self._store.put(block.name, data, meta)))
@@ -98,7 +95,6 @@ class BlockUploader:
         await self._delete_stored()
 
     async def abort(self) -> None:
-        self._aborted = True
         # waited for, not cancelled: a put cut short leaves chunks that no name can delete
         await asyncio.gather(*self._in_flight, return_exceptions=True)
         self._in_flight.clear()
