@@ -22,6 +22,7 @@ from nats.js import JetStreamContext
 
 from inferno.api.app import create_app
 from inferno.api.projection import Projection
+from inferno.datasets.objects import read_block, read_manifest
 from inferno.datasets.store import dataset_ref, from_jsonl, to_jsonl
 from inferno.events import (
     Names,
@@ -458,12 +459,14 @@ async def test_a_write_is_pending_until_decided_and_listed(
     assert (await api.client.get("/api/v1/operations/1")).json()["status"] == "pending"
     assert (await api.client.get("/api/v1/operations?status=completed")).json() == []
 
-    # the rows are stored once, as canonical JSONL under their digest
+    # the rows are stored once, as canonical JSONL in blocks under their digest
     command = decode_command((await js.get_msg(names.cmd_stream, seq=1)).data)
     assert command.dataset_ref == dataset_ref(to_jsonl(ROWS))
     assert command.row_count == 4
     store = await js.object_store(names.data_store)
-    assert from_jsonl((await store.get(command.dataset_ref)).data) == ROWS
+    manifest = await read_manifest(store, command.dataset_ref)
+    assert manifest is not None
+    assert [from_jsonl(await read_block(store, b)) for b in manifest.blocks] == [ROWS]
 
 
 async def test_dataset_upload_then_experiment_by_ref(api: Api, scheduler: PlayScheduler):

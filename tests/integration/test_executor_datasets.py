@@ -1,4 +1,5 @@
-"""Datasets by reference from INFERNO_DATA: verified, fetched once, cached in memory and on disk."""
+"""Datasets stored whole (the form before blocks) by reference from INFERNO_DATA: verified,
+fetched once, cached in memory and on disk. Blocks: test_dataset_blocks.py."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from inferno.executor.datasets import DatasetCache, DatasetError
 from inferno.jetstream import ensure_log
 
 ROWS = [{"id": i, "text": f"row {i}"} for i in range(5)]
+ALL = range(len(ROWS))
 
 
 @pytest.fixture
@@ -26,16 +28,16 @@ async def test_rows_come_from_memory_then_disk_once_fetched(js, names, store, tm
     ref = dataset_ref(data)
     await store.put(ref, data)
     cache = DatasetCache(js, names, cache_dir=tmp_path)
-    first, second = await asyncio.gather(cache.rows(ref), cache.rows(ref))
+    first, second = await asyncio.gather(cache.rows(ref, ALL), cache.rows(ref, ALL))
     assert first == ROWS
-    assert second is first  # one fetch for both
+    assert second == first  # one fetch for both
     assert (tmp_path / f"{ref}.jsonl").read_bytes() == data
 
     await store.delete(ref)
-    assert await cache.rows(ref) is first  # memory
-    assert await DatasetCache(js, names, cache_dir=tmp_path).rows(ref) == ROWS  # disk
+    assert await cache.rows(ref, ALL) == first  # memory
+    assert await DatasetCache(js, names, cache_dir=tmp_path).rows(ref, ALL) == ROWS  # disk
     with pytest.raises(DatasetError, match="is not in"):
-        await DatasetCache(js, names).rows(ref)
+        await DatasetCache(js, names).rows(ref, ALL)
 
 
 async def test_a_corrupt_disk_copy_is_fetched_again(js, names, store, tmp_path):
@@ -43,7 +45,7 @@ async def test_a_corrupt_disk_copy_is_fetched_again(js, names, store, tmp_path):
     ref = dataset_ref(data)
     await store.put(ref, data)
     (tmp_path / f"{ref}.jsonl").write_bytes(b'{"id": "tampered"}\n')
-    assert await DatasetCache(js, names, cache_dir=tmp_path).rows(ref) == ROWS
+    assert await DatasetCache(js, names, cache_dir=tmp_path).rows(ref, ALL) == ROWS
     assert (tmp_path / f"{ref}.jsonl").read_bytes() == data
 
 
@@ -52,6 +54,6 @@ async def test_content_that_does_not_match_its_ref_is_refused(js, names, store):
     await store.put(ref, to_jsonl(ROWS[:2]))
     cache = DatasetCache(js, names)
     with pytest.raises(DatasetError, match="digest"):
-        await cache.rows(ref)
+        await cache.rows(ref, ALL)
     with pytest.raises(DatasetError, match="sha256-<64 hex digits>"):
-        await cache.rows("../../etc/passwd")
+        await cache.rows("../../etc/passwd", ALL)

@@ -17,7 +17,7 @@ from starlette.responses import Response, StreamingResponse
 
 from inferno.api import views
 from inferno.api.commands import submit
-from inferno.api.data import load_rows, rows_from_request, store_rows, stream_results
+from inferno.api.data import load_manifest, store_rows, store_upload, stream_results
 from inferno.api.deps import Gateway, GatewayDep, IdempotencyKey, Wait
 from inferno.api.errors import ApiError
 from inferno.api.fleet import Hosting, live
@@ -77,17 +77,16 @@ async def create_experiment(
     if body.dataset.rows is not None:
         rows = body.dataset.rows
         check_experiment(body, len(rows), rows[0])
-        ref = await store_rows(gw, rows)
-    else:
-        ref = body.dataset.ref
-        rows = await load_rows(gw, ref, "dataset.ref")
-        check_experiment(body, len(rows), rows[0])
+        manifest = await store_rows(gw, rows)
+    else:  # the manifest says all that is checked: no row is read
+        manifest = await load_manifest(gw, body.dataset.ref, "dataset.ref")
+        check_experiment(body, manifest.row_count, manifest.columns)
     command = CreateExperiment(
         experiment_id=f"exp-{uuid.uuid4().hex[:12]}",
         context_id=f"ctx-{uuid.uuid4().hex[:12]}",
         experiment_name=body.experiment_name,
-        dataset_ref=ref,
-        row_count=len(rows),
+        dataset_ref=manifest.dataset_ref,
+        row_count=manifest.row_count,
         num_shards=body.num_shards,
         eval=body.eval.spec(),
         pipelines=[p.spec() for p in body.pipelines],
@@ -135,10 +134,10 @@ async def upload_dataset(
     """Store rows once (content-addressed); experiments then name them by `dataset_ref`.
     The rows come as JSON `{"rows": [...]}`, as a multipart form's `file` (.jsonl, .csv,
     .parquet), or as the raw body with a Content-Type of application/x-ndjson, text/csv or
-    application/vnd.apache.parquet. CSV values stay strings."""
-    rows = await rows_from_request(request, fmt)
-    ref = await store_rows(gw, rows)
-    return json_response({"dataset_ref": ref, "row_count": len(rows)})
+    application/vnd.apache.parquet, which is read as a stream (memory bounded, docs/api.md).
+    CSV values stay strings."""
+    manifest = await store_upload(request, gw, fmt)
+    return json_response({"dataset_ref": manifest.dataset_ref, "row_count": manifest.row_count})
 
 
 @router.get("/experiments")

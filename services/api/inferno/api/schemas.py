@@ -332,14 +332,14 @@ def check_user_scorers(body: EvalBody, allowed_modules: Collection[str]) -> None
                 raise bad_field(f"eval.scorers.{i}.name", str(error)) from None
 
 
-def check_experiment(body: ExperimentBody, row_count: int, first_row: dict[str, Any]) -> None:
+def check_experiment(body: ExperimentBody, row_count: int, columns: Collection[str]) -> None:
     """What needs the dataset: enough rows for the shards, and every field the prompt and the
-    scorers use present in its rows (the first row stands for all)."""
+    scorers use among its `columns` (the first row's fields, which stand for all rows')."""
     if body.num_shards > row_count:
         raise bad_field(
             "num_shards", f"{body.num_shards} shards exceed the dataset's {row_count} rows"
         )
-    have = ", ".join(sorted(first_row)) or "none"
+    have = ", ".join(sorted(columns)) or "none"
     prompt = body.eval.prompt
     templates = (
         [("eval.prompt", prompt)]
@@ -348,10 +348,10 @@ def check_experiment(body: ExperimentBody, row_count: int, first_row: dict[str, 
     )
     for field, template in templates:
         for name in sorted(template_fields(template, field)):
-            if name not in first_row:
+            if name not in columns:
                 raise bad_field(field, f"uses {{{name}}}, which the rows lack (they have: {have})")
     for i, scorer in enumerate(body.eval.scorers):
-        if scorer.target is not None and scorer.target not in first_row:
+        if scorer.target is not None and scorer.target not in columns:
             raise bad_field(
                 f"eval.scorers.{i}.target",
                 f"{scorer.target!r} is not a field of the rows (they have: {have})",

@@ -32,6 +32,12 @@ RATELIMIT_WAIT_SECONDS = Counter(
     "inferno_executor_ratelimit_wait_seconds", "Time requests spent waiting for the window"
 )
 
+DATASET_BLOCKS = Counter(
+    "inferno_executor_dataset_blocks",
+    "Dataset blocks read for shards, by where from (store, disk)",
+    ["source"],
+)
+
 
 def shard_ended(outcome: str, stats: ShardStats | None = None) -> None:
     SHARDS.labels(outcome).inc()
@@ -40,6 +46,10 @@ def shard_ended(outcome: str, stats: ShardStats | None = None) -> None:
         ROW_ERRORS.inc(stats.errors)
         TOKENS.labels("prompt").inc(stats.prompt_tokens)
         TOKENS.labels("completion").inc(stats.completion_tokens)
+
+
+def dataset_block_read(source: str) -> None:
+    DATASET_BLOCKS.labels(source).inc()
 
 
 def rate_limited(waited_s: float) -> None:

@@ -97,13 +97,7 @@ async def run_shard(rt: Runtime, order: WorkOrder) -> ShardStats:
     }
     await rt.report(ShardStarted(**ids, at=time.time()))
     scorers = check_eval(order.eval, rt.scorer_modules)
-    dataset = await rt.datasets.rows(order.dataset_ref)
-    if order.row_end > len(dataset):
-        raise DatasetError(
-            f"dataset {order.dataset_ref} has {len(dataset)} rows, "
-            f"the shard needs rows {order.row_start}..{order.row_end - 1}"
-        )
-    rows = dataset[order.row_start : order.row_end]
+    rows = await rt.datasets.rows(order.dataset_ref, range(order.row_start, order.row_end))
     # every prompt first: a template that fails on some row fails before any model loads
     prompts = [render(order.eval.prompt, row) for row in rows]
     results: list[RowResult] = []
