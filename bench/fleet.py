@@ -127,6 +127,8 @@ class LogFacts:
     evt_messages: int
     state_bytes: int
     read_model_bytes: int
+    create_command_bytes: int  # the one CMD message that holds every pipeline's spec
+    work_consumers: int  # durable consumers on the WORK stream: one per executor
 
 
 async def read_log(nats_url: str, ic_id: int) -> LogFacts:
@@ -149,6 +151,7 @@ async def read_log(nats_url: str, ic_id: int) -> LogFacts:
     cmd_seq = await replay(js, names.cmd_stream, on_command)
     evt_seq = await replay(js, names.evt_stream, on_event)
     exec_seq = (await js.stream_info(names.exec_stream)).state.last_seq
+    work_consumers = (await js.stream_info(names.work_stream)).state.consumer_count
     created = await js.get_msg(names.cmd_stream, seq=ic_id)
     last = await js.get_msg(names.evt_stream, seq=last_completed[1]) if last_completed[1] else None
     await nc.close()
@@ -162,6 +165,8 @@ async def read_log(nats_url: str, ic_id: int) -> LogFacts:
         evt_messages=evt_seq,
         state_bytes=len(encoder.encode(state)),
         read_model_bytes=len(encoder.encode(model)),
+        create_command_bytes=len(created.data or b""),
+        work_consumers=work_consumers,
     )
 
 
@@ -266,8 +271,9 @@ def report(r: dict) -> str:
     per = r["kb_per_pipeline"]
     lines = [
         f"fleet: {size.label} ({total:,} shards); {ended}: {log['completed']:,} shards done",
-        f"  executors registered in {r['registered_s']:.1f} s; create answered in"
-        f" {r['create_s']:.2f} s",
+        f"  executors registered in {r['registered_s']:.1f} s ({log['work_consumers']} durable"
+        f" consumers on WORK); create answered in {r['create_s']:.2f} s, its command"
+        f" {log['create_command_bytes'] / 1024:.0f} KiB",
         f"  dispatch: {r['shards_per_s']:,.0f} shards/s over {log['span_s']:.1f} s (server times)",
         f"  scheduler CPU: {r['scheduler_cpu_ms_per_input']:.3f} ms per input decided"
         f" ({log['inputs']:,} CMD + EXEC), {r['scheduler_cpu_ms_per_evt']:.3f} ms per EVT"
