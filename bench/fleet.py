@@ -69,7 +69,7 @@ class Size:
 QUICK = Size(executors=32, hosts=2, pipelines=100, shards=100)
 FLEET = Size(executors=256, hosts=8, pipelines=1000, shards=100)
 ROWS_PER_SHARD = 2
-LEGS = ("to_api", "api_to_decided", "decided_to_answer")
+LEGS = ("to_api", "api_to_decided", "decided_to_stored", "stored_to_answer")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -96,11 +96,11 @@ class Controller(threading.Thread):
         super().__init__(name="ic-ops", daemon=True)
         self.api_url, self.ids, self.ops, self.gap_s = api_url, pipeline_ids, ops, gap_s
         self.done = threading.Event()
-        # per completed op, seconds: (request -> response, and its three legs by the one clock
-        # of this host: request -> the api issued the command (`created_at`), -> the scheduler
-        # decided it (`processed_at`), -> the response arrived)
+        # per completed op: request -> response seconds, and (ic_id, request sent, the api
+        # issued the command (`created_at`), the scheduler decided it (`processed_at`), the
+        # response arrived), by the one clock of this host
         self.seconds: list[float] = []
-        self.legs: list[tuple[float, float, float]] = []
+        self.times: list[tuple[int, float, float, float, float]] = []
         self.refused: list[str] = []
 
     def run(self) -> None:
@@ -119,7 +119,7 @@ class Controller(threading.Thread):
                     if op["status"] == "completed":
                         self.seconds.append(time.perf_counter() - start)
                         issued, decided = op["created_at"], op["processed_at"]
-                        self.legs.append((issued - sent, decided - issued, time.time() - decided))
+                        self.times.append((op["ic_id"], sent, issued, decided, time.time()))
                     else:
                         self.refused.append(f"{action.__name__} {pipeline_id}: {op['status']}")
                 self.done.wait(self.gap_s)
@@ -135,14 +135,16 @@ class LogFacts:
     read_model_bytes: int
     create_command_bytes: int  # the one CMD message that holds every pipeline's spec
     work_consumers: int  # durable consumers on the WORK stream: one per executor
+    outcome_stored: dict[int, float]  # ic_id -> server time of the event that settled it
 
 
-async def read_log(nats_url: str, ic_id: int) -> LogFacts:
+async def read_log(nats_url: str, ic_id: int, op_ids: set[int]) -> LogFacts:
     names = Names(NAMESPACE)
     nc = await connect(nats_url, name="bench-fleet-read")
     js = nc.jetstream()
     state, model = State(), ReadModel()
     last_completed = [0, 0]  # count, sequence
+    outcome_seq: dict[int, int] = {}  # ic_id -> sequence of the first event carrying it
 
     def on_event(data: bytes, seq: int) -> None:
         event = decode_event(data)
@@ -150,6 +152,8 @@ async def read_log(nats_url: str, ic_id: int) -> LogFacts:
         apply_event(model, seq, event)
         if isinstance(event, ShardCompleted):
             last_completed[:] = [last_completed[0] + 1, seq]
+        elif (op := getattr(event, "ic_id", None)) in op_ids and op not in outcome_seq:
+            outcome_seq[op] = seq
 
     def on_command(data: bytes, seq: int) -> None:
         apply_command(model, seq, decode_command(data))
@@ -160,6 +164,11 @@ async def read_log(nats_url: str, ic_id: int) -> LogFacts:
     work_consumers = (await js.stream_info(names.work_stream)).state.consumer_count
     created = await js.get_msg(names.cmd_stream, seq=ic_id)
     last = await js.get_msg(names.evt_stream, seq=last_completed[1]) if last_completed[1] else None
+    stored = {}
+    for op, seq in outcome_seq.items():
+        outcome = await js.get_msg(names.evt_stream, seq=seq)
+        assert outcome.time is not None
+        stored[op] = outcome.time.timestamp()
     await nc.close()
     assert created.time is not None
     span = last.time.timestamp() - created.time.timestamp() if last and last.time else 0.0
@@ -173,6 +182,7 @@ async def read_log(nats_url: str, ic_id: int) -> LogFacts:
         read_model_bytes=len(encoder.encode(model)),
         create_command_bytes=len(created.data or b""),
         work_consumers=work_consumers,
+        outcome_stored=stored,
     )
 
 
@@ -238,7 +248,13 @@ def run_size(size: Size, args: argparse.Namespace) -> dict:
         controller.done.set()
         controller.join(30)
         hosts.stop()  # a capped run stops here, so the log read is what the figures covered
-        facts = asyncio.run(read_log(cluster.nats_url, created["ic_id"]))
+        op_ids = {times[0] for times in controller.times}
+        facts = asyncio.run(read_log(cluster.nats_url, created["ic_id"], op_ids))
+    legs = [
+        (issued - sent, decided - issued, stored - decided, answered - stored)
+        for op, sent, issued, decided, answered in controller.times
+        if (stored := facts.outcome_stored.get(op)) is not None
+    ]
     return {
         "size": asdict(size),
         "finished": finished,
@@ -264,7 +280,7 @@ def run_size(size: Size, args: argparse.Namespace) -> dict:
             "p50_ms": percentile(controller.seconds, 0.5) * 1000,
             "p99_ms": percentile(controller.seconds, 0.99) * 1000,
             **{
-                f"{leg}_{q}_ms": percentile([legs[i] for legs in controller.legs], p) * 1000
+                f"{leg}_{q}_ms": percentile([op_legs[i] for op_legs in legs], p) * 1000
                 for i, leg in enumerate(LEGS)
                 for q, p in (("p50", 0.5), ("p99", 0.99))
             },
