@@ -15,7 +15,9 @@ latency per row, 2 rows per shard). While it runs, one client sends stop + resum
   the pipelines; and the msgpack size of the decision state and the read model folded from the log;
 - dispatch rate: completed shards over the span from the create command's time in INFERNO_CMD
   to the last ShardCompleted's in INFERNO_EVT (server timestamps);
-- an IC operation's time while the run goes on: request -> response `completed`, p50 / p99.
+- an IC operation's time while the run goes on: request -> response `completed`, p50 / p99, and
+  its legs by this host's clock: to the api's `created_at`, to the scheduler's `processed_at`,
+  to its outcome event's server time in INFERNO_EVT, to the response.
 A run that passes `--cap-s` of wall time is ended there and reported as capped, with its
 progress: the figures then cover what it did. The small size is the baseline of the fleet size:
 the same figures with 8x fewer executors and 10x fewer pipelines of as many shards, in the same
