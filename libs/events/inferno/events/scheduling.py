@@ -15,6 +15,7 @@ Rules, in order:
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -66,40 +67,35 @@ def plan_assignments(
     by_id = {e.executor_id: e for e in executors}
     spare = {e.executor_id: dict(e.free) for e in executors}
     candidates = [p for p in state.pipelines.values() if p.runnable]
-    in_flight = {p.pipeline_id: len(p.in_flight) for p in candidates}
     demand = {p.pipeline_id: Demand(needs(p.spec), needs_gpu(p.spec)) for p in candidates}
-    planned: dict[int, set[int]] = {p.pipeline_id: set() for p in candidates}
+    # the lockstep order as a heap keyed (in flight, completed, id): a placement re-keys only
+    # its own pipeline, so each costs O(log pipelines) instead of a sort of all of them
+    queue = [(len(p.in_flight), len(p.completed), p.pipeline_id, p) for p in candidates]
+    heapq.heapify(queue)
+    planned: dict[int, set[int]] = {}
     placements: list[Placement] = []
 
-    while free and candidates:
-        candidates.sort(key=lambda p: (in_flight[p.pipeline_id], len(p.completed), p.pipeline_id))
-        for pipeline in candidates:
-            shard = next_shard(pipeline, now, planned[pipeline.pipeline_id])
-            if shard is None:
-                continue
-            wants = demand[pipeline.pipeline_id]
-            executor_id = _pick_executor(pipeline, wants, free, spare, by_id, loaded)
-            if executor_id is None:
-                continue
-            placements.append(
-                Placement(
-                    pipeline.pipeline_id,
-                    shard,
-                    pipeline.attempts.get(shard, 0) + 1,
-                    executor_id,
-                )
-            )
-            planned[pipeline.pipeline_id].add(shard)
-            in_flight[pipeline.pipeline_id] += 1
-            loaded[executor_id].add(model_key(pipeline))
-            for key, amount in wants.resources.items():
-                spare[executor_id][key] -= amount
-            free[executor_id] -= 1
-            if free[executor_id] == 0:
-                del free[executor_id]
-            break
-        else:
-            break
+    while free and queue:
+        in_flight, completed, pipeline_id, pipeline = heapq.heappop(queue)
+        # a pipeline with no shard or no able executor left is dropped: planning only takes
+        # shards, slots and resources, so it could not be placed later in this plan either
+        shard = next_shard(pipeline, now, planned.setdefault(pipeline_id, set()))
+        if shard is None:
+            continue
+        wants = demand[pipeline_id]
+        executor_id = _pick_executor(pipeline, wants, free, spare, by_id, loaded)
+        if executor_id is None:
+            continue
+        attempt = pipeline.attempts.get(shard, 0) + 1
+        placements.append(Placement(pipeline_id, shard, attempt, executor_id))
+        planned[pipeline_id].add(shard)
+        heapq.heappush(queue, (in_flight + 1, completed, pipeline_id, pipeline))
+        loaded[executor_id].add(model_key(pipeline))
+        for key, amount in wants.resources.items():
+            spare[executor_id][key] -= amount
+        free[executor_id] -= 1
+        if free[executor_id] == 0:
+            del free[executor_id]
     return placements
 
 
