@@ -1,6 +1,6 @@
 """Placement keeps its order at fleet size: the heap in `plan_assignments` places exactly what
 re-sorting every runnable pipeline before each placement (its earlier form, kept here as the
-reference) placed, on random states."""
+reference) placed, on random states with and without declared resources."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import random
 from inferno.events import State
 from inferno.events.commands import ExecutorSlot
 from inferno.events.model import PipelineSpec
+from inferno.events.resources import needs, needs_gpu
 from inferno.events.scheduling import (
+    Demand,
     Placement,
     _pick_executor,
     model_key,
@@ -26,7 +28,9 @@ def reference_plan(state: State, executors: list[ExecutorSlot], now: float) -> l
     free = {e.executor_id: e.free_slots for e in executors if e.free_slots > 0}
     loaded = {e.executor_id: set(e.loaded_models) for e in executors}
     by_id = {e.executor_id: e for e in executors}
+    spare = {e.executor_id: dict(e.free) for e in executors}
     candidates = [p for p in state.pipelines.values() if p.runnable]
+    demand = {p.pipeline_id: Demand(needs(p.spec), needs_gpu(p.spec)) for p in candidates}
     in_flight = {p.pipeline_id: len(p.in_flight) for p in candidates}
     planned: dict[int, set[int]] = {p.pipeline_id: set() for p in candidates}
     placements: list[Placement] = []
@@ -34,7 +38,10 @@ def reference_plan(state: State, executors: list[ExecutorSlot], now: float) -> l
         candidates.sort(key=lambda p: (in_flight[p.pipeline_id], len(p.completed), p.pipeline_id))
         for p in candidates:
             shard = next_shard(p, now, planned[p.pipeline_id])
-            executor_id = None if shard is None else _pick_executor(p, free, by_id, loaded)
+            wants = demand[p.pipeline_id]
+            executor_id = (
+                None if shard is None else _pick_executor(p, wants, free, spare, by_id, loaded)
+            )
             if shard is None or executor_id is None:
                 continue
             placements.append(
@@ -43,6 +50,8 @@ def reference_plan(state: State, executors: list[ExecutorSlot], now: float) -> l
             planned[p.pipeline_id].add(shard)
             in_flight[p.pipeline_id] += 1
             loaded[executor_id].add(model_key(p))
+            for key, amount in wants.resources.items():
+                spare[executor_id][key] -= amount
             free[executor_id] -= 1
             if free[executor_id] == 0:
                 del free[executor_id]
@@ -59,6 +68,7 @@ def random_state(rng: random.Random) -> tuple[State, list[ExecutorSlot]]:
             pipeline_name=f"p{i}",
             pipeline_type=rng.choice(kinds),
             model_config={"model": rng.choice(models)},
+            resources=rng.choice(({}, {}, {"gpu_mem_gb": 40.0}, {"gpus": 1.0})),
         )
         for i in range(rng.randint(1, 12))
     ]
@@ -81,6 +91,8 @@ def random_state(rng: random.Random) -> tuple[State, list[ExecutorSlot]]:
             backends=frozenset(rng.sample(kinds, rng.randint(1, 3))),
             free_slots=rng.randint(0, 3),
             loaded_models=frozenset(f"sim:{m}" for m in rng.sample(models, rng.randint(0, 2))),
+            has_gpu=(gpu := rng.random() < 0.5),
+            free={"gpus": 2.0, "gpu_mem_gb": rng.choice((30.0, 80.0))} if gpu else {},
         )
         for i in range(rng.randint(1, 5))
     ]
@@ -89,13 +101,16 @@ def random_state(rng: random.Random) -> tuple[State, list[ExecutorSlot]]:
 
 def test_the_heap_places_what_sorting_before_each_placement_placed():
     rng = random.Random(10)
-    placed = 0
+    placed = with_resources = 0
     for _ in range(500):
         state, executors = random_state(rng)
         expected = reference_plan(state, executors, now=10.0)
         assert plan_assignments(state, executors, now=10.0) == expected
         placed += len(expected)
-    assert placed > 1000  # the states were not trivially empty
+        with_resources += sum(bool(state.pipelines[p.pipeline_id].spec.resources) for p in expected)
+    # the states were not trivially empty
+    assert placed > 800
+    assert with_resources > 100
 
 
 def test_a_fleet_sized_plan_keeps_lockstep():
