@@ -25,7 +25,9 @@ class Gateway:
     projection: Projection
 
 
-def _gateway(request: Request) -> Gateway:
+async def _gateway(request: Request) -> Gateway:
+    """Async, as every dependency here: FastAPI runs a plain `def` one in a worker thread, and
+    that hop cost more than the rest of a command's request under concurrent load."""
     return request.app.state.gateway
 
 
