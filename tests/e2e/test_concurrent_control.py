@@ -66,9 +66,7 @@ async def test_concurrent_stop_resume_is_consistent(live: Live) -> None:
     for pid in pids:
         await live.running(pid)
 
-    batches = await asyncio.gather(
-        *(client(live, i, pids[i % PIPELINES]) for i in range(CLIENTS))
-    )
+    batches = await asyncio.gather(*(client(live, i, pids[i % PIPELINES]) for i in range(CLIENTS)))
     answers = [a for batch in batches for a in batch]
     assert len(answers) == CLIENTS * OPS_EACH
 
