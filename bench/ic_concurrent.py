@@ -127,7 +127,8 @@ async def check(url: str, answers: list[Answer], resend: int = 5) -> list[str]:
             ):
                 if listed_op[field] != want:
                     problems.append(f"{a.key}: {field} {listed_op[field]!r}, answered {want!r}")
-        for a in answers[:: max(1, len(answers) // resend)][:resend]:
+        # an odd stride picks stops and resumes: at the end each pipeline refuses one of them
+        for a in answers[:: len(answers) // resend + 1][:resend]:
             path = f"/api/v1/pipelines/{a.pipeline_id}/{a.action}?wait=10"
             code, body = await conn.request("POST", path, b"{}", {"Idempotency-Key": a.key})
             if code != 200 or body.get("ic_id") != a.body.get("ic_id"):
