@@ -65,9 +65,7 @@ class Answer:
     seconds: float
 
 
-async def _client(url: str, pipeline_id: int, ops: int, tag: str, go: asyncio.Event) -> list:
-    conn = await HttpConnection.open(url)
-    await go.wait()
+async def _client(conn: HttpConnection, pipeline_id: int, ops: int, tag: str) -> list[Answer]:
     answers = []
     try:
         for n in range(ops):
@@ -84,18 +82,18 @@ async def _client(url: str, pipeline_id: int, ops: int, tag: str, go: asyncio.Ev
 
 
 async def run(url: str, pipeline_ids: list[int], ops: int, tag: str) -> tuple[list[Answer], float]:
-    """`ops` operations spread over one client per pipeline; (answers, wall seconds)."""
+    """`ops` operations spread over one client per pipeline; (answers, wall seconds). Every
+    connection is open before the clock starts."""
     clients = len(pipeline_ids)
-    go = asyncio.Event()
-    tasks = [
-        asyncio.create_task(_client(url, pid, ops // clients + (i < ops % clients), tag, go))
-        for i, pid in enumerate(pipeline_ids)
-    ]
-    await asyncio.sleep(0.5)  # every connection open before the clock starts
+    conns = await asyncio.gather(*(HttpConnection.open(url) for _ in pipeline_ids))
     start = time.perf_counter()
-    go.set()
-    answers = [a for batch in await asyncio.gather(*tasks) for a in batch]
-    return answers, time.perf_counter() - start
+    batches = await asyncio.gather(
+        *(
+            _client(conn, pid, ops // clients + (i < ops % clients), tag)
+            for i, (conn, pid) in enumerate(zip(conns, pipeline_ids, strict=True))
+        )
+    )
+    return [a for batch in batches for a in batch], time.perf_counter() - start
 
 
 async def check(url: str, answers: list[Answer], resend: int = 5) -> list[str]:
