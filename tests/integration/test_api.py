@@ -660,6 +660,31 @@ async def test_idempotency_key_gives_one_operation(
     assert await cmd_count(js, names) == 2
 
 
+async def test_idempotency_key_retry_found_behind_later_commands(
+    api: Api, scheduler: PlayScheduler, js: JetStreamContext, names: Names
+):
+    """Under concurrent control other clients' commands on the pipeline often follow the
+    original: a retry the state now refuses still answers the original operation."""
+    await created(api, scheduler)
+    ic_ids = []
+    for action, key in (("stop", "a"), ("resume", "b"), ("stop", "c")):
+        sent = await api.client.post(
+            f"/api/v1/pipelines/1/{action}", headers={"Idempotency-Key": key}
+        )
+        ic_ids.append(sent.json()["ic_id"])
+        await scheduler.command(ic_ids[-1])
+    # pipeline 1 is stopped, and stop "a" is not its latest stop
+    retry = await api.client.post("/api/v1/pipelines/1/stop", headers={"Idempotency-Key": "a"})
+    assert retry.status_code == 200, retry.text
+    assert (retry.json()["ic_id"], retry.json()["status"]) == (ic_ids[0], "completed")
+    # a valid retry is the server's duplicate; a key never used is refused as usual
+    again = await api.client.post("/api/v1/pipelines/1/resume", headers={"Idempotency-Key": "b"})
+    assert again.json()["ic_id"] == ic_ids[1]
+    fresh = await api.client.post("/api/v1/pipelines/1/stop", headers={"Idempotency-Key": "d"})
+    assert fresh.status_code == 409
+    assert await cmd_count(js, names) == 4
+
+
 async def test_executors_come_from_the_heartbeat_bucket(
     api: Api, js: JetStreamContext, names: Names
 ):

@@ -10,6 +10,7 @@ placeholder `{{sec-<32 hex>}}` (`inferno.secrets.urls`) is a reference, not a se
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -37,10 +38,11 @@ _SECRET_KEY = re.compile(
 _SECRET_PARAM = re.compile(r"(^|_)(key|sig|signature|auth|credential|pass|pwd|jwt|session)$")
 PLACEHOLDER = re.compile(r"\{\{(sec-[0-9a-f]{32})\}\}")
 """Where a secret taken out of a string (a URL's credentials) was: `{{<its ref>}}`."""
-_SECRET_TEXT = [
-    (re.compile(r"sk-[A-Za-z0-9_-]{8,}"), MASK),
-    (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+"), rf"\1 {MASK}"),
+_SECRET_TEXT = [  # (what a match must contain, lower-cased; the pattern; its replacement)
+    ("sk-", re.compile(r"sk-[A-Za-z0-9_-]{8,}"), MASK),
+    ("bearer", re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+"), rf"\1 {MASK}"),
     (
+        "://",
         re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)(?!\{\{sec-[0-9a-f]{32}\}\}@)[^@/\s,]+@"),
         rf"\1{MASK}@",
     ),
@@ -51,7 +53,13 @@ _known_secrets: tuple[str, ...] = ()  # replaced, never mutated: loggers in thre
 
 
 def is_secret_key(key: object) -> bool:
-    return isinstance(key, str) and bool(_SECRET_KEY.search(key.lower().replace("-", "_")))
+    return isinstance(key, str) and _is_secret_key_name(key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_secret_key_name(key: str) -> bool:
+    """Cached: every log line asks it of the same few keys."""
+    return bool(_SECRET_KEY.search(key.lower().replace("-", "_")))
 
 
 def is_secret_param(name: str) -> bool:
@@ -89,12 +97,18 @@ def remember_secret(value: Any) -> None:
 
 
 def mask_text(text: str) -> str:
+    """Each pattern runs only where the text holds what any match of it must contain: every
+    log line is masked, and most hold none of them."""
     for known in _known_secrets:
         if known in text:
             text = text.replace(known, MASK)
-    for pattern, replacement in _SECRET_TEXT:
-        text = pattern.sub(replacement, text)
-    return _QUERY_PARAM.sub(_mask_param, text)
+    lowered = text.lower()
+    for needle, pattern, replacement in _SECRET_TEXT:
+        if needle in lowered:
+            text = pattern.sub(replacement, text)
+    if "=" in text:
+        text = _QUERY_PARAM.sub(_mask_param, text)
+    return text
 
 
 def _mask_param(match: re.Match[str]) -> str:

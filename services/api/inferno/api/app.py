@@ -135,11 +135,13 @@ def create_app(settings: Settings, *, nc: NATS | None = None) -> FastAPI:
     )
     errors.install(app)
     app.state.event_streams = EventStreams()  # live streams end before a shutdown waits on them
-    app.include_router(routes_dispatcher.router)
-    app.include_router(routes_rapidfire_fit.router)
+    # FastAPI tries routes in order, each router's twice (to match, then to handle), so the
+    # order is the cost of reaching a route: /api/v1 first, RapidFire's routes after it
     app.include_router(routes_v1.router)
     app.include_router(routes_executors.router)
     app.include_router(routes_events.router)
+    app.include_router(routes_dispatcher.router)
+    app.include_router(routes_rapidfire_fit.router)
     app.include_router(metrics.router)
     app.include_router(routes_ui.history_router)
     app.include_router(routes_ui.ui_router)

