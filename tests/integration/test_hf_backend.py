@@ -116,6 +116,25 @@ async def test_chat_prompts_go_through_the_chat_template(engine: hf.HfEngine) ->
     assert out.prompt_tokens == len(engine.model.tokenizer(text)["input_ids"])
 
 
+async def test_a_batch_mixing_chat_and_string_prompts_keeps_each_row(engine: hf.HfEngine) -> None:
+    """A batch is tokenized in one call per kind of prompt: each row still gets its own ids."""
+    chat = [{"role": "user", "content": "What is 3 + 4?"}]
+    batch = [
+        GenerationRequest(prompt=prompt, key=str(i))
+        for i, prompt in enumerate(["Q: 1 + 1?\nA:", chat, "Q: What is 12 * 3?\nA:", chat])
+    ]
+    together = await engine.generate(batch, GREEDY)
+    alone = [(await engine.generate([r], GREEDY))[0] for r in batch]
+    assert [(g.text, g.prompt_tokens) for g in together] == [
+        (g.text, g.prompt_tokens) for g in alone
+    ]
+    tokenizer = engine.model.tokenizer
+    assert together[0].prompt_tokens == len(tokenizer("Q: 1 + 1?\nA:")["input_ids"])
+    assert together[1].prompt_tokens == len(
+        tokenizer("user: What is 3 + 4?\nassistant:")["input_ids"]
+    )
+
+
 async def test_chat_prompt_without_a_template_is_a_config_error(tmp_path: Path) -> None:
     bare = hf.tiny_model(tmp_path, ["just some text"], vocab_size=300, chat_template=None)
     async with hf.open_hf(spec(bare)) as engine:
