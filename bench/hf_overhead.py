@@ -1,7 +1,7 @@
 """What the executor costs on top of transformers: one model, one set of prompts, two ways.
 
     .venv/bin/python bench/hf_overhead.py [--rows 1024] [--max-tokens 64] [--batch-sizes 16,64]
-        [--shards 4] [--rounds 3] [--threads N] [--quick]
+        [--shards 4] [--rounds 3] [--threads 1] [--quick]
 
 (a) bare: transformers in this process: the tokenizer (left padding) and `model.generate`
     (greedy, `--max-tokens` new tokens) over the rows in batches of the batch size, then the
@@ -15,12 +15,16 @@
     command's time in INFERNO_CMD to the PipelineCompleted's in INFERNO_EVT (server clocks).
 The model is `hf.tiny_model` (GPT-2 shaped, random weights, built here: nothing is downloaded),
 loaded once per side; warm-ups (imports, model load, a first experiment) are not timed. Both
-sides run torch with `--threads` intra-op threads. Rounds alternate bare / cluster; the
-medians are compared. Per batch size, printed and written to bench/out/hf_overhead.json in
-bench/vllm_overhead.py's format: rows/s of each and the ratio cluster / bare (target >= 0.95),
-plus where the cluster's time went (`engine_s`: the executor's generate calls, as its rows'
-latencies say; the rest is dispatch, prompts, scoring, results and reports not hidden behind
-generation) and how many rows came out the same as the bare run's.
+sides run torch with `--threads` intra-op threads (default 1: on a shared 2-core machine two
+threads per process mostly measure who else runs, as a preempted thread stalls every step's
+barrier). Rounds alternate bare / cluster; the medians are compared.
+
+Per batch size, printed and written to bench/out/hf_overhead.json in bench/vllm_overhead.py's
+format: rows/s of each and the ratio cluster / bare (target >= 0.95); beside them where the
+cluster's time went (`engine_s`: the executor's generate calls, as its rows' latencies say; the
+rest is dispatch, prompts, scoring, results and reports not hidden behind generation), CPU
+seconds (bare; the executor process; nats-server, api and scheduler) and their ratio, which the
+machine's other load disturbs less than wall time, and how many outputs equal the bare run's.
 
 `python bench/hf_overhead.py executor --id ID --batch-size N --threads T` is the executor
 process it starts (NATS_URL and INFERNO_* from the environment).
@@ -342,7 +346,7 @@ def main() -> int:
     parser.add_argument("--batch-sizes", default="16,64", help="comma-separated; 16: the default")
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="default: torch's own")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, both sides")
     parser.add_argument("--quick", action="store_true", help="256 rows, 32 tokens, 2 rounds")
     args = parser.parse_args()
     if args.quick:
@@ -352,7 +356,6 @@ def main() -> int:
         parser.error("--rows must be a multiple of --shards x every batch size (full batches)")
     import torch
 
-    args.threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(args.threads)
     os.environ["HF_HUB_OFFLINE"] = "1"  # the cluster's processes inherit it: no hub
     with tempfile.TemporaryDirectory() as tmp:

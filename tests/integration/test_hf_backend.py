@@ -186,6 +186,25 @@ async def test_cancel_stops_the_worker_thread(engine: hf.HfEngine) -> None:
     assert time.monotonic() - started < 1.5
 
 
+async def test_a_call_cancelled_while_queued_never_runs(engine: hf.HfEngine) -> None:
+    """Calls queue on the engine's one thread; cancelling a queued one does not wait for the
+    batch ahead of it, and that batch runs on undisturbed."""
+    ahead = asyncio.create_task(engine.generate(requests(8), {"temperature": 0, "max_tokens": 900}))
+    queued = asyncio.create_task(engine.generate(requests(2), GREEDY))
+    await asyncio.sleep(0)  # both submitted to the worker
+    queued.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    assert not ahead.done()  # 900 tokens × 8 rows: seconds
+    ahead.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await ahead
+    two = await asyncio.gather(*(engine.generate(requests(2, start=i), GREEDY) for i in (0, 2)))
+    assert [g.text for batch in two for g in batch] == [
+        g.text for g in await engine.generate(requests(4), GREEDY)
+    ]  # queued calls keep their own rows
+
+
 async def test_unload_releases_the_model(model_dir: Path) -> None:
     async with hf.open_hf(spec(model_dir)) as engine:
         model = weakref.ref(engine.model.model)

@@ -11,12 +11,14 @@ its completion contains one, and its text is cut before it), `repetition_penalty
 Any other key is an error, so a setting meant for another backend does not pass unnoticed. A seed
 makes a batch repeatable; a row's sample still depends on the rows batched with it.
 
-One `generate` runs at a time per engine, in a worker thread, so the event loop (heartbeats,
-reports) stays responsive. A batch is tokenized with left padding; chat prompts go through the
-tokenizer's chat template. Stopping: a `StoppingCriteria` polls the call's cancel flag and the
-engine's abort flag after every token, so a cancelled or aborted call ends within one decoding
-step; its caller waits for the thread to end, so the model is never used by two batches at once
-and never unloaded under a running one. Token counts come from the tokenizer: the prompt's ids,
+One `generate` runs at a time per engine, in the engine's one worker thread, so the event loop
+(heartbeats, reports) stays responsive; calls queue there in order, so a batch waiting behind
+another (a second slot's shard) starts the moment it ends. A batch is tokenized with left
+padding, in one tokenizer call; chat prompts go through the tokenizer's chat template.
+Stopping: a `StoppingCriteria` polls the call's cancel flag and the engine's abort flag after
+every token, so a cancelled or aborted call ends within one decoding step, and one still queued
+never starts; the caller of a running one waits for it to end, so the model is never used by two
+batches at once and never unloaded under a running one. Token counts come from the tokenizer: the prompt's ids,
 and the completion's up to and including its end-of-sequence token. Every row of a batch gets the
 batch's wall time as its latency. A prompt that, with `max_tokens` more, exceeds the model's
 context fails its own row (`Generation.error`), not the batch.
@@ -35,6 +37,7 @@ import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -401,7 +404,10 @@ def _finish_criteria(
 class HfEngine:
     def __init__(self, model: HfModel) -> None:
         self.model = model
-        self._lock = asyncio.Lock()  # one batch on the model at a time
+        # one thread runs every batch in turn, so batches never share the model, and a batch
+        # queued behind another (a second slot's) starts the moment it ends, without a hop
+        # through the event loop: on a busy host each hop waits for the loop to be scheduled
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf-generate")
         self._aborted = threading.Event()  # replaced after each abort, so later calls run
 
     async def generate(
@@ -411,25 +417,27 @@ class HfEngine:
         if not requests:
             return []
         aborted, cancelled = self._aborted, threading.Event()
-        async with self._lock:
-            if aborted.is_set():
-                raise EngineAborted("hf engine aborted")
-            work = asyncio.ensure_future(
-                asyncio.to_thread(
-                    self.model.generate,
-                    [request.prompt for request in requests],
-                    params,
-                    lambda: cancelled.is_set() or aborted.is_set(),
-                )
-            )
-            try:
-                generations = await asyncio.shield(work)
-            except asyncio.CancelledError:
-                cancelled.set()  # the thread ends at its next token; wait so the lock holds
+        prompts = [request.prompt for request in requests]
+
+        def interrupted() -> bool:
+            return cancelled.is_set() or aborted.is_set()
+
+        def run() -> list[Generation]:
+            if interrupted():  # while it was queued: the caller raises or is gone
+                return []
+            return self.model.generate(prompts, params, interrupted)
+
+        job = self._worker.submit(run)
+        work = asyncio.wrap_future(job)
+        try:
+            generations = await asyncio.shield(work)
+        except asyncio.CancelledError:
+            cancelled.set()  # a queued batch never starts, a running one ends at its next token
+            if not job.cancel():  # running: wait, so the model is never unloaded under it
                 await asyncio.wait([work])
                 if not work.cancelled():
                     work.exception()  # seen: the caller is gone
-                raise
+            raise
         if aborted.is_set():
             raise EngineAborted("hf engine aborted")
         return generations
@@ -438,15 +446,21 @@ class HfEngine:
         self._aborted.set()
         self._aborted = threading.Event()
 
+    def close(self) -> None:
+        """Blocking: once no call runs (the engine cache sees to that), free the model."""
+        self._worker.shutdown(wait=True)
+        self.model.release()
+
 
 @asynccontextmanager
 async def open_hf(spec: PipelineSpec) -> AsyncIterator[HfEngine]:
     config = HfConfig.parse(spec.model_config)
     model = await asyncio.to_thread(HfModel.load, config)
+    engine = HfEngine(model)
     try:
-        yield HfEngine(model)
+        yield engine
     finally:
-        await asyncio.to_thread(model.release)
+        await asyncio.to_thread(engine.close)
 
 
 BACKEND = Backend("hf", open_hf, available)
