@@ -1,7 +1,7 @@
 """What the executor costs on top of transformers: one model, one set of prompts, two ways.
 
     .venv/bin/python bench/hf_overhead.py [--rows 1024] [--max-tokens 64] [--batch-sizes 16,64]
-        [--shards 4] [--rounds 3] [--threads 1] [--quick]
+        [--shards 4] [--rounds 5] [--threads 1] [--quick]
 
 (a) bare: transformers in this process: the tokenizer (left padding) and `model.generate`
     (greedy, `--max-tokens` new tokens) over the rows in batches of the batch size, then the
@@ -17,7 +17,7 @@ The model is `hf.tiny_model` (GPT-2 shaped, random weights, built here: nothing 
 loaded once per side; warm-ups (imports, model load, a first experiment) are not timed. Both
 sides run torch with `--threads` intra-op threads (default 1: on a shared 2-core machine two
 threads per process mostly measure who else runs, as a preempted thread stalls every step's
-barrier). Rounds alternate bare / cluster; the medians are compared.
+barrier). Rounds alternate bare / cluster; the medians are compared, and each round's pair too.
 
 Per batch size, printed and written to bench/out/hf_overhead.json in bench/vllm_overhead.py's
 format: rows/s of each and the ratio cluster / bare (target >= 0.95); beside them where the
@@ -287,6 +287,10 @@ async def compare(
         "target": TARGET,
         "bare_s": [round(s, 3) for s in bare_s],
         "executor_s": [round(run["seconds"], 3) for run in runs],
+        # each round's two passes ran back to back, under much the same load from elsewhere
+        "ratio_of_each_round": [
+            round(b / run["seconds"], 4) for b, run in zip(bare_s, runs, strict=True)
+        ],
         # where the cluster's time went, medians: the executor's generate calls, and CPU
         "engine_s": round(median("engine_s"), 3),
         "cpu_ratio": round(statistics.median(bare_cpu) / median("executor_cpu_s"), 4),
@@ -345,7 +349,7 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--batch-sizes", default="16,64", help="comma-separated; 16: the default")
     parser.add_argument("--shards", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch threads, both sides")
     parser.add_argument("--quick", action="store_true", help="256 rows, 32 tokens, 2 rounds")
     args = parser.parse_args()
