@@ -18,10 +18,10 @@ padding, in one tokenizer call; chat prompts go through the tokenizer's chat tem
 Stopping: a `StoppingCriteria` polls the call's cancel flag and the engine's abort flag after
 every token, so a cancelled or aborted call ends within one decoding step, and one still queued
 never starts; the caller of a running one waits for it to end, so the model is never used by two
-batches at once and never unloaded under a running one. Token counts come from the tokenizer: the prompt's ids,
-and the completion's up to and including its end-of-sequence token. Every row of a batch gets the
-batch's wall time as its latency. A prompt that, with `max_tokens` more, exceeds the model's
-context fails its own row (`Generation.error`), not the batch.
+batches at once and never unloaded under a running one. Token counts come from the tokenizer:
+the prompt's ids, and the completion's up to and including its end-of-sequence token. Every row
+of a batch gets the batch's wall time as its latency. A prompt that, with `max_tokens` more,
+exceeds the model's context fails its own row (`Generation.error`), not the batch.
 
 `tiny_model` saves a random-weight model with a tokenizer trained on a corpus: a real engine to
 run the whole path with, on any machine, with nothing downloaded.
