@@ -92,7 +92,9 @@ def executor_main(argv: list[str]) -> int:
     return 0
 
 
-def start_executor(cluster: LocalCluster, log_dir: Path, batch_size: int, threads: int) -> Any:
+def start_executor(
+    cluster: LocalCluster, log_dir: Path, batch_size: int, threads: int
+) -> tuple[str, subprocess.Popen[bytes]]:
     executor_id = f"hf-b{batch_size}"
     env = {**os.environ, "NATS_URL": cluster.nats_url, "INFERNO_NAMESPACE": NAMES.namespace}
     argv = [sys.executable, __file__, "executor", "--id", executor_id]
@@ -161,7 +163,9 @@ class Bare:
 # the cluster side
 
 
-async def wait_executor(api: httpx.AsyncClient, executor_id: str, process: Any) -> None:
+async def wait_executor(
+    api: httpx.AsyncClient, executor_id: str, process: subprocess.Popen[bytes]
+) -> None:
     deadline = time.monotonic() + 120
     while True:
         executors = (await api.get("/executors")).json()
@@ -269,6 +273,12 @@ async def compare(
 
     bare_median, cluster_median = statistics.median(bare_s), median("seconds")
     last = runs[-1]
+    same = sum(r["output"] == t for r, t in zip(last["results"], texts, strict=True))
+    if same != args.rows or last["completion_tokens"] != bare_tokens:
+        raise RuntimeError(  # then the two sides did not do the same work
+            f"batch {batch_size}: {same} of {args.rows} outputs equal, completion tokens "
+            f"{last['completion_tokens']} through the cluster vs {bare_tokens} bare"
+        )
     return {
         "model": "hf.tiny_model (GPT-2 shape, 2 layers, width 64, vocab 512)",
         "path": "cluster (api, scheduler, one executor process)",
@@ -282,7 +292,7 @@ async def compare(
         "executor_rows_per_s": round(args.rows / cluster_median, 1),
         "completion_tokens_bare": bare_tokens,
         "completion_tokens_executor": last["completion_tokens"],
-        "same_outputs": sum(r["output"] == t for r, t in zip(last["results"], texts, strict=True)),
+        "same_outputs": same,
         "ratio": round(bare_median / cluster_median, 4),
         "target": TARGET,
         "bare_s": [round(s, 3) for s in bare_s],
