@@ -116,6 +116,25 @@ async def test_chat_prompts_go_through_the_chat_template(engine: hf.HfEngine) ->
     assert out.prompt_tokens == len(engine.model.tokenizer(text)["input_ids"])
 
 
+async def test_a_batch_mixing_chat_and_string_prompts_keeps_each_row(engine: hf.HfEngine) -> None:
+    """A batch is tokenized in one call per kind of prompt: each row still gets its own ids."""
+    chat = [{"role": "user", "content": "What is 3 + 4?"}]
+    batch = [
+        GenerationRequest(prompt=prompt, key=str(i))
+        for i, prompt in enumerate(["Q: 1 + 1?\nA:", chat, "Q: What is 12 * 3?\nA:", chat])
+    ]
+    together = await engine.generate(batch, GREEDY)
+    alone = [(await engine.generate([r], GREEDY))[0] for r in batch]
+    assert [(g.text, g.prompt_tokens) for g in together] == [
+        (g.text, g.prompt_tokens) for g in alone
+    ]
+    tokenizer = engine.model.tokenizer
+    assert together[0].prompt_tokens == len(tokenizer("Q: 1 + 1?\nA:")["input_ids"])
+    assert together[1].prompt_tokens == len(
+        tokenizer("user: What is 3 + 4?\nassistant:")["input_ids"]
+    )
+
+
 async def test_chat_prompt_without_a_template_is_a_config_error(tmp_path: Path) -> None:
     bare = hf.tiny_model(tmp_path, ["just some text"], vocab_size=300, chat_template=None)
     async with hf.open_hf(spec(bare)) as engine:
@@ -165,6 +184,25 @@ async def test_cancel_stops_the_worker_thread(engine: hf.HfEngine) -> None:
     # the thread is done (the cancel waited for it), so the next batch starts at once
     await engine.generate(requests(1), {**GREEDY, "max_tokens": 1})
     assert time.monotonic() - started < 1.5
+
+
+async def test_a_call_cancelled_while_queued_never_runs(engine: hf.HfEngine) -> None:
+    """Calls queue on the engine's one thread; cancelling a queued one does not wait for the
+    batch ahead of it, and that batch runs on undisturbed."""
+    ahead = asyncio.create_task(engine.generate(requests(8), {"temperature": 0, "max_tokens": 900}))
+    queued = asyncio.create_task(engine.generate(requests(2), GREEDY))
+    await asyncio.sleep(0)  # both submitted to the worker
+    queued.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    assert not ahead.done()  # 900 tokens × 8 rows: seconds
+    ahead.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await ahead
+    two = await asyncio.gather(*(engine.generate(requests(2, start=i), GREEDY) for i in (0, 2)))
+    assert [g.text for batch in two for g in batch] == [
+        g.text for g in await engine.generate(requests(4), GREEDY)
+    ]  # queued calls keep their own rows
 
 
 async def test_unload_releases_the_model(model_dir: Path) -> None:
