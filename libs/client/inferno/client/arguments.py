@@ -20,6 +20,7 @@ CLONE_FIELDS = (
     "client_config",
     "rpm_limit",
     "tpm_limit",
+    "endpoint_limit",
 )
 LISTED = 5  # names an error lists before it says "e.g."
 

@@ -166,6 +166,7 @@ def _apply_changes(spec: PipelineSpec, changes: PipelineChanges, name: str) -> P
         client_config={**spec.client_config, **(changes.client_config or {})},
         rpm_limit=changes.rpm_limit if changes.rpm_limit is not None else spec.rpm_limit,
         tpm_limit=changes.tpm_limit if changes.tpm_limit is not None else spec.tpm_limit,
+        endpoint_limit=changes.endpoint_limit or spec.endpoint_limit,
     )
 
 

@@ -29,6 +29,7 @@ from inferno.events.model import (
     MAX_NAME_LENGTH,
     MAX_RATE_LIMIT,
     MAX_RETRY_BACKOFF_S,
+    EndpointLimit,
     EvalSpec,
     PipelineChanges,
     PipelineSpec,
@@ -78,6 +79,23 @@ def check_prices(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+class EndpointLimitBody(_Closed):
+    """A limit pipelines share by name (one account or base_url), held across the fleet."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    rpm_limit: RateLimit | None = None
+    tpm_limit: RateLimit | None = None
+
+    @model_validator(mode="after")
+    def _limits_something(self) -> EndpointLimitBody:
+        if self.rpm_limit is None and self.tpm_limit is None:
+            raise ValueError("give rpm_limit, tpm_limit or both")
+        return self
+
+    def limit(self) -> EndpointLimit:
+        return EndpointLimit(name=self.name, rpm_limit=self.rpm_limit, tpm_limit=self.tpm_limit)
+
+
 class _Knobs(BaseModel):
     """What a pipeline can set; `model_config` is pydantic's own name, hence the alias."""
 
@@ -88,6 +106,7 @@ class _Knobs(BaseModel):
     client_config: dict[str, Any] = Field(default_factory=dict)
     rpm_limit: RateLimit | None = None
     tpm_limit: RateLimit | None = None
+    endpoint_limit: EndpointLimitBody | None = None
 
     @field_validator("client_config")
     @classmethod
@@ -103,6 +122,7 @@ class _Knobs(BaseModel):
             client_config=self.client_config,
             rpm_limit=self.rpm_limit,
             tpm_limit=self.tpm_limit,
+            endpoint_limit=self.endpoint_limit.limit() if self.endpoint_limit else None,
         )
 
 
@@ -138,6 +158,7 @@ class CloneBody(_Closed):
     client_config: dict[str, Any] | None = None
     rpm_limit: RateLimit | None = None
     tpm_limit: RateLimit | None = None
+    endpoint_limit: EndpointLimitBody | None = None
 
     @field_validator("client_config")
     @classmethod
@@ -153,6 +174,7 @@ class CloneBody(_Closed):
             client_config=self.client_config,
             rpm_limit=self.rpm_limit,
             tpm_limit=self.tpm_limit,
+            endpoint_limit=self.endpoint_limit.limit() if self.endpoint_limit else None,
         )
 
 

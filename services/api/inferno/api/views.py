@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from inferno.events.model import MetricStats
 from inferno.events.work import ExecutorInfo
 from inferno.readmodels import Experiment, Operation, Pipeline, ReadModel
@@ -98,6 +100,7 @@ def pipeline(p: Pipeline, e: Experiment) -> dict[str, Any]:
         "client_config": mask_value(spec.client_config),
         "rpm_limit": spec.rpm_limit,
         "tpm_limit": spec.tpm_limit,
+        "endpoint_limit": msgspec.to_builtins(spec.endpoint_limit),
         **live_metrics(p, e),
         "prompt_tokens": p.prompt_tokens,
         "completion_tokens": p.completion_tokens,

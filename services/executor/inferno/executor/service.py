@@ -53,6 +53,7 @@ from inferno.executor.backends import Backends, default_backends
 from inferno.executor.backends.base import EndpointUnavailable
 from inferno.executor.datasets import DatasetCache
 from inferno.executor.engines import EngineCache
+from inferno.executor.fleet_limits import FleetRates, Ledgers
 from inferno.executor.secrets import Secrets
 from inferno.executor.shard import PERMANENT, Runtime, run_shard
 from inferno.jetstream import Appender, Outgoing, durable_pull
@@ -338,7 +339,11 @@ async def run(
             outgoing = Outgoing(report_subject(names, r), encode(r), report_msg_id(r))
             await appender.append(names.exec_stream, [outgoing])
 
-        engines = EngineCache(backends)
+        fleet = None
+        if settings.rate_limits == "fleet":
+            ledgers = Ledgers(await js.key_value(names.limits_bucket))
+            fleet = FleetRates(ledgers, names, executor_id, settings.heartbeat_ttl_s)
+        engines = EngineCache(backends, fleet)
         resources.push_async_callback(engines.aclose)
         rt = Runtime(
             executor_id=executor_id,

@@ -1,0 +1,317 @@
+"""Rate limits that hold across the fleet (DESIGN §5): leases from ledgers in JetStream KV.
+
+Each limit a request is held to (its pipeline's rpm/tpm, an endpoint limit it shares) is a
+`fleet_window.Ledger` under one key of the LIMITS bucket, changed by compare-and-set. An engine's
+`FleetRateLimiter` leases a batch of permits (one CAS per limit) and grants its requests from it
+locally: a request takes one request and its reservation (prompt + max_tokens); when it settles,
+the tokens it did not use go back to the batch while the batch is still good, else to the
+ledger. A batch is good for `lease_s` (a fraction of the window, at most a third of the
+executor's heartbeat TTL); what is left when it is dropped or runs out is given back at the
+next CAS. So a crashed executor costs the fleet at most its last batch, counted until that
+batch ages out of the window, and holds nothing once its lease has run out.
+
+`pause(s)` after a 429 stops this engine's grants, as the per-executor limiter does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import msgspec
+from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from inferno.events.model import PipelineSpec
+from inferno.events.names import Names
+from inferno.executor import metrics
+from inferno.executor.engines import engine_key
+from inferno.executor.fleet_window import Ask, Decision, Ledger, Limits, grant, trim
+from inferno.executor.ratelimit import Clock, Sleep
+
+USABLE = 0.75  # of a lease's life: requests start early enough to reach the server within it
+SHARE = 16  # a lease asks for at most 1/SHARE of a window, so others get a turn
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(Ledger).decode
+
+
+class Ledgers:
+    """The LIMITS bucket: one ledger per limit key, changed by compare-and-set."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    async def change(self, key: str, change: Callable[[Ledger], Decision]) -> Decision:
+        """Apply `change` to the ledger under `key` and store the result, retried on a
+        conflicting write; a decision that changes nothing writes nothing."""
+        while True:
+            try:
+                entry = await self._kv.get(key)
+            except (KeyNotFoundError, KeyDeletedError):
+                entry = None
+            ledger = _decode(entry.value) if entry is not None and entry.value else Ledger()
+            decision = change(ledger)
+            if decision.ledger is ledger:
+                return decision
+            data = _encode(decision.ledger)
+            try:
+                if entry is None:
+                    await self._kv.create(key, data)
+                else:
+                    await self._kv.update(key, data, last=entry.revision)
+            except KeyWrongLastSequenceError:
+                continue  # someone wrote in between: decide again on what they wrote
+            return decision
+
+    async def read(self, key: str) -> Ledger:
+        try:
+            entry = await self._kv.get(key)
+        except (KeyNotFoundError, KeyDeletedError):
+            return Ledger()
+        return _decode(entry.value) if entry.value else Ledger()
+
+
+class FleetLimit(NamedTuple):
+    key: str  # in the LIMITS bucket (`inferno.events.names.Names.limit_key`)
+    limits: Limits
+
+
+def lease_seconds(window_s: float, heartbeat_ttl_s: float) -> float:
+    """How long a batch is good for: 1/30 of the window (3% of the limit goes to the lease's
+    life), and never longer than a third of the heartbeat TTL."""
+    return min(window_s / 30, heartbeat_ttl_s / 3)
+
+
+def config_digest(spec: PipelineSpec) -> str:
+    """Names a pipeline's own limits in the LIMITS bucket: its engine key, hashed (the key holds
+    secret refs, and client_config may hold a key: only its digest is stored)."""
+    kind, config = engine_key(spec)
+    return hashlib.sha256(kind.encode() + b"\0" + config).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class FleetRates:
+    """What an executor's engines lease from: the LIMITS bucket, and who is asking."""
+
+    ledgers: Ledgers
+    names: Names
+    executor_id: str
+    heartbeat_ttl_s: float
+
+    def limits_for(self, spec: PipelineSpec, window_s: float) -> list[FleetLimit]:
+        """The limits a pipeline's requests are held to: the endpoint limit it names (first:
+        the one most shared), then its own rpm / tpm."""
+        limits = []
+        if (shared := spec.endpoint_limit) is not None:
+            key = self.names.endpoint_limit_key(shared.name)
+            limits.append(FleetLimit(key, Limits(shared.rpm_limit, shared.tpm_limit, window_s)))
+        if spec.rpm_limit is not None or spec.tpm_limit is not None:
+            key = self.names.config_limit_key(config_digest(spec))
+            limits.append(FleetLimit(key, Limits(spec.rpm_limit, spec.tpm_limit, window_s)))
+        return limits
+
+    def limiter(self, limits: Sequence[FleetLimit], window_s: float) -> FleetRateLimiter:
+        """A limiter for one engine; its holder names are unique to it (a restarted executor
+        with the same id must never trim a lease of its earlier life)."""
+        return FleetRateLimiter(
+            self.ledgers,
+            limits,
+            holder=f"{self.executor_id}.{os.urandom(4).hex()}",
+            lease_s=lease_seconds(window_s, self.heartbeat_ttl_s),
+        )
+
+
+@dataclass(eq=False)
+class _Batch:
+    holder: str
+    usable_until: float
+    requests: int
+    tokens: int
+    granted_requests: int
+
+
+@dataclass(eq=False)
+class FleetPermit:
+    """One granted request; `settle` or `cancel` it exactly once (later calls do nothing)."""
+
+    _limiter: FleetRateLimiter
+    _batch: _Batch
+    tokens: int
+    _open: bool = field(default=True)
+
+    def settle(self, used_tokens: int) -> None:
+        """The server answered: the request counts, with the tokens it used."""
+        if self._open:
+            self._open = False
+            self._limiter._give_back(self._batch, 0, self.tokens - used_tokens)
+
+    def cancel(self) -> None:
+        """The request never reached the server: give back all it took."""
+        if self._open:
+            self._open = False
+            self._limiter._give_back(self._batch, 1, self.tokens)
+
+
+class FleetRateLimiter:
+    """The `ratelimit.RateLimiter` interface (acquire, settle, cancel, pause) over leases."""
+
+    def __init__(
+        self,
+        ledgers: Ledgers,
+        limits: Sequence[FleetLimit],
+        *,
+        holder: str,
+        lease_s: float,
+        clock: Clock = time.time,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if not limits:
+            raise ValueError("a fleet limiter needs at least one limit")
+        self._ledgers, self._limits, self._holder = ledgers, list(limits), holder
+        self.lease_s, self._clock, self._sleep = lease_s, clock, sleep
+        self._batch: _Batch | None = None
+        self._leases = 0
+        self._owed: dict[str, dict[str, tuple[int, int]]] = {}  # key -> holder -> given back
+        self._last_used = 0
+        self._waiting = 0
+        self._paused_until = -math.inf
+        self._turn = asyncio.Lock()  # FIFO: only the head of the queue waits for capacity
+        caps = [limit.tpm for _, limit in self._limits if limit.tpm is not None]
+        self._max_tokens = min(caps) if caps else None
+
+    async def acquire(self, tokens: int) -> FleetPermit:
+        """Wait until the fleet has room for one more request of `tokens` (a request larger
+        than the smallest tpm takes a whole window; the server then decides)."""
+        need = tokens if self._max_tokens is None else min(tokens, self._max_tokens)
+        self._waiting += 1
+        try:
+            async with self._turn:
+                waited_from = None
+                while (delay := await self._take_or_wait(need)) > 0:
+                    waited_from = self._clock() if waited_from is None else waited_from
+                    await self._sleep(delay)
+                if waited_from is not None:
+                    metrics.rate_limited(self._clock() - waited_from)
+                batch = self._batch
+                assert batch is not None
+                batch.requests -= 1
+                batch.tokens -= need
+                return FleetPermit(self, batch, need)
+        finally:
+            self._waiting -= 1
+
+    def pause(self, seconds: float) -> None:
+        """Grant nothing for `seconds` from now (a longer pause already running stands)."""
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    async def close(self) -> None:
+        """Give back the batch and whatever is owed now, rather than at a next lease."""
+        if self._batch is not None:
+            self._drop(self._batch)
+        for key, _ in self._limits:
+            if owed := self._owed.pop(key, None):
+
+                def give_back(ledger: Ledger, owed: dict[str, tuple[int, int]] = owed) -> Decision:
+                    return Decision(_trimmed(ledger, owed), None, 0.0)
+
+                await self._ledgers.change(key, give_back)
+
+    # internals
+
+    async def _take_or_wait(self, need: int) -> float:
+        """0 when the batch now holds a request of `need`, else seconds to wait."""
+        now = self._clock()
+        if now < self._paused_until:
+            return self._paused_until - now
+        batch = self._batch
+        if batch is not None:
+            if now < batch.usable_until and batch.requests >= 1 and batch.tokens >= need:
+                return 0.0
+            self._drop(batch)
+        return min(await self._lease(now, need), self.lease_s)
+
+    async def _lease(self, now: float, need: int) -> float:
+        """Lease a batch from every limit in turn; 0 when granted, else seconds to wait."""
+        self._leases += 1
+        holder = f"{self._holder}.{self._leases}"
+        ask = self._ask(need)
+        granted: list[tuple[str, int, int]] = []
+        for key, limits in self._limits:
+            owed = self._owed.pop(key, {})
+            change = _granting(owed, now, holder, ask, limits, self.lease_s)
+            decision = await self._ledgers.change(key, change)
+            if decision.lease is None:
+                for earlier, requests, tokens in granted:  # what the others granted goes back
+                    self._owe(earlier, holder, requests, tokens)
+                return max(decision.retry_in_s, 0.001)
+            lease = decision.lease
+            granted.append((key, lease.requests, lease.tokens))
+            ask = Ask(lease.requests, lease.tokens, need)
+        requests, tokens = ask.requests, ask.tokens
+        for key, got_requests, got_tokens in granted[:-1]:  # a later limit granted less
+            self._owe(key, holder, got_requests - requests, got_tokens - tokens)
+        self._batch = _Batch(holder, now + self.lease_s * USABLE, requests, tokens, requests)
+        return 0.0
+
+    def _ask(self, need: int) -> Ask:
+        """As many requests as are waiting, or twice what the last batch used, within a
+        1/SHARE of each limit's window."""
+        cap = math.inf
+        for _, limits in self._limits:
+            if limits.rpm is not None:
+                cap = min(cap, limits.rpm / SHARE)
+            if limits.tpm is not None:
+                cap = min(cap, limits.tpm / SHARE / max(need, 1))
+        requests = int(max(1, min(cap, max(self._waiting, 2 * self._last_used))))
+        return Ask(requests, requests * need, need)
+
+    def _drop(self, batch: _Batch) -> None:
+        """Stop using `batch`: what is left of it is owed back to every ledger."""
+        self._batch = None
+        self._last_used = batch.granted_requests - max(batch.requests, 0)
+        self._give_back(batch, batch.requests, batch.tokens)
+        batch.requests = batch.tokens = 0
+
+    def _give_back(self, batch: _Batch, requests: int, tokens: int) -> None:
+        """Into the batch while it is in use and good, else owed to the ledgers. `tokens` may
+        be negative: a request that used more than it reserved counts for what it used."""
+        if batch is self._batch and self._clock() < batch.usable_until:
+            batch.requests += requests
+            batch.tokens += tokens
+            return
+        for key, _ in self._limits:
+            self._owe(key, batch.holder, requests, tokens)
+
+    def _owe(self, key: str, holder: str, requests: int, tokens: int) -> None:
+        if requests or tokens:
+            owed = self._owed.setdefault(key, {})
+            had_requests, had_tokens = owed.get(holder, (0, 0))
+            owed[holder] = (had_requests + requests, had_tokens + tokens)
+
+
+def _granting(
+    owed: dict[str, tuple[int, int]],
+    now: float,
+    holder: str,
+    ask: Ask,
+    limits: Limits,
+    lease_s: float,
+) -> Callable[[Ledger], Decision]:
+    """One CAS of a lease: give back what is owed, then grant what fits."""
+
+    def change(ledger: Ledger) -> Decision:
+        return grant(_trimmed(ledger, owed), now, holder, ask, limits, lease_s)
+
+    return change
+
+
+def _trimmed(ledger: Ledger, owed: dict[str, tuple[int, int]]) -> Ledger:
+    for holder, (requests, tokens) in owed.items():
+        ledger = trim(ledger, holder, requests, tokens)
+    return ledger
