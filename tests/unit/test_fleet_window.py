@@ -62,6 +62,15 @@ def test_leases_stay_as_long_as_the_longest_window_of_any_holder_needs_them() ->
     assert grant(ledger, 6.0, "long.2", Ask(1, 10, 10), long, LEASE).lease is None
 
 
+def test_a_lease_used_to_its_last_moment_still_counts_in_the_next_window() -> None:
+    """Requests of a lease may arrive up to `LEASE` after it was granted: a lease granted a
+    window after it must still see it."""
+    limits = Limits(rpm=10, tpm=None, window_s=WINDOW)
+    ledger = grant(Ledger(), 0.0, "a.1", Ask(10, 10, 1), limits, LEASE).ledger
+    assert grant(ledger, WINDOW + 0.01, "b.1", Ask(1, 1, 1), limits, LEASE).lease is None
+    assert grant(ledger, WINDOW + LEASE + 0.01, "b.1", Ask(1, 1, 1), limits, LEASE).lease
+
+
 @dataclass
 class Held:
     at: float
@@ -69,49 +78,49 @@ class Held:
     tokens: int
 
 
-steps = st.lists(
-    st.tuples(
-        st.sampled_from(["lease", "send", "send", "send", "give back"]),
-        st.integers(0, 3),  # which executor
-        st.floats(0, 1),  # how much of what it asks, sends or gives back
-        st.floats(0, 1.5),  # time to the next step
-    ),
-    min_size=1,
-    max_size=120,
-)
+ACTIONS = ("lease", "lease", "send", "send", "send", "give back")
+GAPS = (0.0, 0.1, 0.3)  # short steps: leases crowd the edges of windows, where it is tight
 
 
-@settings(max_examples=300, deadline=None)
-@given(rpm=st.integers(1, 20), tpm=st.integers(50, 2000), steps=steps)
-def test_no_window_of_the_server_counts_more_than_the_limit(rpm, tpm, steps) -> None:
+@settings(max_examples=150, deadline=None)
+@given(rpm=st.integers(1, 20), tpm=st.none() | st.integers(50, 2000), rng=st.randoms())
+def test_no_window_of_the_server_counts_more_than_the_limit(rpm, tpm, rng) -> None:
     """Four executors lease, send within their leases' life (each token once) and give back
     what they did not send, in any order: every window of `WINDOW` the server counts (requests
-    at the moment they arrive) holds at most rpm requests and tpm tokens."""
+    at the moment they arrive) holds at most rpm requests and tpm tokens. (Steps come from a
+    drawn generator: long runs are what it takes to reach the tight edges of windows.)"""
+    steps = [
+        (rng.choice(ACTIONS), rng.randrange(4), rng.random(), rng.random(), rng.choice(GAPS))
+        for _ in range(250)
+    ]
     limits = Limits(rpm, tpm, WINDOW)
     ledger, now = Ledger(), 0.0
     held: dict[str, Held] = {}
     leases = 0
     sent: list[tuple[float, int]] = []  # (arrived at the server, tokens)
-    for action, executor, amount, gap in steps:
+    for action, executor, amount, transit, gap in steps:
         mine = sorted(name for name in held if name.startswith(f"{executor}."))
         if action == "lease":
             leases += 1
             holder = f"{executor}.{leases}"
             ask_requests = 1 + int(amount * rpm)
-            need = 1 + int(amount * tpm / 4)
+            need = 1 + int(amount * (tpm or 400) / 4)
             decision = grant(
                 ledger, now, holder, Ask(ask_requests, ask_requests * need, need), limits, LEASE
             )
             ledger = decision.ledger
             if decision.lease is not None:
                 held[holder] = Held(now, decision.lease.requests, decision.lease.tokens)
-        elif action == "send" and mine:
+        elif action == "send" and mine:  # a burst of requests, arriving together
             lease = held[mine[-1]]
             if lease.requests >= 1 and now <= lease.at + LEASE:
-                tokens = int(amount * lease.tokens)
-                lease.requests -= 1
+                share = min(1.0, 2 * amount)  # half the time: all that is left
+                count = max(1, int(share * lease.requests))
+                tokens = int(share * lease.tokens)
+                lease.requests -= count
                 lease.tokens -= tokens
-                sent.append((now + amount * (lease.at + LEASE - now), tokens))  # in transit
+                arrival = now + transit * (lease.at + LEASE - now)
+                sent += [(arrival, tokens)] + [(arrival, 0)] * (count - 1)
         elif action == "give back" and mine:
             name = mine[int(amount * (len(mine) - 1))]
             lease = held[name]
@@ -123,4 +132,4 @@ def test_no_window_of_the_server_counts_more_than_the_limit(rpm, tpm, steps) -> 
     for start, _ in sent:
         inside = [tokens for at, tokens in sent if start <= at < start + WINDOW]
         assert len(inside) <= rpm
-        assert sum(inside) <= tpm
+        assert tpm is None or sum(inside) <= tpm
