@@ -31,7 +31,6 @@ from nats.js.kv import KeyValue
 from inferno.events.model import PipelineSpec
 from inferno.events.names import Names
 from inferno.executor import metrics
-from inferno.executor.engines import engine_key
 from inferno.executor.fleet_window import Ask, Decision, Ledger, Limits, grant, trim
 from inferno.executor.ratelimit import Clock, Sleep
 
@@ -89,10 +88,18 @@ def lease_seconds(window_s: float, heartbeat_ttl_s: float) -> float:
 
 
 def config_digest(spec: PipelineSpec) -> str:
-    """Names a pipeline's own limits in the LIMITS bucket: its engine key, hashed (the key holds
-    secret refs, and client_config may hold a key: only its digest is stored)."""
-    kind, config = engine_key(spec)
-    return hashlib.sha256(kind.encode() + b"\0" + config).hexdigest()[:32]
+    """Names a pipeline's own limits in the LIMITS bucket: what makes its engine (as
+    `engines.engine_key`: pipelines that share an engine share its limits), hashed, since
+    client_config may hold a key and only a digest is stored."""
+    config = (
+        spec.pipeline_type,
+        spec.model_config,
+        spec.client_config,
+        spec.rpm_limit,
+        spec.tpm_limit,
+        spec.endpoint_limit,
+    )
+    return hashlib.sha256(msgspec.json.encode(config, order="sorted")).hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,12 +236,18 @@ class FleetRateLimiter:
         now = self._clock()
         if now < self._paused_until:
             return self._paused_until - now
-        batch = self._batch
-        if batch is not None:
-            if now < batch.usable_until and batch.requests >= 1 and batch.tokens >= need:
+        if self._batch is not None:
+            if self._holds(self._batch, now, need):
                 return 0.0
-            self._drop(batch)
-        return min(await self._lease(now, need), self.lease_s)
+            self._drop(self._batch)
+        wait = await self._lease(now, need)
+        if wait == 0 and self._batch is not None and self._holds(self._batch, self._clock(), need):
+            return 0.0
+        return min(wait, self.lease_s) or 0.001  # 0.001: the lease took too long to be of use
+
+    @staticmethod
+    def _holds(batch: _Batch, now: float, need: int) -> bool:
+        return now < batch.usable_until and batch.requests >= 1 and batch.tokens >= need
 
     async def _lease(self, now: float, need: int) -> float:
         """Lease a batch from every limit in turn; 0 when granted, else seconds to wait."""
