@@ -91,7 +91,9 @@ async def test_three_executors_hold_one_pipeline_limit_in_total(
 
         async def finals() -> list[Any] | None:
             found: list[Any] = []
-            await replay(js, names.exec_stream, lambda data, _seq: found.append(decode_report(data)))
+            await replay(
+                js, names.exec_stream, lambda data, _seq: found.append(decode_report(data))
+            )
             done = [r for r in found if isinstance(r, ShardFinished | ShardErrored)]
             return done if len(done) == shards else None
 

@@ -18,14 +18,18 @@ LEASE = 0.5
 def test_a_lease_takes_what_fits_and_the_next_waits_for_the_window_to_pass() -> None:
     limits = Limits(rpm=10, tpm=1000, window_s=WINDOW)
     first = grant(Ledger(), 0.0, "a.1", Ask(8, 800, 100), limits, LEASE)
-    assert first.lease is not None and (first.lease.requests, first.lease.tokens) == (8, 800)
+    assert first.lease is not None
+    assert (first.lease.requests, first.lease.tokens) == (8, 800)
     second = grant(first.ledger, 1.0, "b.1", Ask(8, 800, 100), limits, LEASE)
-    assert second.lease is not None and (second.lease.requests, second.lease.tokens) == (2, 200)
+    assert second.lease is not None
+    assert (second.lease.requests, second.lease.tokens) == (2, 200)
     refused = grant(second.ledger, 2.0, "a.2", Ask(1, 100, 100), limits, LEASE)
-    assert refused.lease is None and refused.ledger is second.ledger  # nothing to write
+    assert refused.lease is None
+    assert refused.ledger is second.ledger
     assert refused.retry_in_s == WINDOW + LEASE - 2.0  # until the first lease has aged out
     later = grant(second.ledger, WINDOW + LEASE + 0.01, "a.2", Ask(9, 900, 100), limits, LEASE)
-    assert later.lease is not None and (later.lease.requests, later.lease.tokens) == (8, 800)
+    assert later.lease is not None
+    assert (later.lease.requests, later.lease.tokens) == (8, 800)
 
 
 def test_a_lease_is_at_least_one_request_and_the_head_reservation_or_nothing() -> None:
@@ -33,7 +37,8 @@ def test_a_lease_is_at_least_one_request_and_the_head_reservation_or_nothing() -
     ledger = grant(Ledger(), 0.0, "a.1", Ask(1, 950, 950), limits, LEASE).ledger
     assert grant(ledger, 1.0, "b.1", Ask(1, 100, 100), limits, LEASE).lease is None
     small = grant(ledger, 1.0, "b.1", Ask(5, 500, 40), limits, LEASE).lease
-    assert small is not None and small.tokens == 50  # less than asked, more than needed
+    assert small is not None
+    assert small.tokens == 50
 
 
 def test_a_request_larger_than_tpm_waits_for_an_empty_window_then_takes_it_all() -> None:
@@ -41,7 +46,8 @@ def test_a_request_larger_than_tpm_waits_for_an_empty_window_then_takes_it_all()
     busy = grant(Ledger(), 0.0, "a.1", Ask(1, 10, 10), limits, LEASE).ledger
     assert grant(busy, 1.0, "b.1", Ask(1, 5000, 5000), limits, LEASE).lease is None
     alone = grant(Ledger(), 1.0, "b.1", Ask(1, 5000, 5000), limits, LEASE).lease
-    assert alone is not None and alone.tokens == 1000
+    assert alone is not None
+    assert alone.tokens == 1000
 
 
 def test_what_is_given_back_is_free_at_once_and_an_aged_lease_has_nothing_to_give() -> None:
