@@ -8,7 +8,8 @@ import asyncio
 from nats.js import JetStreamContext
 
 from inferno.events.names import Names
-from inferno.executor.fleet_limits import FleetLimit, FleetRateLimiter, Ledgers
+from inferno.executor.fleet_ledgers import FleetLimit, Ledgers
+from inferno.executor.fleet_limits import FleetRateLimiter
 from inferno.executor.fleet_window import Limits, used
 from inferno.jetstream import ensure_log
 from tests.waiting import until

@@ -16,90 +16,27 @@ batch ages out of the window, and holds nothing once its lease has run out.
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import contextlib
 import math
 import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
-import msgspec
-from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
+import nats.errors
+import structlog
 
 from inferno.events.model import PipelineSpec
 from inferno.events.names import Names
 from inferno.executor import metrics
+from inferno.executor.fleet_ledgers import FleetLimit, Ledgers, config_digest, lease_seconds
 from inferno.executor.fleet_window import Ask, Decision, Ledger, Limits, grant, trim
 from inferno.executor.ratelimit import Clock, Sleep
 
+_log = structlog.get_logger(__name__)
+
 USABLE = 0.75  # of a lease's life: requests start early enough to reach the server within it
 SHARE = 16  # a lease asks for at most 1/SHARE of a window, so others get a turn
-_encode = msgspec.msgpack.Encoder().encode
-_decode = msgspec.msgpack.Decoder(Ledger).decode
-
-
-class Ledgers:
-    """The LIMITS bucket: one ledger per limit key, changed by compare-and-set."""
-
-    def __init__(self, kv: KeyValue) -> None:
-        self._kv = kv
-
-    async def change(self, key: str, change: Callable[[Ledger], Decision]) -> Decision:
-        """Apply `change` to the ledger under `key` and store the result, retried on a
-        conflicting write; a decision that changes nothing writes nothing."""
-        while True:
-            try:
-                entry = await self._kv.get(key)
-            except (KeyNotFoundError, KeyDeletedError):
-                entry = None
-            ledger = _decode(entry.value) if entry is not None and entry.value else Ledger()
-            decision = change(ledger)
-            if decision.ledger is ledger:
-                return decision
-            data = _encode(decision.ledger)
-            try:
-                if entry is None:
-                    await self._kv.create(key, data)
-                else:
-                    await self._kv.update(key, data, last=entry.revision)
-            except KeyWrongLastSequenceError:
-                continue  # someone wrote in between: decide again on what they wrote
-            return decision
-
-    async def read(self, key: str) -> Ledger:
-        try:
-            entry = await self._kv.get(key)
-        except (KeyNotFoundError, KeyDeletedError):
-            return Ledger()
-        return _decode(entry.value) if entry.value else Ledger()
-
-
-class FleetLimit(NamedTuple):
-    key: str  # in the LIMITS bucket (`inferno.events.names.Names.limit_key`)
-    limits: Limits
-
-
-def lease_seconds(window_s: float, heartbeat_ttl_s: float) -> float:
-    """How long a batch is good for: 1/30 of the window (3% of the limit goes to the lease's
-    life), and never longer than a third of the heartbeat TTL."""
-    return min(window_s / 30, heartbeat_ttl_s / 3)
-
-
-def config_digest(spec: PipelineSpec) -> str:
-    """Names a pipeline's own limits in the LIMITS bucket: what makes its engine (as
-    `engines.engine_key`: pipelines that share an engine share its limits), hashed, since
-    client_config may hold a key and only a digest is stored."""
-    config = (
-        spec.pipeline_type,
-        spec.model_config,
-        spec.client_config,
-        spec.rpm_limit,
-        spec.tpm_limit,
-        spec.endpoint_limit,
-    )
-    return hashlib.sha256(msgspec.json.encode(config, order="sorted")).hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +164,8 @@ class FleetRateLimiter:
                 def give_back(ledger: Ledger, owed: dict[str, tuple[int, int]] = owed) -> Decision:
                     return Decision(_trimmed(ledger, owed), None, 0.0)
 
-                await self._ledgers.change(key, give_back)
+                with contextlib.suppress(nats.errors.Error):  # best effort: it ages out anyway
+                    await self._ledgers.change(key, give_back)
 
     # internals
 
@@ -240,7 +178,11 @@ class FleetRateLimiter:
             if self._holds(self._batch, now, need):
                 return 0.0
             self._drop(self._batch)
-        wait = await self._lease(now, need)
+        try:
+            wait = await self._lease(now, need)
+        except nats.errors.Error as error:  # disconnected: the client reconnects; ask again
+            _log.warning("rate-limit lease failed", error=repr(error))
+            return self.lease_s
         if wait == 0 and self._batch is not None and self._holds(self._batch, self._clock(), need):
             return 0.0
         return min(wait, self.lease_s) or 0.001  # 0.001: the lease took too long to be of use

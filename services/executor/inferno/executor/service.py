@@ -53,7 +53,8 @@ from inferno.executor.backends import Backends, default_backends
 from inferno.executor.backends.base import EndpointUnavailable
 from inferno.executor.datasets import DatasetCache
 from inferno.executor.engines import EngineCache
-from inferno.executor.fleet_limits import FleetRates, Ledgers
+from inferno.executor.fleet_ledgers import Ledgers
+from inferno.executor.fleet_limits import FleetRates
 from inferno.executor.secrets import Secrets
 from inferno.executor.shard import PERMANENT, Runtime, run_shard
 from inferno.jetstream import Appender, Outgoing, durable_pull
