@@ -5,10 +5,11 @@ Each limit a request is held to (its pipeline's rpm/tpm, an endpoint limit it sh
 `FleetRateLimiter` leases a batch of permits (one CAS per limit) and grants its requests from it
 locally: a request takes one request and its reservation (prompt + max_tokens); when it settles,
 the tokens it did not use go back to the batch while the batch is still good, else to the
-ledger. A batch is good for `lease_s` (a fraction of the window, at most a third of the
-executor's heartbeat TTL); what is left when it is dropped or runs out is given back at the
-next CAS. So a crashed executor costs the fleet at most its last batch, counted until that
-batch ages out of the window, and holds nothing once its lease has run out.
+ledger. A batch is good for `lease_s` (a fraction of the window), longer while the store is
+slow to answer (four round trips), never more than a third of the executor's heartbeat TTL;
+what is left when it is dropped or runs out is given back at the next CAS. So a crashed
+executor costs the fleet at most its last batch, counted until that batch ages out of the
+window, and holds nothing once its lease has run out.
 
 `pause(s)` after a 429 stops this engine's grants, as the per-executor limiter does.
 """
@@ -68,6 +69,7 @@ class FleetRates:
             limits,
             holder=f"{self.executor_id}.{os.urandom(4).hex()}",
             lease_s=lease_seconds(window_s, self.heartbeat_ttl_s),
+            max_lease_s=self.heartbeat_ttl_s / 3,
         )
 
 
@@ -112,6 +114,7 @@ class FleetRateLimiter:
         *,
         holder: str,
         lease_s: float,
+        max_lease_s: float | None = None,
         clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
@@ -119,6 +122,8 @@ class FleetRateLimiter:
             raise ValueError("a fleet limiter needs at least one limit")
         self._ledgers, self._limits, self._holder = ledgers, list(limits), holder
         self.lease_s, self._clock, self._sleep = lease_s, clock, sleep
+        self._max_lease_s = max(lease_s, max_lease_s or lease_s)
+        self._round_trip_s = 0.0  # of a lease's CAS, smoothed: a batch must outlive a few
         self._batch: _Batch | None = None
         self._leases = 0
         self._owed: dict[str, dict[str, tuple[int, int]]] = {}  # key -> holder -> given back
@@ -180,6 +185,7 @@ class FleetRateLimiter:
             self._drop(self._batch)
         try:
             wait = await self._lease(now, need)
+            self._round_trip_s = 0.7 * self._round_trip_s + 0.3 * (self._clock() - now)
         except nats.errors.Error as error:  # disconnected: the client reconnects; ask again
             _log.warning("rate-limit lease failed", error=repr(error))
             return self.lease_s
@@ -196,10 +202,11 @@ class FleetRateLimiter:
         self._leases += 1
         holder = f"{self._holder}.{self._leases}"
         ask = self._ask(need)
+        life = min(self._max_lease_s, max(self.lease_s, 4 * self._round_trip_s))
         granted: list[tuple[str, int, int]] = []
         for key, limits in self._limits:
             owed = self._owed.pop(key, {})
-            change = _granting(owed, now, holder, ask, limits, self.lease_s)
+            change = _granting(owed, now, holder, ask, limits, life)
             decision = await self._ledgers.change(key, change)
             if decision.lease is None:
                 for earlier, requests, tokens in granted:  # what the others granted goes back
@@ -211,7 +218,7 @@ class FleetRateLimiter:
         requests, tokens = ask.requests, ask.tokens
         for key, got_requests, got_tokens in granted[:-1]:  # a later limit granted less
             self._owe(key, holder, got_requests - requests, got_tokens - tokens)
-        self._batch = _Batch(holder, now + self.lease_s * USABLE, requests, tokens, requests)
+        self._batch = _Batch(holder, now + life * USABLE, requests, tokens, requests)
         return 0.0
 
     def _ask(self, need: int) -> Ask:

@@ -1,13 +1,15 @@
 """The arithmetic of a fleet-wide rate limit (pure; `fleet_limits` keeps it in JetStream KV).
 
 One limit (a pipeline's rpm/tpm, or an endpoint's that several pipelines share) is one `Ledger`:
-the leases granted lately, each (granted at, holder, requests, tokens). A lease lets its holder
-start requests for `lease_s` after it was granted, so the server counts each of them at some
-moment in [granted, granted + lease_s]. Hence the rule of `grant`: a lease fits at `now` when it
-and every lease granted after `now - window_s - lease_s` stay within the limit. Any window of the
-server's that sees a request of the new lease sees, besides it, only requests of leases in that
-span, and the newest of those leases was checked the same way: so no window of `window_s`
-counts more than the limit, however executors interleave (tests/unit/test_fleet_window.py).
+the leases granted lately, each (granted at, holder, requests, tokens, good until). A lease lets
+its holder start requests until it runs out, so the server counts each of them at some moment in
+[granted, until]. Hence the rule of `grant`: a lease fits at `now` when it and every lease still
+good after `now - window_s` stay within the limit. Take any window of the server's and, of the
+leases whose requests it counts, the one written last: when it was granted, every other one was
+in the ledger and good after its grant time minus the window (their requests arrive in the
+window, which its grant precedes), so it counted them all. No window of `window_s` counts more
+than the limit, however executors interleave (tests/unit/test_fleet_window.py). Each holder
+picks its leases' life (a slow store calls for longer ones); the rule does not care.
 
 A holder gives back what it did not use with `trim` (tokens a request reserved and did not use,
 a lease it dropped half full, requests that never reached the server): amounts only shrink
@@ -31,11 +33,12 @@ class Lease(msgspec.Struct, array_like=True, gc=False):
     holder: str  # "<executor id>.<lease number>": unique, so a trim finds its own lease
     requests: int
     tokens: int
+    until: float  # requests may reach the server until then
 
 
 class Ledger(msgspec.Struct, gc=False):
     leases: list[Lease] = []
-    horizon_s: float = 0.0  # the longest window + lease any holder keeps leases for
+    horizon_s: float = 0.0  # the longest window any holder counts over
 
 
 class Limits(NamedTuple):
@@ -69,7 +72,11 @@ def trim(ledger: Ledger, holder: str, requests: int, tokens: int) -> Ledger:
     for lease in ledger.leases:
         if lease.holder == holder:
             lease = Lease(
-                lease.at, holder, max(lease.requests - requests, 0), max(lease.tokens - tokens, 0)
+                lease.at,
+                holder,
+                max(lease.requests - requests, 0),
+                max(lease.tokens - tokens, 0),
+                lease.until,
             )
         leases.append(lease)
     return Ledger(leases, ledger.horizon_s)
@@ -78,35 +85,37 @@ def trim(ledger: Ledger, holder: str, requests: int, tokens: int) -> Ledger:
 def grant(
     ledger: Ledger, now: float, holder: str, ask: Ask, limits: Limits, lease_s: float
 ) -> Decision:
-    """A lease of as much of `ask` as fits at `now` (module docs), with at least one request
-    and `need_tokens` (cut to `tpm`: a larger request waits for an empty window), or none."""
-    horizon = max(ledger.horizon_s, limits.window_s + lease_s)
-    kept = [lease for lease in ledger.leases if lease.at > now - horizon]  # others' windows too
-    live = Ledger([lease for lease in kept if lease.at > now - limits.window_s - lease_s])
+    """A lease good for `lease_s` of as much of `ask` as fits at `now` (module docs), with at
+    least one request and `need_tokens` (cut to `tpm`: a larger request waits for an empty
+    window), or none."""
+    horizon = max(ledger.horizon_s, limits.window_s)
+    kept = [lease for lease in ledger.leases if lease.until > now - horizon]  # others' windows
+    live = Ledger([lease for lease in kept if lease.until > now - limits.window_s])
     requests, tokens = used(live)
     free_requests = math.inf if limits.rpm is None else limits.rpm - requests
     free_tokens = math.inf if limits.tpm is None else limits.tpm - tokens
     need = ask.need_tokens if limits.tpm is None else min(ask.need_tokens, limits.tpm)
     if free_requests < 1 or free_tokens < need:
-        wait = _until_free(live, now, limits, lease_s, 1 - free_requests, need - free_tokens)
+        wait = _until_free(live, now, limits, 1 - free_requests, need - free_tokens)
         return Decision(ledger, None, wait)
     lease = Lease(
         now,
         holder,
         int(min(max(ask.requests, 1), free_requests)),
         int(min(max(ask.tokens, need), free_tokens)),
+        now + lease_s,
     )
     return Decision(Ledger([*kept, lease], horizon), lease, 0.0)
 
 
 def _until_free(
-    ledger: Ledger, now: float, limits: Limits, lease_s: float, requests: float, tokens: float
+    ledger: Ledger, now: float, limits: Limits, requests: float, tokens: float
 ) -> float:
     """Seconds until leases worth `requests` and `tokens` have aged out."""
     freed_requests = freed_tokens = 0
-    for lease in sorted(ledger.leases, key=lambda lease: lease.at):
+    for lease in sorted(ledger.leases, key=lambda lease: lease.until):
         freed_requests += lease.requests
         freed_tokens += lease.tokens
         if freed_requests >= requests and freed_tokens >= tokens:
-            return max(lease.at + limits.window_s + lease_s - now, 0.0)
-    return limits.window_s + lease_s  # only trims could help sooner
+            return max(lease.until + limits.window_s - now, 0.0)
+    return limits.window_s  # only trims could help sooner
