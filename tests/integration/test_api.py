@@ -762,6 +762,16 @@ async def test_out_of_bounds_fields_are_400s_naming_the_field(
             "field 'pipelines.0.rpm_limit': Input should be less than or equal to 1000000000",
         ),
         (
+            experiment_body(
+                pipelines=[{**first, "endpoint_limit": {"name": "a.b", "rpm_limit": 9}}]
+            ),
+            "field 'pipelines.0.endpoint_limit.name': String should match pattern",
+        ),
+        (
+            experiment_body(pipelines=[{**first, "endpoint_limit": {"name": "acct"}}]),
+            "field 'pipelines.0.endpoint_limit': give rpm_limit, tpm_limit or both",
+        ),
+        (
             experiment_body(eval={"prompt": "{question:>5000000}", "scorers": scorers}),
             "field 'eval.prompt': {question:>5000000}: format spec '>5000000': widths and"
             " precisions are at most 1000",
@@ -800,8 +810,13 @@ async def test_what_the_schema_allows_is_accepted(api: Api, scheduler: PlaySched
     """JSON Schema's integer includes 8331.0; the api used to refuse it."""
     body = experiment_body(num_shards=2.0)
     body["pipelines"][1]["rpm_limit"] = 8331.0
+    body["pipelines"][1]["endpoint_limit"] = {"name": "acct-1", "tpm_limit": 9000.0}
     await created(api, scheduler, **body)
-    assert (await api.client.get("/api/v1/pipelines/2")).json()["rpm_limit"] == 8331
+    shown = (await api.client.get("/api/v1/pipelines/2")).json()
+    assert (shown["rpm_limit"], shown["endpoint_limit"]) == (
+        8331,
+        {"name": "acct-1", "tpm_limit": 9000},
+    )
     stop = await api.client.post("/dispatcher/stop-pipeline", json={"pipeline_id": 1.0})
     assert stop.status_code == 200, stop.text
     half = await api.client.post("/dispatcher/stop-pipeline", json={"pipeline_id": 1.5})

@@ -84,6 +84,7 @@ async def test_ensure_log_twice_creates_then_finds_everything(js, names):
         f"created kv {names.executors_bucket}",
         f"created kv {names.leader_bucket}",
         f"created kv {names.secrets_bucket}",
+        f"created kv {names.limits_bucket}",
         f"created object store {names.data_store}",
         f"created object store {names.results_store}",
         f"created object store {names.snapshots_store}",

@@ -19,12 +19,15 @@ def test_set_builds_nested_changes_with_json_values() -> None:
             "model_config.extra.deep=true",
             "pipeline_name=a=b",
             "rpm_limit=60",
+            "endpoint_limit.name=acct-1",
+            "endpoint_limit.tpm_limit=90000",
         ]
     ) == {
         "sampling_params": {"temperature": 0.7, "stop": ["\n"]},
         "model_config": {"model": "gpt-x", "extra": {"deep": True}},
         "pipeline_name": "a=b",
         "rpm_limit": 60,
+        "endpoint_limit": {"name": "acct-1", "tpm_limit": 90000},
     }
 
 

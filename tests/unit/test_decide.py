@@ -32,6 +32,7 @@ from inferno.events.model import (
     MAX_ATTEMPTS,
     MAX_NAME_LENGTH,
     MAX_RETRY_BACKOFF_S,
+    EndpointLimit,
     PipelineChanges,
     PipelineSpec,
     ShardStats,
@@ -162,6 +163,19 @@ def test_clone_links_to_its_parent_and_merges_changes(h):
     assert clone.spec.model_config == {"model": "m"}
     assert clone.spec.sampling_params == {"t": 0.7}
     assert h.model.operations[2].result == {"pipeline_id": 2}
+
+
+def test_a_clone_keeps_its_parents_endpoint_limit_unless_it_names_another(h):
+    h.command(ClonePipeline(pipeline_id=1, changes=PipelineChanges(rpm_limit=5)))
+    assert h.model.pipelines[2].spec.endpoint_limit is None
+    shared = EndpointLimit(name="acct", tpm_limit=900)
+    h.command(ClonePipeline(pipeline_id=2, changes=PipelineChanges(endpoint_limit=shared)))
+    h.command(ClonePipeline(pipeline_id=3, changes=PipelineChanges(sampling_params={"t": 1})))
+    assert h.model.pipelines[3].spec.endpoint_limit == shared
+    assert (h.model.pipelines[4].spec.endpoint_limit, h.model.pipelines[4].spec.rpm_limit) == (
+        shared,
+        5,
+    )
 
 
 def test_clone_into_context_needs_an_existing_context(h):

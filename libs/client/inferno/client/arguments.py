@@ -21,6 +21,7 @@ CLONE_FIELDS = (
     "rpm_limit",
     "tpm_limit",
     "resources",
+    "endpoint_limit",
 )
 LISTED = 5  # names an error lists before it says "e.g."
 

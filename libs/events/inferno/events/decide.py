@@ -167,6 +167,7 @@ def _apply_changes(spec: PipelineSpec, changes: PipelineChanges, name: str) -> P
         rpm_limit=changes.rpm_limit if changes.rpm_limit is not None else spec.rpm_limit,
         tpm_limit=changes.tpm_limit if changes.tpm_limit is not None else spec.tpm_limit,
         resources={**spec.resources, **(changes.resources or {})},
+        endpoint_limit=changes.endpoint_limit or spec.endpoint_limit,
     )
 
 

@@ -23,6 +23,15 @@ MAX_RATE_LIMIT = 1_000_000_000
 """rpm / tpm limits: per minute; above this a limit limits nothing."""
 
 
+class EndpointLimit(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    """A limit several pipelines share (one account or base_url), held across the fleet: every
+    pipeline naming it counts against the same rpm / tpm (docs/backends.md)."""
+
+    name: str
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+
+
 class PipelineSpec(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """What a user asks for: one model/sampling/client configuration over a context."""
 
@@ -34,6 +43,7 @@ class PipelineSpec(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     rpm_limit: int | None = None
     tpm_limit: int | None = None
     resources: dict[str, float] = {}  # what one shard needs (inferno.events.resources)
+    endpoint_limit: EndpointLimit | None = None
 
 
 class PipelineChanges(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -47,6 +57,7 @@ class PipelineChanges(msgspec.Struct, kw_only=True, omit_defaults=True):
     rpm_limit: int | None = None
     tpm_limit: int | None = None
     resources: dict[str, float] | None = None
+    endpoint_limit: EndpointLimit | None = None
 
 
 class Scorer(msgspec.Struct, kw_only=True, omit_defaults=True):

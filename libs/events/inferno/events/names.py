@@ -61,6 +61,10 @@ class Names:
         return f"{self.prefix}_SECRETS"
 
     @property
+    def limits_bucket(self) -> str:
+        return f"{self.prefix}_LIMITS"
+
+    @property
     def data_store(self) -> str:
         return f"{self.prefix}_DATA"
 
@@ -117,3 +121,11 @@ class Names:
 
     def work(self, executor_id: str) -> str:
         return f"{self.namespace}.work.{check_token(executor_id, 'executor id')}"
+
+    # keys of the LIMITS bucket: a pipeline's own limits, by its engine's configuration
+    # (pipelines that share an engine share them), and the endpoint limits pipelines name
+    def config_limit_key(self, digest: str) -> str:
+        return f"config.{check_token(digest, 'configuration digest')}"
+
+    def endpoint_limit_key(self, name: str) -> str:
+        return f"endpoint.{check_token(name, 'endpoint limit name')}"

@@ -31,6 +31,7 @@ from inferno.events.names import Names
 _log = structlog.get_logger(__name__)
 
 DUPLICATE_WINDOW_S = 120.0
+LIMITS_TTL_S = 86_400.0  # a rate-limit ledger untouched a day holds no lease any window counts
 _STREAM_NAME_IN_USE = 10058  # "stream name already in use with a different configuration"
 # a cluster that is still forming: no suitable peers for placement yet, unavailable, no leader;
 # and 10049 "error creating store for stream": the server failed to make the stream's directory
@@ -166,6 +167,7 @@ def _log_specs(
         _kv(names.executors_bucket, replicas, heartbeat_ttl_s),
         _kv(names.leader_bucket, replicas, lease_ttl_s),
         _kv(names.secrets_bucket, replicas, None),
+        _kv(names.limits_bucket, replicas, LIMITS_TTL_S),  # fleet rate limits (executor)
         _object_store(names.data_store, replicas),
         _object_store(names.results_store, replicas),
         _object_store(names.snapshots_store, replicas),  # folded state (snapshots.py)

@@ -24,6 +24,7 @@ from inferno.secrets.masking import MASK, mask_url
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
+RATE_LIMIT_SCOPES = ("fleet", "executor")  # INFERNO_RATE_LIMITS: where rpm/tpm limits hold
 
 
 METRICS_PORTS = {"scheduler": 9852, "executor": 9853}
@@ -72,6 +73,7 @@ class Settings:
     executor_slots: int = 2  # shards an executor runs at once
     # INFERNO_EXECUTOR_RESOURCES less `slots` (which sets executor_slots), sorted by name
     executor_resources: tuple[tuple[str, float], ...] = ()
+    rate_limits: str = "fleet"  # rpm/tpm held across the fleet, or per executor (as before)
     log_level: str = "info"
     log_format: str = "auto"
     scorer_modules: tuple[str, ...] = ()  # modules user scorers (module:function) may come from
@@ -291,6 +293,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "INFERNO_EXECUTOR_ID": ("executor_id", _token("executor id")),
     "INFERNO_EXECUTOR_SLOTS": ("executor_slots", _int_between(1, MAX_SLOTS)),
     "INFERNO_EXECUTOR_RESOURCES": ("executor_resources", _resources),
+    "INFERNO_RATE_LIMITS": ("rate_limits", _one_of(*RATE_LIMIT_SCOPES)),
     "INFERNO_LOG_LEVEL": ("log_level", _one_of(*LOG_LEVELS)),
     "INFERNO_LOG_FORMAT": ("log_format", _one_of(*LOG_FORMATS)),
     "INFERNO_SCORER_MODULES": ("scorer_modules", _comma_list),

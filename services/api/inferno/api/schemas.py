@@ -30,6 +30,7 @@ from inferno.events.model import (
     MAX_NAME_LENGTH,
     MAX_RATE_LIMIT,
     MAX_RETRY_BACKOFF_S,
+    EndpointLimit,
     EvalSpec,
     PipelineChanges,
     PipelineSpec,
@@ -91,6 +92,23 @@ def check_prices(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+class EndpointLimitBody(_Closed):
+    """A limit pipelines share by name (one account or base_url), held across the fleet."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    rpm_limit: RateLimit | None = None
+    tpm_limit: RateLimit | None = None
+
+    @model_validator(mode="after")
+    def _limits_something(self) -> EndpointLimitBody:
+        if self.rpm_limit is None and self.tpm_limit is None:
+            raise ValueError("give rpm_limit, tpm_limit or both")
+        return self
+
+    def limit(self) -> EndpointLimit:
+        return EndpointLimit(name=self.name, rpm_limit=self.rpm_limit, tpm_limit=self.tpm_limit)
+
+
 class _Knobs(BaseModel):
     """What a pipeline can set; `model_config` is pydantic's own name, hence the alias."""
 
@@ -102,6 +120,7 @@ class _Knobs(BaseModel):
     rpm_limit: RateLimit | None = None
     tpm_limit: RateLimit | None = None
     resources: Needs = Field(default_factory=dict)
+    endpoint_limit: EndpointLimitBody | None = None
 
     @field_validator("client_config")
     @classmethod
@@ -118,6 +137,7 @@ class _Knobs(BaseModel):
             rpm_limit=self.rpm_limit,
             tpm_limit=self.tpm_limit,
             resources=self.resources,
+            endpoint_limit=self.endpoint_limit.limit() if self.endpoint_limit else None,
         )
 
 
@@ -154,6 +174,7 @@ class CloneBody(_Closed):
     rpm_limit: RateLimit | None = None
     tpm_limit: RateLimit | None = None
     resources: Needs | None = None
+    endpoint_limit: EndpointLimitBody | None = None
 
     @field_validator("client_config")
     @classmethod
@@ -170,6 +191,7 @@ class CloneBody(_Closed):
             rpm_limit=self.rpm_limit,
             tpm_limit=self.tpm_limit,
             resources=self.resources,
+            endpoint_limit=self.endpoint_limit.limit() if self.endpoint_limit else None,
         )
 
 

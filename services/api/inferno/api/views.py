@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
+
 from inferno.api.fleet import Hosting
 from inferno.events.model import MetricStats
 from inferno.events.resources import SLOTS
@@ -105,6 +107,7 @@ def pipeline(p: Pipeline, e: Experiment, unschedulable: str | None = None) -> di
         "tpm_limit": spec.tpm_limit,
         "resources": spec.resources,
         "unschedulable": unschedulable,
+        "endpoint_limit": msgspec.to_builtins(spec.endpoint_limit),
         **live_metrics(p, e),
         "prompt_tokens": p.prompt_tokens,
         "completion_tokens": p.completion_tokens,

@@ -13,18 +13,29 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from inferno.events.model import PipelineSpec
 from inferno.executor.backends.base import Backends, Engine, EngineConfigError
 
+if TYPE_CHECKING:
+    from inferno.executor.fleet_limits import FleetRates
+
 
 def engine_key(spec: PipelineSpec) -> tuple[str, bytes]:
     """Two specs share an engine exactly when their type, model_config, client_config and rate
     limits are equal: an `openai` engine is its endpoint, key (by ref) and limiter, so pipelines
     with other endpoints or keys must never be sent through it."""
-    config = (spec.model_config, spec.client_config, spec.rpm_limit, spec.tpm_limit)
+    config: tuple[Any, ...] = (
+        spec.model_config,
+        spec.client_config,
+        spec.rpm_limit,
+        spec.tpm_limit,
+    )
+    if spec.endpoint_limit is not None:  # appended only when set: older keys stay as they were
+        config += (spec.endpoint_limit,)
     return spec.pipeline_type, msgspec.json.encode(config, order="sorted")
 
 
@@ -34,8 +45,9 @@ def loaded_model(spec: PipelineSpec) -> str:
 
 
 class EngineCache:
-    def __init__(self, backends: Backends) -> None:
+    def __init__(self, backends: Backends, fleet: FleetRates | None = None) -> None:
         self._backends = backends
+        self._fleet = fleet  # rate limits held across the fleet; None: per engine
         self._changed = asyncio.Condition()
         self._key: tuple[str, bytes] | None = None
         self._model: str | None = None
@@ -95,7 +107,11 @@ class EngineCache:
                 f"this executor cannot run pipeline_type {spec.pipeline_type!r} "
                 f"(it has {', '.join(sorted(self._backends)) or 'no backends'})"
             )
-        self._engine = await self._stack.enter_async_context(backend.open(spec))
+        if self._fleet is not None and backend.open_in_fleet is not None:
+            opened = backend.open_in_fleet(spec, self._fleet)
+        else:
+            opened = backend.open(spec)
+        self._engine = await self._stack.enter_async_context(opened)
         self._key, self._model = key, loaded_model(spec)
 
     async def _unload(self) -> None:

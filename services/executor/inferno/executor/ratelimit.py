@@ -1,5 +1,9 @@
 """Client-side rpm/tpm limiting for rate-limited endpoints (DESIGN §5), and the server's hints.
 
+This is the per-engine limiter: limits hold per executor. It is what `INFERNO_RATE_LIMITS=
+executor` selects (and what an engine with no limits keeps, doing nothing); the default holds
+them across the fleet (`fleet_limits`), with the same interface.
+
 `RateLimiter` keeps a sliding window of `window_s` seconds (60 for real endpoints; tests and
 benchmarks shrink it). A request first `acquire`s one request and the most tokens it can use
 (prompt + max_tokens); once answered it `settle`s with the tokens it really used, and the rest is

@@ -54,6 +54,8 @@ from inferno.executor.backends.base import EndpointUnavailable
 from inferno.executor.capabilities import declared_resources, has_gpu
 from inferno.executor.datasets import DatasetCache
 from inferno.executor.engines import EngineCache
+from inferno.executor.fleet_ledgers import Ledgers
+from inferno.executor.fleet_limits import FleetRates
 from inferno.executor.secrets import Secrets
 from inferno.executor.shard import PERMANENT, Runtime, run_shard
 from inferno.jetstream import Appender, Outgoing, durable_pull
@@ -342,7 +344,11 @@ async def run(
             outgoing = Outgoing(report_subject(names, r), encode(r), report_msg_id(r))
             await appender.append(names.exec_stream, [outgoing])
 
-        engines = EngineCache(backends)
+        fleet = None
+        if settings.rate_limits == "fleet":
+            ledgers = Ledgers(await js.key_value(names.limits_bucket))
+            fleet = FleetRates(ledgers, names, executor_id, settings.heartbeat_ttl_s)
+        engines = EngineCache(backends, fleet)
         resources.push_async_callback(engines.aclose)
         rt = Runtime(
             executor_id=executor_id,

@@ -20,12 +20,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
 from inferno.events.backend_options import unknown_keys, unknown_keys_reason
 from inferno.events.model import PipelineSpec
+
+if TYPE_CHECKING:
+    from inferno.executor.fleet_limits import FleetRates
 
 # a rendered prompt: plain text, or chat messages ({"role": ..., "content": ...})
 Prompt = str | list[dict[str, str]]
@@ -86,6 +89,7 @@ class Engine(Protocol):
 
 
 EngineFactory = Callable[[PipelineSpec], AbstractAsyncContextManager[Engine]]
+FleetEngineFactory = Callable[[PipelineSpec, "FleetRates"], AbstractAsyncContextManager[Engine]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +100,9 @@ class Backend:
     pipeline_type: str
     open: EngineFactory
     available: Callable[[], bool] = lambda: True
+    # opens the engine with state it shares with the fleet (rate limits), where the executor
+    # keeps it (INFERNO_RATE_LIMITS=fleet); None: `open` in any case
+    open_in_fleet: FleetEngineFactory | None = None
 
 
 Backends = Mapping[str, Backend]  # pipeline_type -> Backend

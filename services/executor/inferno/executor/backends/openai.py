@@ -11,7 +11,10 @@ Configuration, all in the pipeline spec:
   A base_url's query parameters (`?api-version=1&api-key=K`) go with every request
   (`split_base_url`); its userinfo (`http://user:pw@host/v1`) is sent as HTTP Basic auth, which
   replaces the bearer key.
-- `rpm_limit` / `tpm_limit`: the pipeline's share of the endpoint's limits (`ratelimit`).
+- `rpm_limit` / `tpm_limit`: the pipeline's limits; `endpoint_limit`: a limit it shares with
+  other pipelines by name. Where the executor keeps limits for the fleet (the default,
+  `INFERNO_RATE_LIMITS=fleet`), they hold in total over every executor (`fleet_limits`); with
+  `executor`, each engine keeps its own window (`ratelimit`), as before.
 - `sampling_params` go into the request body as they are (temperature, max_tokens, top_p, stop,
   seed, and whatever extras the server takes, e.g. vLLM's top_k).
 
@@ -28,8 +31,6 @@ server reports. The SDK's own retries are off, so retrying happens here only:
 - 401, 403, 404 (key, permission, model or URL wrong): `EngineConfigError`, the pipeline fails.
 - the endpoint is down when `down_after` attempts in a row (across all requests) failed with
   5xx or no answer: `EndpointDown` fails the shard, which the scheduler retries.
-Rate limits are per engine, i.e. per executor: executors do not share a budget, so a pipeline's
-limits should leave room for how many executors run it at once.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from inferno.executor.backends.base import (
     Prompt,
     reject_unknown_keys,
 )
+from inferno.executor.fleet_limits import FleetPermit, FleetRateLimiter, FleetRates
 from inferno.executor.ratelimit import RateLimiter, Reservation, backoff_s, server_hint
 from inferno.secrets.masking import mask_text, remember_secret
 
@@ -231,10 +233,18 @@ class _Outcome:
 
 class OpenAIEngine:
     def __init__(
-        self, config: OpenAIConfig, client: AsyncOpenAI, *, rng: random.Random | None = None
+        self,
+        config: OpenAIConfig,
+        client: AsyncOpenAI,
+        *,
+        rng: random.Random | None = None,
+        limiter: FleetRateLimiter | None = None,
     ) -> None:
+        """`limiter`: the fleet's; without one the engine keeps its own window."""
         self.config, self._client = config, client
-        self.limiter = RateLimiter(config.rpm, config.tpm, window_s=config.rate_window_s)
+        self.limiter: RateLimiter | FleetRateLimiter = limiter or RateLimiter(
+            config.rpm, config.tpm, window_s=config.rate_window_s
+        )
         self._slots = asyncio.Semaphore(config.max_concurrency)
         self._health = _Health(config.down_after)
         self._rng = rng or random.Random()
@@ -294,7 +304,7 @@ class OpenAIEngine:
         return Generation(text="", error=mask_text(error), endpoint_error=True)  # masked: no key
 
     async def _send(
-        self, prompt: Prompt, body: dict[str, Any], reservation: Reservation
+        self, prompt: Prompt, body: dict[str, Any], reservation: Reservation | FleetPermit
     ) -> Generation:
         config, client = self.config, self._client
         started = time.perf_counter()
@@ -368,11 +378,16 @@ class OpenAIEngine:
 
 
 @asynccontextmanager
-async def open_openai(spec: PipelineSpec) -> AsyncIterator[OpenAIEngine]:
-    """A client per engine; its connections close when the engine is unloaded."""
+async def open_openai(
+    spec: PipelineSpec, fleet: FleetRates | None = None
+) -> AsyncIterator[OpenAIEngine]:
+    """A client per engine; its connections close when the engine is unloaded. With `fleet`,
+    the pipeline's limits hold across the fleet."""
     import openai
 
     config = OpenAIConfig.parse(spec)
+    limits = fleet.limits_for(spec, config.rate_window_s) if fleet is not None else []
+    limiter = fleet.limiter(limits, config.rate_window_s) if fleet and limits else None
     client = openai.AsyncOpenAI(
         api_key=config.api_key,
         base_url=config.base_url,
@@ -382,9 +397,16 @@ async def open_openai(spec: PipelineSpec) -> AsyncIterator[OpenAIEngine]:
         max_retries=0,  # retries happen in OpenAIEngine, through the limiter
     )
     try:
-        yield OpenAIEngine(config, client)
+        yield OpenAIEngine(config, client, limiter=limiter)
     finally:
         await client.close()
+        if limiter is not None:
+            await limiter.close()
 
 
-BACKEND = Backend("openai", open_openai, available=lambda: find_spec("openai") is not None)
+BACKEND = Backend(
+    "openai",
+    open_openai,
+    available=lambda: find_spec("openai") is not None,
+    open_in_fleet=open_openai,
+)
