@@ -6,9 +6,12 @@ again from it at any time), an `ExecutorInfo` is a heartbeat in the INFERNO_EXEC
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
+
 import msgspec
 
-from inferno.events.commands import ExecutorSlot, Report, ShardProgress
+from inferno.events.commands import AssignWork, ExecutorSlot, Report, ShardProgress
 from inferno.events.model import EvalSpec, PipelineSpec, shard_bounds
 from inferno.events.names import Names
 from inferno.events.state import Experiment, Pipeline
@@ -56,12 +59,18 @@ def work_order(experiment: Experiment, pipeline: Pipeline, shard: int) -> WorkOr
 
 
 class ExecutorInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """An executor's heartbeat: capabilities and current load, refreshed well inside the TTL."""
+    """An executor's heartbeat: capabilities and current load, refreshed well inside the TTL.
+
+    `queue` is how many orders it holds beyond its slots: they wait in its WORK consumer and
+    start the moment a slot frees, so no slot waits a decision cycle for its next shard. The
+    scheduler fills queues only after slots (`queue_capacity`).
+    """
 
     v: int = 1
     executor_id: str
     backends: list[str]
     slots: int
+    queue: int = 0
     busy: int = 0
     loaded_models: list[str] = []
     has_gpu: bool = False
@@ -81,6 +90,24 @@ class ExecutorInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
             loaded_models=frozenset(self.loaded_models),
             has_gpu=self.has_gpu,
         )
+
+
+def queue_capacity(
+    state: State, offered: AssignWork, executors: Mapping[str, ExecutorInfo]
+) -> AssignWork:
+    """A tick's second pass: the executors offered in `offered` again, with room for their slots
+    plus their queues less what the state has assigned them (after the first pass)."""
+    assigned: Counter[str] = Counter()
+    for pipeline in state.pipelines.values():
+        for assignment in pipeline.in_flight.values():
+            assigned[assignment.executor_id] += 1
+    slots = []
+    for slot in offered.executors:
+        info = executors.get(slot.executor_id)
+        if info is not None and info.queue > 0:
+            room = max(info.slots + info.queue - assigned[slot.executor_id], 0)
+            slots.append(msgspec.structs.replace(slot, free_slots=room))
+    return AssignWork(executors=tuple(slots))
 
 
 work_order_decoder = msgspec.json.Decoder(WorkOrder)

@@ -1,7 +1,9 @@
 """The executor process: wiring, the work loop, heartbeats, aborts and shutdown (DESIGN §1, §5).
 
 - Work: the durable pull consumer `executor-<id>` on `names.work(id)`, up to `slots` shards at
-  once. Every shard ends with exactly one final report (finished, errored or aborted) and then
+  once. The heartbeat offers `queue` more (default: as many as `slots`): the scheduler assigns
+  them once every slot is full, and they wait in the consumer, so a freed slot fetches its next
+  shard at once instead of waiting for a decision cycle. Every shard ends with exactly one final report (finished, errored or aborted) and then
   the ack; `msg.in_progress()` keeps a long shard's ack alive. A stale attempt is harmless:
   `decide` ignores its reports, so the executor never coordinates with anyone.
 - Heartbeat: `ExecutorInfo` in the EXECUTORS bucket every `heartbeat_ttl_s / 3`.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import glob
 import importlib.util
 import os
@@ -56,6 +59,7 @@ from inferno.executor.engines import EngineCache
 from inferno.executor.secrets import Secrets
 from inferno.executor.shard import PERMANENT, Runtime, run_shard
 from inferno.jetstream import Appender, Outgoing, durable_pull
+from inferno.jetstream.objects import put_object
 from inferno.runtime.bootstrap import open_log
 from inferno.runtime.logs import log_effective_config
 from inferno.runtime.metrics import MetricsServer
@@ -84,10 +88,11 @@ class Executor:
         rt: Runtime,
         *,
         slots: int,
+        queue: int = 0,
         poll_s: float = 1.0,
         gpus: list[dict[str, object]] | None = None,
     ) -> None:
-        self.rt, self.slots, self.poll_s = rt, slots, poll_s
+        self.rt, self.slots, self.queue, self.poll_s = rt, slots, queue, poll_s
         self.gpus = gpus or []
         self.running: dict[asyncio.Task[None], _Running] = {}
 
@@ -238,6 +243,7 @@ class Executor:
             executor_id=self.rt.executor_id,
             backends=backends,
             slots=self.slots,
+            queue=self.queue,
             busy=len(self.running),
             loaded_models=self.rt.engines.loaded_models,
             has_gpu=bool(self.gpus),
@@ -307,6 +313,7 @@ async def run(
     *,
     executor_id: str,
     slots: int,
+    queue: int | None = None,
     stop: asyncio.Event | None = None,
     backends: Backends | None = None,
     cache_dir: Path | None = None,
@@ -317,15 +324,19 @@ async def run(
     metrics_port: int = 0,
 ) -> None:
     """Run an executor until `stop` is set (default: until SIGTERM or SIGINT); serve /metrics
-    on `settings.metrics_host`:`metrics_port` (0: not at all)."""
+    on `settings.metrics_host`:`metrics_port` (0: not at all). `queue`: orders held beyond the
+    slots (None: as many as `slots`)."""
     if slots < 1:
         raise ValueError(f"slots must be at least 1, not {slots}")
+    queue = slots if queue is None else queue
+    if queue < 0:
+        raise ValueError(f"queue must not be negative, not {queue}")
     names = Names(settings.namespace)
     names.work(executor_id)  # validates the id before anything connects
     backends = default_backends() if backends is None else backends
     advertised = sorted(name for name, backend in backends.items() if backend.available())
     settings = dataclasses.replace(settings, executor_id=executor_id)
-    log_effective_config(_log.bind(slots=slots, backends=advertised), settings)
+    log_effective_config(_log.bind(slots=slots, queue=queue, backends=advertised), settings)
     stop = _stop_on_signals() if stop is None else stop
 
     async with contextlib.AsyncExitStack() as resources:  # released in reverse order
@@ -344,7 +355,7 @@ async def run(
             executor_id=executor_id,
             engines=engines,
             datasets=DatasetCache(js, names, cache_dir=cache_dir),
-            results=await js.object_store(names.results_store),
+            store_results=functools.partial(put_object, js, names.results_store),
             report=report,
             secrets=Secrets(await js.key_value(names.secrets_bucket)),
             batch_size=batch_size,
@@ -352,7 +363,7 @@ async def run(
             scorer_modules=frozenset(settings.scorer_modules),
         )
         gpus = await asyncio.to_thread(local_gpus)
-        executor = Executor(rt, slots=slots, poll_s=poll_s, gpus=gpus)
+        executor = Executor(rt, slots=slots, queue=queue, poll_s=poll_s, gpus=gpus)
         sub = await durable_pull(
             js,
             names.work_stream,
