@@ -162,6 +162,7 @@ async def test_heartbeat_advertises_capabilities_and_leaves_on_stop(start, log, 
     available = sorted(name for name, b in default_backends().items() if b.available())
     assert "sim" in available
     assert (info.backends, info.slots, info.busy, info.has_gpu) == (available, 3, 0, False)
+    assert info.queue == 3  # as many orders held as it has slots, unless told otherwise
     assert info.loaded_models == []
     assert info.pid > 0
     assert info.heartbeat_at >= info.started_at > 0
@@ -216,6 +217,23 @@ async def test_a_shard_reports_stats_and_writes_results(start, log, names, datas
         return work_left == 0 and info is not None and info.loaded_models == ["sim:sim-a"]
 
     await wait_until(acked_and_loaded)
+
+
+async def test_a_shard_shorter_than_the_progress_timer_reports_only_its_finish(
+    start, log, names, dataset
+):
+    await start("ex1", progress_every_s=30.0, queue=0)
+    assert (await heartbeat(log, names, "ex1")).queue == 0
+    await send(log, names, order(dataset))
+
+    async def finished() -> list[ShardFinished]:
+        return of(await reports(log, names), ShardFinished)
+
+    [done] = await wait_until(finished)
+    assert done.stats.rows == 32
+    assert [type(r) for r in await reports(log, names)] == [ShardFinished]  # finished: started
+    store = await log.object_store(names.results_store)
+    assert len(from_jsonl((await store.get("exp1/1/0.jsonl")).data)) == 32
 
 
 async def test_deleting_a_pipeline_aborts_only_its_shard(start, log, nc, names, dataset):
