@@ -270,6 +270,37 @@ async def test_deleting_a_pipeline_aborts_only_its_shard(start, log, nc, names, 
     await wait_until(acked)
 
 
+async def test_a_deleted_pipelines_queued_order_is_aborted_without_running(
+    start, log, nc, names, dataset
+):
+    await start("ex1", slots=1, batch_size=16)
+    running = order(dataset, shard=0, model_config={"latency_ms_per_row": 100})
+    queued = order(dataset, shard=1)
+    await send(log, names, running)
+    await send(log, names, queued)
+
+    async def started() -> bool:
+        return bool(of(await reports(log, names), ShardStarted))
+
+    await wait_until(started)
+    deleted = PipelineDeleted(pipeline_id=1)
+    await Appender(nc).append(
+        names.evt_stream, [Outgoing(subject_for(names, deleted), encode(deleted), "del-1")]
+    )
+
+    async def both_aborted() -> list[ShardAborted]:
+        aborted = of(await reports(log, names), ShardAborted)
+        return aborted if len(aborted) == 2 else []
+
+    assert sorted(r.shard for r in await wait_until(both_aborted)) == [0, 1]
+    assert of(await reports(log, names), ShardFinished) == []
+
+    async def acked() -> bool:
+        return (await log.stream_info(names.work_stream)).state.messages == 0
+
+    await wait_until(acked)
+
+
 async def test_failing_shards_report_clear_errors(start, log, names, dataset):
     await start("ex1")
     await send(log, names, order(dataset, eval=EvalSpec(prompt="Q: {missing}")))

@@ -8,7 +8,7 @@
   `decide` ignores its reports, so the executor never coordinates with anyone.
 - Heartbeat: `ExecutorInfo` in the EXECUTORS bucket every `heartbeat_ttl_s / 3`.
 - Aborts: a core subscription to `pipeline.*.deleted` and `pipeline.*.failed` events cancels that
-  pipeline's shards. They still report `ShardAborted`: `decide` ignores it for a deleted or failed
+  pipeline's shards, and those of its orders still queued when they are fetched. They still report `ShardAborted`: `decide` ignores it for a deleted or failed
   pipeline, and if the event was never committed (a batch of a deposed leader, which core
   subscribers see anyway) it releases the shard instead of leaving it in flight forever.
 - Shutdown (SIGTERM/SIGINT or `stop`): no new work; in-flight shards get `drain_timeout_s` to
@@ -95,6 +95,7 @@ class Executor:
         self.rt, self.slots, self.queue, self.poll_s = rt, slots, queue, poll_s
         self.gpus = gpus or []
         self.running: dict[asyncio.Task[None], _Running] = {}
+        self.ended: dict[int, str] = {}  # pipeline id -> why its queued orders are aborted
 
     # the work loop
 
@@ -144,6 +145,8 @@ class Executor:
             task = asyncio.create_task(self._finish(running))
         self.running[task] = running
         task.add_done_callback(self._done)
+        if (reason := self.ended.get(order.pipeline_id)) is not None:
+            self._abort(running, reason)  # reported like any abort, before it ran a row
 
     def _done(self, task: asyncio.Task[None]) -> None:
         running = self.running.pop(task)
@@ -211,6 +214,7 @@ class Executor:
             self.abort_pipeline(event.pipeline_id, f"pipeline {event.kind}")
 
     def abort_pipeline(self, pipeline_id: int, reason: str) -> None:
+        self.ended[pipeline_id] = reason
         for running in self.running.values():
             if running.order.pipeline_id == pipeline_id:
                 self._abort(running, reason)
