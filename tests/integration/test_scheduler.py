@@ -165,7 +165,13 @@ class FakeExecutor:
     holds orders and finishes them when it wants (`finish_held`)."""
 
     def __init__(
-        self, js: JetStreamContext, names: Names, executor_id: str, *, slots: int = 2, queue: int = 0
+        self,
+        js: JetStreamContext,
+        names: Names,
+        executor_id: str,
+        *,
+        slots: int = 2,
+        queue: int = 0,
     ):
         self.js, self.names, self.executor_id, self.slots = js, names, executor_id, slots
         self.queue = queue
@@ -267,7 +273,9 @@ class FakeExecutor:
 async def executors(log: JetStreamContext, names: Names) -> AsyncIterator[Callable[..., Any]]:
     started: list[FakeExecutor] = []
 
-    async def start(executor_id: str, *, auto: bool, slots: int = 2, queue: int = 0) -> FakeExecutor:
+    async def start(
+        executor_id: str, *, auto: bool, slots: int = 2, queue: int = 0
+    ) -> FakeExecutor:
         executor = FakeExecutor(log, names, executor_id, slots=slots, queue=queue)
         await executor.start(auto=auto)
         started.append(executor)

@@ -99,7 +99,11 @@ def test_slots_fill_before_queues_so_work_spreads_over_executors():
     for event in first:
         evolve(state, event)
     second = decide(state, queue_capacity(state, assign, executors), now=NOW)
-    assert sorted(e.executor_id for e in first) == sorted(e.executor_id for e in second) == [
-        "a",
-        "b",
-    ]
+    assert (
+        sorted(e.executor_id for e in first)
+        == sorted(e.executor_id for e in second)
+        == [
+            "a",
+            "b",
+        ]
+    )

@@ -14,7 +14,7 @@ import msgspec
 from inferno.events.commands import AssignWork, ExecutorSlot, Report, ShardProgress
 from inferno.events.model import EvalSpec, PipelineSpec, shard_bounds
 from inferno.events.names import Names
-from inferno.events.state import Experiment, Pipeline
+from inferno.events.state import Experiment, Pipeline, State
 
 
 class WorkOrder(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -3,14 +3,16 @@
 - Work: the durable pull consumer `executor-<id>` on `names.work(id)`, up to `slots` shards at
   once. The heartbeat offers `queue` more (default: as many as `slots`): the scheduler assigns
   them once every slot is full, and they wait in the consumer, so a freed slot fetches its next
-  shard at once instead of waiting for a decision cycle. Every shard ends with exactly one final report (finished, errored or aborted) and then
-  the ack; `msg.in_progress()` keeps a long shard's ack alive. A stale attempt is harmless:
-  `decide` ignores its reports, so the executor never coordinates with anyone.
+  shard at once instead of waiting for a decision cycle. Every shard ends with exactly one
+  final report (finished, errored or aborted) and then the ack; `msg.in_progress()` keeps a long
+  shard's ack alive. A stale attempt is harmless: `decide` ignores its reports, so the executor
+  never coordinates with anyone.
 - Heartbeat: `ExecutorInfo` in the EXECUTORS bucket every `heartbeat_ttl_s / 3`.
 - Aborts: a core subscription to `pipeline.*.deleted` and `pipeline.*.failed` events cancels that
-  pipeline's shards, and those of its orders still queued when they are fetched. They still report `ShardAborted`: `decide` ignores it for a deleted or failed
-  pipeline, and if the event was never committed (a batch of a deposed leader, which core
-  subscribers see anyway) it releases the shard instead of leaving it in flight forever.
+  pipeline's shards, and its orders still queued once they are fetched. They still report
+  `ShardAborted`: `decide` ignores it for a deleted or failed pipeline, and if the event was
+  never committed (a batch of a deposed leader, which core subscribers see anyway) it releases
+  the shard instead of leaving it in flight forever.
 - Shutdown (SIGTERM/SIGINT or `stop`): no new work; in-flight shards get `drain_timeout_s` to
   finish, then are aborted; the KV entry is deleted (the scheduler sees the executor leave at
   once) and the connection drained.
