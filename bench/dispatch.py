@@ -17,8 +17,12 @@ zero latency per row, and waits until it completed. Figures:
   own EVT log is appended again, each message a fenced decision, pipelined 64 at a time (one
   per in-flight slot, the scheduler's best case), and after each such cycle its work orders are
   published: what the log allows the scheduler with no decisions, no followers and no executors;
-- a reference, likewise: every message a shard stores (EVT, WORK, EXEC, RESULTS) written from
-  one process in waves of 64 shards, step by step: what the log allows the whole flow.
+- a reference, likewise: every message a shard stored in the protocol before issue 10 (7: EVT
+  assigned + completed, WORK, EXEC started + finished, the results object's chunk + meta with
+  nats-py's `put`, which looks the name up first) written from one process in waves of 64
+  shards, step by step: what the log allowed the whole old flow. Printed beside it: the
+  messages per shard the run itself stored (the protocol now: no ShardStarted for a shard
+  shorter than the executor's progress interval).
 Then every (pipeline, shard) must be completed exactly once in the folded EVT. All of it is
 repeated on a server without `sync_interval: always` (skip that with --only-sync-always).
 Target (2 cores): >= 1,000 shards/s.
