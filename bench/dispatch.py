@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import io
 import itertools
 import json
@@ -63,6 +64,7 @@ from inferno.events.work import WorkOrder, report_msg_id, report_subject, work_o
 from inferno.executor.service import run
 from inferno.executor.shard import results_name
 from inferno.jetstream import Appender, Outgoing, connect, ensure_log, replay
+from inferno.jetstream.objects import put_object
 from inferno.runtime.logs import configure_logging
 from inferno.runtime.settings import Settings
 
@@ -74,7 +76,8 @@ OLD_STEPS = ("assigned", "started", "finished", "completed")  # what the referen
 OLD_MESSAGES_PER_SHARD = 7  # EVT 2, WORK 1, EXEC 2 (started, finished), results object 2
 BASELINES = {
     "scheduler_writes": "baseline: the scheduler's writes alone",
-    "whole_flow": "reference: every write of a shard, from one process",
+    "whole_flow": "reference: every write of a shard, old protocol (7)",
+    "new_flow": "the same for this protocol's writes",
 }
 
 
@@ -310,13 +313,17 @@ async def scheduler_writes_alone(nats_url: str, log: Log, cycle: int) -> dict[st
     return {"seconds": elapsed, "cpu_s": cpu}
 
 
-async def whole_flow_alone(nats_url: str, log: Log, cycle: int) -> dict[str, float]:
-    """The reference: every message a shard's round trip stores, in its order, from one
-    process, `cycle` shards at a time: ShardAssigned appended (fenced, pipelined), work orders
-    published, ShardStarted reported, the results object put, ShardFinished reported,
-    ShardCompleted appended. What the server sustains for the whole flow when nothing waits
-    for a decision or a hop between processes (the work orders are not consumed)."""
-    names = Names("flow")
+async def whole_flow_alone(
+    nats_url: str, log: Log, cycle: int, *, old: bool = True
+) -> dict[str, float]:
+    """The reference: every message a shard's round trip stored in the old protocol, in its
+    order, from one process, `cycle` shards at a time: ShardAssigned appended (fenced,
+    pipelined), work orders published, ShardStarted reported, the results object put (nats-py),
+    ShardFinished reported, ShardCompleted appended. What the server sustains for the whole
+    flow when nothing waits for a decision or a hop between processes (the work orders are not
+    consumed). `old=False`: the same for this protocol (no ShardStarted, `put_object`)."""
+    names = Names("flow" if old else "flownew")
+    steps = OLD_STEPS if old else STEPS
     nc = await connect(nats_url, name="bench-dispatch-flow")
     js = nc.jetstream()
     await ensure_log(js, names)
@@ -341,13 +348,20 @@ async def whole_flow_alone(nats_url: str, log: Log, cycle: int) -> dict[str, flo
         )
 
     waves = [
-        [(a, {step: message(a, step) for step in OLD_STEPS}) for a in done[i : i + cycle]]
+        [(a, {step: message(a, step) for step in steps}) for a in done[i : i + cycle]]
         for i in range(0, len(done), cycle)
     ]
     last_seq = 0
     start_cpu, start = time.process_time(), time.perf_counter()
+
+    def put(attempt: Attempt) -> Awaitable[object]:
+        name = results_name(attempt.order)
+        if old:
+            return results.put(name, log.result)
+        return put_object(js, names.results_store, name, log.result)
+
     for wave in waves:
-        for step in OLD_STEPS:
+        for step in steps:
             if step in ("assigned", "completed"):
                 decisions = [[messages[step]] for _, messages in wave]
                 appended = await appender.append_decisions(
@@ -359,10 +373,8 @@ async def whole_flow_alone(nats_url: str, log: Log, cycle: int) -> dict[str, flo
                 await asyncio.gather(*reports)
             if step == "assigned":
                 await asyncio.gather(*(order(a) for a, _ in wave))
-            elif step == "started":
-                await asyncio.gather(
-                    *(results.put(results_name(a.order), log.result) for a, _ in wave)
-                )
+            if step == ("started" if old else "assigned"):
+                await asyncio.gather(*(put(a) for a, _ in wave))
     elapsed, cpu = time.perf_counter() - start, time.process_time() - start_cpu
     await nc.close()
     return {"seconds": elapsed, "cpu_s": cpu, "shards": len(done)}
@@ -417,6 +429,7 @@ def run_once(args: argparse.Namespace, *, sync_always: bool) -> dict:
         for name, measure in (
             ("scheduler_writes", scheduler_writes_alone),
             ("whole_flow", whole_flow_alone),
+            ("new_flow", functools.partial(whole_flow_alone, old=False)),
         ):
             nats_before = cpu_seconds(cluster.nats.pid)
             baselines[name] = asyncio.run(measure(cluster.nats_url, log, cycle))
