@@ -1,7 +1,7 @@
 """Dispatch throughput: how many shards per second the control plane pushes through, end to end.
 
     .venv/bin/python bench/dispatch.py [--pipelines 64] [--shards 50] [--rows 3200]
-        [--executors 32] [--hosts 4] [--slots 2] [--only-sync-always]
+        [--executors 32] [--hosts 4] [--slots 2] [--queue N] [--only-sync-always]
 
 Starts nats-server (embedded, `sync_interval: always`), the api and the scheduler as the
 processes people run (`python -m inferno.<service>`), and 32 real executors
@@ -84,14 +84,17 @@ BASELINES = {
 # the executor host: several real executors in one process
 
 
-async def host_executors(ids: list[str], slots: int) -> None:
+async def host_executors(ids: list[str], slots: int, queue: int | None) -> None:
     settings = Settings.from_env()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await asyncio.gather(
-        *(run(settings, executor_id=executor_id, slots=slots, stop=stop) for executor_id in ids)
+        *(
+            run(settings, executor_id=executor_id, slots=slots, queue=queue, stop=stop)
+            for executor_id in ids
+        )
     )
 
 
@@ -99,10 +102,11 @@ def executor_host_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="dispatch.py executors")
     parser.add_argument("--ids", required=True, help="comma-separated executor ids")
     parser.add_argument("--slots", type=int, default=2)
+    parser.add_argument("--queue", type=int, default=None)
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     configure_logging(settings.log_level, settings.log_format, service="executor")
-    asyncio.run(host_executors(args.ids.split(","), args.slots))
+    asyncio.run(host_executors(args.ids.split(","), args.slots, args.queue))
     return 0
 
 
@@ -116,12 +120,13 @@ class Hosts:
         env = {**os.environ, "NATS_URL": nats_url, "INFERNO_NAMESPACE": NAMESPACE}
         ids = [f"exec-{i}" for i in range(1, args.executors + 1)]
         processes = []
+        queue = [] if args.queue is None else ["--queue", str(args.queue)]
         for h in range(args.hosts):
             argv = [sys.executable, __file__, "executors", "--ids", ",".join(ids[h :: args.hosts])]
             with (log_dir / f"executors-{h}.log").open("ab") as log:
                 processes.append(
                     subprocess.Popen(
-                        [*argv, "--slots", str(args.slots)],
+                        [*argv, "--slots", str(args.slots), *queue],
                         env=env,
                         stdout=log,
                         stderr=subprocess.STDOUT,
@@ -441,6 +446,7 @@ def run_once(args: argparse.Namespace, *, sync_always: bool) -> dict:
         "executors": args.executors,
         "hosts": args.hosts,
         "slots": args.slots,
+        "queue": args.slots if args.queue is None else args.queue,
         "rows": args.rows,
         "evt_events": len(log.events),
         "log_writes_per_shard": {k: v / total for k, v in log.writes.items()},
@@ -481,7 +487,8 @@ def report(r: dict) -> str:
     ]
     lines = [
         f"dispatch, {mode}: {r['shards']:,} shards, {r['executors']} executors"
-        f" ({r['hosts']} processes) x {r['slots']} slots, {r['rows']:,} rows;"
+        f" ({r['hosts']} processes) x {r['slots']} slots (+ queue {r['queue']}),"
+        f" {r['rows']:,} rows;"
         " target >= 1,000 shards/s",
         f"  {'':<52}{'shards/s':>9}   end to end = % of it",
     ]
@@ -513,6 +520,9 @@ def main() -> None:
     parser.add_argument("--executors", type=int, default=32)
     parser.add_argument("--hosts", type=int, default=4, help="processes the executors share")
     parser.add_argument("--slots", type=int, default=2, help="per executor (its default: 2)")
+    parser.add_argument(
+        "--queue", type=int, default=None, help="orders held beyond the slots (default: = slots)"
+    )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run")
     parser.add_argument(
         "--only-sync-always", action="store_true", help="skip the run without sync_interval"
