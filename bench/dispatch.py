@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 import io
 import itertools
 import json
@@ -51,6 +50,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nats.aio.client import Client as NATS
 from nats.js.api import PubAck
 from workload import sim_experiment
 
@@ -318,71 +318,89 @@ async def scheduler_writes_alone(nats_url: str, log: Log, cycle: int) -> dict[st
     return {"seconds": elapsed, "cpu_s": cpu}
 
 
-async def whole_flow_alone(
-    nats_url: str, log: Log, cycle: int, *, old: bool = True
-) -> dict[str, float]:
-    """The reference: every message a shard's round trip stored in the old protocol, in its
-    order, from one process, `cycle` shards at a time: ShardAssigned appended (fenced,
-    pipelined), work orders published, ShardStarted reported, the results object put (nats-py),
-    ShardFinished reported, ShardCompleted appended. What the server sustains for the whole
-    flow when nothing waits for a decision or a hop between processes (the work orders are not
-    consumed). `old=False`: the same for this protocol (no ShardStarted, `put_object`)."""
-    names = Names("flow" if old else "flownew")
-    steps = OLD_STEPS if old else STEPS
-    nc = await connect(nats_url, name="bench-dispatch-flow")
-    js = nc.jetstream()
-    await ensure_log(js, names)
-    appender = Appender(nc)
-    results = await js.object_store(names.results_store)
-    done = [a for a in log.attempts.values() if all(step in a.messages for step in STEPS)]
+class Flow:
+    """A reference: every message a shard's round trip stores, in its order, from one process,
+    a wave of shards at a time, into a namespace of its own. The old protocol (`old`):
+    ShardAssigned appended (fenced, pipelined), work orders published, ShardStarted reported,
+    the results object put (nats-py), ShardFinished reported, ShardCompleted appended. This
+    one: no ShardStarted, the object put with `put_object`. What the server sustains for the
+    whole flow when nothing waits for a decision or a hop between processes (the work orders
+    are not consumed)."""
 
-    def message(attempt: Attempt, step: str) -> Outgoing:
+    def __init__(self, nc: NATS, log: Log, *, old: bool) -> None:
+        self.names = Names("flow" if old else "flownew")
+        self.js, self.appender, self.log, self.old = nc.jetstream(), Appender(nc), log, old
+        self.steps = OLD_STEPS if old else STEPS
+        self.last_seq = 0
+        self.seconds = self.cpu_s = self.nats_cpu_s = 0.0
+
+    async def start(self) -> None:
+        await ensure_log(self.js, self.names)
+        self.results = await self.js.object_store(self.names.results_store)
+
+    def message(self, attempt: Attempt, step: str) -> Outgoing:
         data = attempt.messages.get(step) or encode(old_started(attempt.order))
         if step in ("started", "finished"):
             r = decode_report(data)
-            return Outgoing(report_subject(names, r), data, report_msg_id(r))
+            return Outgoing(report_subject(self.names, r), data, report_msg_id(r))
         msg_id = f"{step}-{attempt.order.msg_id}"
-        return Outgoing(subject_for(names, decode_event(data)), data, msg_id)
+        return Outgoing(subject_for(self.names, decode_event(data)), data, msg_id)
 
-    def order(attempt: Attempt) -> Awaitable[PubAck]:
-        return js.publish(
-            names.work(attempt.order.executor_id),
+    def order(self, attempt: Attempt) -> Awaitable[PubAck]:
+        return self.js.publish(
+            self.names.work(attempt.order.executor_id),
             encode(attempt.order),
-            stream=names.work_stream,
+            stream=self.names.work_stream,
             headers={"Nats-Msg-Id": attempt.order.msg_id},
         )
 
-    waves = [
-        [(a, {step: message(a, step) for step in steps}) for a in done[i : i + cycle]]
-        for i in range(0, len(done), cycle)
-    ]
-    last_seq = 0
-    start_cpu, start = time.process_time(), time.perf_counter()
-
-    def put(attempt: Attempt) -> Awaitable[object]:
+    def put(self, attempt: Attempt) -> Awaitable[object]:
         name = results_name(attempt.order)
-        if old:
-            return results.put(name, log.result)
-        return put_object(js, names.results_store, name, log.result)
+        if self.old:
+            return self.results.put(name, self.log.result)
+        return put_object(self.js, self.names.results_store, name, self.log.result)
 
-    for wave in waves:
-        for step in steps:
+    async def wave(self, attempts: list[Attempt]) -> None:
+        wave = [(a, {step: self.message(a, step) for step in self.steps}) for a in attempts]
+        start_cpu, start = time.process_time(), time.perf_counter()
+        for step in self.steps:
             if step in ("assigned", "completed"):
                 decisions = [[messages[step]] for _, messages in wave]
-                appended = await appender.append_decisions(
-                    names.evt_stream, decisions, expected_last_seq=last_seq
+                appended = await self.appender.append_decisions(
+                    self.names.evt_stream, decisions, expected_last_seq=self.last_seq
                 )
-                last_seq = appended[-1].last_seq
+                self.last_seq = appended[-1].last_seq
             else:
-                reports = (appender.append(names.exec_stream, [m[step]]) for _, m in wave)
+                reports = (self.appender.append(self.names.exec_stream, [m[step]]) for _, m in wave)
                 await asyncio.gather(*reports)
             if step == "assigned":
-                await asyncio.gather(*(order(a) for a, _ in wave))
-            if step == ("started" if old else "assigned"):
-                await asyncio.gather(*(put(a) for a, _ in wave))
-    elapsed, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+                await asyncio.gather(*(self.order(a) for a, _ in wave))
+            if step == ("started" if self.old else "assigned"):
+                await asyncio.gather(*(self.put(a) for a, _ in wave))
+        self.seconds += time.perf_counter() - start
+        self.cpu_s += time.process_time() - start_cpu
+
+
+async def flows_alone(
+    nats_url: str, log: Log, cycle: int, nats_pid: int
+) -> dict[str, dict[str, float]]:
+    """Both references in alternating waves, so the two see the same load (other work on the
+    machine comes and goes); nats-server's CPU is read around each wave."""
+    nc = await connect(nats_url, name="bench-dispatch-flow")
+    flows = {"whole_flow": Flow(nc, log, old=True), "new_flow": Flow(nc, log, old=False)}
+    for flow in flows.values():
+        await flow.start()
+    done = [a for a in log.attempts.values() if all(step in a.messages for step in STEPS)]
+    for first in range(0, len(done), cycle):
+        for flow in flows.values():
+            nats_before = cpu_seconds(nats_pid)
+            await flow.wave(done[first : first + cycle])
+            flow.nats_cpu_s += cpu_seconds(nats_pid) - nats_before
     await nc.close()
-    return {"seconds": elapsed, "cpu_s": cpu, "shards": len(done)}
+    return {
+        name: {"seconds": f.seconds, "cpu_s": f.cpu_s, "nats_cpu_s": f.nats_cpu_s}
+        for name, f in flows.items()
+    }
 
 
 def old_started(order: WorkOrder) -> ShardStarted:
@@ -429,16 +447,11 @@ def run_once(args: argparse.Namespace, *, sync_always: bool) -> dict:
         bench_cpu = time.process_time() - bench_before
         log, seconds = asyncio.run(read_log(cluster.nats_url, created["ic_id"]))
         check_exactly_once(log, args.pipelines, args.shards)
-        cycle = args.executors * args.slots
-        baselines = {}
-        for name, measure in (
-            ("scheduler_writes", scheduler_writes_alone),
-            ("whole_flow", whole_flow_alone),
-            ("new_flow", functools.partial(whole_flow_alone, old=False)),
-        ):
-            nats_before = cpu_seconds(cluster.nats.pid)
-            baselines[name] = asyncio.run(measure(cluster.nats_url, log, cycle))
-            baselines[name]["nats_cpu_s"] = cpu_seconds(cluster.nats.pid) - nats_before
+        cycle, nats_url = args.executors * args.slots, cluster.nats_url
+        nats_before = cpu_seconds(cluster.nats.pid)
+        baselines = {"scheduler_writes": asyncio.run(scheduler_writes_alone(nats_url, log, cycle))}
+        baselines["scheduler_writes"]["nats_cpu_s"] = cpu_seconds(cluster.nats.pid) - nats_before
+        baselines |= asyncio.run(flows_alone(nats_url, log, cycle, cluster.nats.pid))
     cpu = {name: after[name] - before[name] for name in after}
     return {
         "sync_always": sync_always,
