@@ -107,3 +107,27 @@ def test_slots_fill_before_queues_so_work_spreads_over_executors():
             "b",
         ]
     )
+
+
+def test_a_queue_takes_only_shards_of_a_model_the_executor_has_or_runs():
+    state = State()
+    create = CreateExperiment(
+        experiment_id="x",
+        context_id="c",
+        experiment_name="x",
+        dataset_ref="sha256-0",
+        row_count=10,
+        num_shards=5,
+        pipelines=[
+            PipelineSpec(pipeline_name=f"p{m}", pipeline_type="sim", model_config={"model": m})
+            for m in ("m1", "m2")
+        ],
+    )
+    for event in decide(state, create, now=NOW, seq=1):
+        evolve(state, event)
+    info = ExecutorInfo(executor_id="a", backends=["sim"], slots=1, queue=2, heartbeat_at=NOW)
+    _, assign = tick_messages(state, {"a": info}, now=NOW, heartbeat_ttl_s=TTL, expire=True)
+    [first] = decide(state, assign, now=NOW)
+    evolve(state, first)
+    queued = decide(state, queue_capacity(state, assign, {"a": info}), now=NOW)
+    assert [(e.pipeline_id, e.executor_id) for e in queued] == [(first.pipeline_id, "a")] * 2

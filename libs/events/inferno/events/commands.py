@@ -176,6 +176,9 @@ class ExecutorSlot(msgspec.Struct, kw_only=True, frozen=True):
     free_slots: int
     loaded_models: frozenset[str] = frozenset()
     has_gpu: bool = False
+    only_models: frozenset[str] | None = None
+    """Set: take only pipelines of these models (an executor's queue holds no shard that would
+    make it swap models: `inferno.events.work.queue_capacity`)."""
 
 
 class AssignWork(msgspec.Struct, kw_only=True, frozen=True):

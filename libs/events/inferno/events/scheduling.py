@@ -88,6 +88,10 @@ def plan_assignments(
     return placements
 
 
+def _may_host(executor: ExecutorSlot, key: str) -> bool:
+    return executor.only_models is None or key in executor.only_models
+
+
 def _pick_executor(
     pipeline: Pipeline,
     free: dict[str, int],
@@ -96,7 +100,7 @@ def _pick_executor(
 ) -> str | None:
     kind = pipeline.spec.pipeline_type
     key = model_key(pipeline)
-    able = [eid for eid in free if kind in by_id[eid].backends]
+    able = [eid for eid in free if kind in by_id[eid].backends and _may_host(by_id[eid], key)]
     if not able:
         return None
     return min(able, key=lambda eid: (key not in loaded[eid], -free[eid], eid))

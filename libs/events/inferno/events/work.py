@@ -14,6 +14,7 @@ import msgspec
 from inferno.events.commands import AssignWork, ExecutorSlot, Report, ShardProgress
 from inferno.events.model import EvalSpec, PipelineSpec, shard_bounds
 from inferno.events.names import Names
+from inferno.events.scheduling import model_key
 from inferno.events.state import Experiment, Pipeline, State
 
 
@@ -96,17 +97,22 @@ def queue_capacity(
     state: State, offered: AssignWork, executors: Mapping[str, ExecutorInfo]
 ) -> AssignWork:
     """A tick's second pass: the executors offered in `offered` again, with room for their slots
-    plus their queues less what the state has assigned them (after the first pass)."""
+    plus their queues less what the state has assigned them (after the first pass), each for
+    the models it has loaded or in flight only. An executor runs one model at a time, so a
+    queued shard of another model would wait for a swap that another executor may not need."""
     assigned: Counter[str] = Counter()
+    models: dict[str, set[str]] = {}
     for pipeline in state.pipelines.values():
         for assignment in pipeline.in_flight.values():
             assigned[assignment.executor_id] += 1
+            models.setdefault(assignment.executor_id, set()).add(model_key(pipeline))
     slots = []
     for slot in offered.executors:
         info = executors.get(slot.executor_id)
         if info is not None and info.queue > 0:
             room = max(info.slots + info.queue - assigned[slot.executor_id], 0)
-            slots.append(msgspec.structs.replace(slot, free_slots=room))
+            only = slot.loaded_models | models.get(slot.executor_id, set())
+            slots.append(msgspec.structs.replace(slot, free_slots=room, only_models=only))
     return AssignWork(executors=tuple(slots))
 
 
