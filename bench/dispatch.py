@@ -1,7 +1,7 @@
 """Dispatch throughput: how many shards per second the control plane pushes through, end to end.
 
     .venv/bin/python bench/dispatch.py [--pipelines 64] [--shards 50] [--rows 3200]
-        [--executors 32] [--hosts 4] [--slots 2] [--only-sync-always]
+        [--executors 32] [--hosts 4] [--slots 2] [--queue N] [--only-sync-always]
 
 Starts nats-server (embedded, `sync_interval: always`), the api and the scheduler as the
 processes people run (`python -m inferno.<service>`), and 32 real executors
@@ -17,8 +17,12 @@ zero latency per row, and waits until it completed. Figures:
   own EVT log is appended again, each message a fenced decision, pipelined 64 at a time (one
   per in-flight slot, the scheduler's best case), and after each such cycle its work orders are
   published: what the log allows the scheduler with no decisions, no followers and no executors;
-- a reference, likewise: every message a shard stores (EVT, WORK, EXEC, RESULTS) written from
-  one process in waves of 64 shards, step by step: what the log allows the whole flow.
+- a reference, likewise: every message a shard stored in the protocol before issue 10 (7: EVT
+  assigned + completed, WORK, EXEC started + finished, the results object's chunk + meta with
+  nats-py's `put`, which looks the name up first) written from one process in waves of 64
+  shards, step by step: what the log allowed the whole old flow. Printed beside it: the
+  messages per shard the run itself stored (the protocol now: no ShardStarted for a shard
+  shorter than the executor's progress interval).
 Then every (pipeline, shard) must be completed exactly once in the folded EVT. All of it is
 repeated on a server without `sync_interval: always` (skip that with --only-sync-always).
 Target (2 cores): >= 1,000 shards/s.
@@ -46,6 +50,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nats.aio.client import Client as NATS
 from nats.js.api import PubAck
 from workload import sim_experiment
 
@@ -59,30 +64,37 @@ from inferno.events.work import WorkOrder, report_msg_id, report_subject, work_o
 from inferno.executor.service import run
 from inferno.executor.shard import results_name
 from inferno.jetstream import Appender, Outgoing, connect, ensure_log, replay
+from inferno.jetstream.objects import put_object
 from inferno.runtime.logs import configure_logging
 from inferno.runtime.settings import Settings
 
 OUT = Path(__file__).parent / "out"
 NAMESPACE = "inferno"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-STEPS = ("assigned", "started", "finished", "completed")
+STEPS = ("assigned", "finished", "completed")  # ShardStarted only for a shard that runs 1 s+
+OLD_STEPS = ("assigned", "started", "finished", "completed")  # what the reference writes
+OLD_MESSAGES_PER_SHARD = 7  # EVT 2, WORK 1, EXEC 2 (started, finished), results object 2
 BASELINES = {
     "scheduler_writes": "baseline: the scheduler's writes alone",
-    "whole_flow": "reference: every write of a shard, from one process",
+    "whole_flow": "reference: every write of a shard, old protocol (7)",
+    "new_flow": "the same for this protocol's writes",
 }
 
 
 # the executor host: several real executors in one process
 
 
-async def host_executors(ids: list[str], slots: int) -> None:
+async def host_executors(ids: list[str], slots: int, queue: int | None) -> None:
     settings = Settings.from_env()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await asyncio.gather(
-        *(run(settings, executor_id=executor_id, slots=slots, stop=stop) for executor_id in ids)
+        *(
+            run(settings, executor_id=executor_id, slots=slots, queue=queue, stop=stop)
+            for executor_id in ids
+        )
     )
 
 
@@ -90,10 +102,11 @@ def executor_host_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="dispatch.py executors")
     parser.add_argument("--ids", required=True, help="comma-separated executor ids")
     parser.add_argument("--slots", type=int, default=2)
+    parser.add_argument("--queue", type=int, default=None)
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     configure_logging(settings.log_level, settings.log_format, service="executor")
-    asyncio.run(host_executors(args.ids.split(","), args.slots))
+    asyncio.run(host_executors(args.ids.split(","), args.slots, args.queue))
     return 0
 
 
@@ -107,12 +120,13 @@ class Hosts:
         env = {**os.environ, "NATS_URL": nats_url, "INFERNO_NAMESPACE": NAMESPACE}
         ids = [f"exec-{i}" for i in range(1, args.executors + 1)]
         processes = []
+        queue = [] if args.queue is None else ["--queue", str(args.queue)]
         for h in range(args.hosts):
             argv = [sys.executable, __file__, "executors", "--ids", ",".join(ids[h :: args.hosts])]
             with (log_dir / f"executors-{h}.log").open("ab") as log:
                 processes.append(
                     subprocess.Popen(
-                        [*argv, "--slots", str(args.slots)],
+                        [*argv, "--slots", str(args.slots), *queue],
                         env=env,
                         stdout=log,
                         stderr=subprocess.STDOUT,
@@ -254,11 +268,12 @@ def check_exactly_once(log: Log, pipelines: int, shards: int) -> None:
 def round_trip(log: Log) -> dict[str, float]:
     """Median milliseconds of each step of a shard's round trip, and the mean number of shards
     in flight (Little's law: the time every attempt spent in flight over the run's span)."""
-    done = [a.at for a in log.attempts.values() if len(a.at) == len(STEPS)]
+    done = [a.at for a in log.attempts.values() if all(step in a.at for step in STEPS)]
     steps = [*itertools.pairwise(STEPS), ("assigned", "completed")]
     out = {f"{a}_to_{b}_ms": statistics.median(t[b] - t[a] for t in done) * 1000 for a, b in steps}
     span = max(t["completed"] for t in done) - min(t["assigned"] for t in done)
     out["mean_in_flight"] = sum(t["completed"] - t["assigned"] for t in done) / span
+    out["started_reports"] = sum("started" in t for t in done)
     return out
 
 
@@ -303,62 +318,99 @@ async def scheduler_writes_alone(nats_url: str, log: Log, cycle: int) -> dict[st
     return {"seconds": elapsed, "cpu_s": cpu}
 
 
-async def whole_flow_alone(nats_url: str, log: Log, cycle: int) -> dict[str, float]:
-    """The reference: every message a shard's round trip stores, in its order, from one
-    process, `cycle` shards at a time: ShardAssigned appended (fenced, pipelined), work orders
-    published, ShardStarted reported, the results object put, ShardFinished reported,
-    ShardCompleted appended. What the server sustains for the whole flow when nothing waits
-    for a decision or a hop between processes (the work orders are not consumed)."""
-    names = Names("flow")
-    nc = await connect(nats_url, name="bench-dispatch-flow")
-    js = nc.jetstream()
-    await ensure_log(js, names)
-    appender = Appender(nc)
-    results = await js.object_store(names.results_store)
-    done = [a for a in log.attempts.values() if len(a.messages) == len(STEPS)]
+class Flow:
+    """A reference: every message a shard's round trip stores, in its order, from one process,
+    a wave of shards at a time, into a namespace of its own. The old protocol (`old`):
+    ShardAssigned appended (fenced, pipelined), work orders published, ShardStarted reported,
+    the results object put (nats-py), ShardFinished reported, ShardCompleted appended. This
+    one: no ShardStarted, the object put with `put_object`. What the server sustains for the
+    whole flow when nothing waits for a decision or a hop between processes (the work orders
+    are not consumed)."""
 
-    def message(attempt: Attempt, step: str) -> Outgoing:
-        data = attempt.messages[step]
+    def __init__(self, nc: NATS, log: Log, *, old: bool) -> None:
+        self.names = Names("flow" if old else "flownew")
+        self.js, self.appender, self.log, self.old = nc.jetstream(), Appender(nc), log, old
+        self.steps = OLD_STEPS if old else STEPS
+        self.last_seq = 0
+        self.seconds = self.cpu_s = self.nats_cpu_s = 0.0
+
+    async def start(self) -> None:
+        await ensure_log(self.js, self.names)
+        self.results = await self.js.object_store(self.names.results_store)
+
+    def message(self, attempt: Attempt, step: str) -> Outgoing:
+        data = attempt.messages.get(step) or encode(old_started(attempt.order))
         if step in ("started", "finished"):
             r = decode_report(data)
-            return Outgoing(report_subject(names, r), data, report_msg_id(r))
+            return Outgoing(report_subject(self.names, r), data, report_msg_id(r))
         msg_id = f"{step}-{attempt.order.msg_id}"
-        return Outgoing(subject_for(names, decode_event(data)), data, msg_id)
+        return Outgoing(subject_for(self.names, decode_event(data)), data, msg_id)
 
-    def order(attempt: Attempt) -> Awaitable[PubAck]:
-        return js.publish(
-            names.work(attempt.order.executor_id),
+    def order(self, attempt: Attempt) -> Awaitable[PubAck]:
+        return self.js.publish(
+            self.names.work(attempt.order.executor_id),
             encode(attempt.order),
-            stream=names.work_stream,
+            stream=self.names.work_stream,
             headers={"Nats-Msg-Id": attempt.order.msg_id},
         )
 
-    waves = [
-        [(a, {step: message(a, step) for step in STEPS}) for a in done[i : i + cycle]]
-        for i in range(0, len(done), cycle)
-    ]
-    last_seq = 0
-    start_cpu, start = time.process_time(), time.perf_counter()
-    for wave in waves:
-        for step in STEPS:
+    def put(self, attempt: Attempt) -> Awaitable[object]:
+        name = results_name(attempt.order)
+        if self.old:
+            return self.results.put(name, self.log.result)
+        return put_object(self.js, self.names.results_store, name, self.log.result)
+
+    async def wave(self, attempts: list[Attempt]) -> None:
+        wave = [(a, {step: self.message(a, step) for step in self.steps}) for a in attempts]
+        start_cpu, start = time.process_time(), time.perf_counter()
+        for step in self.steps:
             if step in ("assigned", "completed"):
                 decisions = [[messages[step]] for _, messages in wave]
-                appended = await appender.append_decisions(
-                    names.evt_stream, decisions, expected_last_seq=last_seq
+                appended = await self.appender.append_decisions(
+                    self.names.evt_stream, decisions, expected_last_seq=self.last_seq
                 )
-                last_seq = appended[-1].last_seq
+                self.last_seq = appended[-1].last_seq
             else:
-                reports = (appender.append(names.exec_stream, [m[step]]) for _, m in wave)
+                reports = (self.appender.append(self.names.exec_stream, [m[step]]) for _, m in wave)
                 await asyncio.gather(*reports)
             if step == "assigned":
-                await asyncio.gather(*(order(a) for a, _ in wave))
-            elif step == "started":
-                await asyncio.gather(
-                    *(results.put(results_name(a.order), log.result) for a, _ in wave)
-                )
-    elapsed, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+                await asyncio.gather(*(self.order(a) for a, _ in wave))
+            if step == ("started" if self.old else "assigned"):
+                await asyncio.gather(*(self.put(a) for a, _ in wave))
+        self.seconds += time.perf_counter() - start
+        self.cpu_s += time.process_time() - start_cpu
+
+
+async def flows_alone(
+    nats_url: str, log: Log, cycle: int, nats_pid: int
+) -> dict[str, dict[str, float]]:
+    """Both references in alternating waves, so the two see the same load (other work on the
+    machine comes and goes); nats-server's CPU is read around each wave."""
+    nc = await connect(nats_url, name="bench-dispatch-flow")
+    flows = {"whole_flow": Flow(nc, log, old=True), "new_flow": Flow(nc, log, old=False)}
+    for flow in flows.values():
+        await flow.start()
+    done = [a for a in log.attempts.values() if all(step in a.messages for step in STEPS)]
+    for first in range(0, len(done), cycle):
+        for flow in flows.values():
+            nats_before = cpu_seconds(nats_pid)
+            await flow.wave(done[first : first + cycle])
+            flow.nats_cpu_s += cpu_seconds(nats_pid) - nats_before
     await nc.close()
-    return {"seconds": elapsed, "cpu_s": cpu, "shards": len(done)}
+    return {
+        name: {"seconds": f.seconds, "cpu_s": f.cpu_s, "nats_cpu_s": f.nats_cpu_s}
+        for name, f in flows.items()
+    }
+
+
+def old_started(order: WorkOrder) -> ShardStarted:
+    """The ShardStarted report the old protocol sent first for every shard."""
+    return ShardStarted(
+        executor_id=order.executor_id,
+        pipeline_id=order.pipeline_id,
+        shard=order.shard,
+        attempt=order.attempt,
+    )
 
 
 def run_once(args: argparse.Namespace, *, sync_always: bool) -> dict:
@@ -395,15 +447,11 @@ def run_once(args: argparse.Namespace, *, sync_always: bool) -> dict:
         bench_cpu = time.process_time() - bench_before
         log, seconds = asyncio.run(read_log(cluster.nats_url, created["ic_id"]))
         check_exactly_once(log, args.pipelines, args.shards)
-        cycle = args.executors * args.slots
-        baselines = {}
-        for name, measure in (
-            ("scheduler_writes", scheduler_writes_alone),
-            ("whole_flow", whole_flow_alone),
-        ):
-            nats_before = cpu_seconds(cluster.nats.pid)
-            baselines[name] = asyncio.run(measure(cluster.nats_url, log, cycle))
-            baselines[name]["nats_cpu_s"] = cpu_seconds(cluster.nats.pid) - nats_before
+        cycle, nats_url = args.executors * args.slots, cluster.nats_url
+        nats_before = cpu_seconds(cluster.nats.pid)
+        baselines = {"scheduler_writes": asyncio.run(scheduler_writes_alone(nats_url, log, cycle))}
+        baselines["scheduler_writes"]["nats_cpu_s"] = cpu_seconds(cluster.nats.pid) - nats_before
+        baselines |= asyncio.run(flows_alone(nats_url, log, cycle, cluster.nats.pid))
     cpu = {name: after[name] - before[name] for name in after}
     return {
         "sync_always": sync_always,
@@ -411,6 +459,7 @@ def run_once(args: argparse.Namespace, *, sync_always: bool) -> dict:
         "executors": args.executors,
         "hosts": args.hosts,
         "slots": args.slots,
+        "queue": args.slots if args.queue is None else args.queue,
         "rows": args.rows,
         "evt_events": len(log.events),
         "log_writes_per_shard": {k: v / total for k, v in log.writes.items()},
@@ -451,7 +500,8 @@ def report(r: dict) -> str:
     ]
     lines = [
         f"dispatch, {mode}: {r['shards']:,} shards, {r['executors']} executors"
-        f" ({r['hosts']} processes) x {r['slots']} slots, {r['rows']:,} rows;"
+        f" ({r['hosts']} processes) x {r['slots']} slots (+ queue {r['queue']}),"
+        f" {r['rows']:,} rows;"
         " target >= 1,000 shards/s",
         f"  {'':<52}{'shards/s':>9}   end to end = % of it",
     ]
@@ -465,11 +515,12 @@ def report(r: dict) -> str:
             for b in r["baselines"].values()
         ),
         "  CPU over the run (s): " + ", ".join(f"{name} {sec:.2f}" for name, sec in cpu.items()),
-        "  a shard's round trip, medians (ms): assigned -> started"
-        f" {rt['assigned_to_started_ms']:.1f} -> finished {rt['started_to_finished_ms']:.1f}"
-        f" -> completed {rt['finished_to_completed_ms']:.1f}; in all"
-        f" {rt['assigned_to_completed_ms']:.1f}, {rt['mean_in_flight']:.1f} in flight",
-        f"  messages stored per shard: {writes}",
+        "  a shard's round trip, medians (ms): assigned -> finished"
+        f" {rt['assigned_to_finished_ms']:.1f} -> completed {rt['finished_to_completed_ms']:.1f};"
+        f" in all {rt['assigned_to_completed_ms']:.1f}, {rt['mean_in_flight']:.1f} in flight;"
+        f" {rt['started_reports']} ShardStarted reports",
+        f"  messages stored per shard: {sum(r['log_writes_per_shard'].values()):.2f} ({writes});"
+        f" the reference (old protocol) stores {OLD_MESSAGES_PER_SHARD}",
     ]
     return "\n".join(lines)
 
@@ -482,6 +533,9 @@ def main() -> None:
     parser.add_argument("--executors", type=int, default=32)
     parser.add_argument("--hosts", type=int, default=4, help="processes the executors share")
     parser.add_argument("--slots", type=int, default=2, help="per executor (its default: 2)")
+    parser.add_argument(
+        "--queue", type=int, default=None, help="orders held beyond the slots (default: = slots)"
+    )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run")
     parser.add_argument(
         "--only-sync-always", action="store_true", help="skip the run without sync_interval"

@@ -98,6 +98,8 @@ def to_message(act: tuple, state: State, step: int):
                     backends=frozenset({"sim"}),
                     free_slots=slots,
                     loaded_models=frozenset({f"sim:m{loaded % 2}"}),
+                    # 2: a queue's pass, for the loaded model only (work.queue_capacity)
+                    only_models=frozenset({"sim:m0"}) if loaded == 2 else None,
                 )
                 for e in EXECUTORS
             )

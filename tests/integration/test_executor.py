@@ -162,6 +162,7 @@ async def test_heartbeat_advertises_capabilities_and_leaves_on_stop(start, log, 
     available = sorted(name for name, b in default_backends().items() if b.available())
     assert "sim" in available
     assert (info.backends, info.slots, info.busy, info.has_gpu) == (available, 3, 0, False)
+    assert info.queue == 3  # as many orders held as it has slots, unless told otherwise
     assert info.loaded_models == []
     assert info.pid > 0
     assert info.heartbeat_at >= info.started_at > 0
@@ -218,6 +219,23 @@ async def test_a_shard_reports_stats_and_writes_results(start, log, names, datas
     await wait_until(acked_and_loaded)
 
 
+async def test_a_shard_shorter_than_the_progress_timer_reports_only_its_finish(
+    start, log, names, dataset
+):
+    await start("ex1", progress_every_s=30.0, queue=0)
+    assert (await heartbeat(log, names, "ex1")).queue == 0
+    await send(log, names, order(dataset))
+
+    async def finished() -> list[ShardFinished]:
+        return of(await reports(log, names), ShardFinished)
+
+    [done] = await wait_until(finished)
+    assert done.stats.rows == 32
+    assert [type(r) for r in await reports(log, names)] == [ShardFinished]  # finished: started
+    store = await log.object_store(names.results_store)
+    assert len(from_jsonl((await store.get("exp1/1/0.jsonl")).data)) == 32
+
+
 async def test_deleting_a_pipeline_aborts_only_its_shard(start, log, nc, names, dataset):
     await start("ex1", batch_size=16)
     slow = order(dataset, pipeline_id=1, model_config={"latency_ms_per_row": 100})
@@ -245,6 +263,37 @@ async def test_deleting_a_pipeline_aborts_only_its_shard(start, log, nc, names, 
     assert of(found, ShardFinished, 1) == []
     assert len(of(found, ShardAborted, 1)) == 1
     assert of(found, ShardAborted, 2) == []
+
+    async def acked() -> bool:
+        return (await log.stream_info(names.work_stream)).state.messages == 0
+
+    await wait_until(acked)
+
+
+async def test_a_deleted_pipelines_queued_order_is_aborted_without_running(
+    start, log, nc, names, dataset
+):
+    await start("ex1", slots=1, batch_size=16)
+    running = order(dataset, shard=0, model_config={"latency_ms_per_row": 100})
+    queued = order(dataset, shard=1)
+    await send(log, names, running)
+    await send(log, names, queued)
+
+    async def started() -> bool:
+        return bool(of(await reports(log, names), ShardStarted))
+
+    await wait_until(started)
+    deleted = PipelineDeleted(pipeline_id=1)
+    await Appender(nc).append(
+        names.evt_stream, [Outgoing(subject_for(names, deleted), encode(deleted), "del-1")]
+    )
+
+    async def both_aborted() -> list[ShardAborted]:
+        aborted = of(await reports(log, names), ShardAborted)
+        return aborted if len(aborted) == 2 else []
+
+    assert sorted(r.shard for r in await wait_until(both_aborted)) == [0, 1]
+    assert of(await reports(log, names), ShardFinished) == []
 
     async def acked() -> bool:
         return (await log.stream_info(names.work_stream)).state.messages == 0

@@ -164,8 +164,17 @@ class FakeExecutor:
     """An executor as the log sees it; `auto` finishes each order at once, otherwise the test
     holds orders and finishes them when it wants (`finish_held`)."""
 
-    def __init__(self, js: JetStreamContext, names: Names, executor_id: str, *, slots: int = 2):
+    def __init__(
+        self,
+        js: JetStreamContext,
+        names: Names,
+        executor_id: str,
+        *,
+        slots: int = 2,
+        queue: int = 0,
+    ):
         self.js, self.names, self.executor_id, self.slots = js, names, executor_id, slots
+        self.queue = queue
         self.auto = False
         self.orders: list[WorkOrder] = []
         self.held: list[tuple[WorkOrder, Msg]] = []
@@ -191,6 +200,7 @@ class FakeExecutor:
             executor_id=self.executor_id,
             backends=["sim"],
             slots=self.slots,
+            queue=self.queue,
             heartbeat_at=time.time(),
         )
         await self.kv.put(self.executor_id, encode(info))
@@ -263,8 +273,11 @@ class FakeExecutor:
 async def executors(log: JetStreamContext, names: Names) -> AsyncIterator[Callable[..., Any]]:
     started: list[FakeExecutor] = []
 
-    async def start(executor_id: str, *, auto: bool, slots: int = 2) -> FakeExecutor:
-        executor = await FakeExecutor(log, names, executor_id, slots=slots).start(auto=auto)
+    async def start(
+        executor_id: str, *, auto: bool, slots: int = 2, queue: int = 0
+    ) -> FakeExecutor:
+        executor = FakeExecutor(log, names, executor_id, slots=slots, queue=queue)
+        await executor.start(auto=auto)
         started.append(executor)
         return executor
 
@@ -594,6 +607,38 @@ async def test_a_vanished_executors_shards_go_to_another_with_a_new_attempt(
         await e1.report(order)
     await asyncio.sleep(0.3)
     assert (await evt_info(log, names)).state.last_seq == last
+    assert_each_shard_completed_once(final)
+
+    await schedulers.stop(leader)
+    await assert_replay_is_the_leaders_state(log, names, leader)
+
+
+async def test_queues_fill_after_every_slot_and_a_vanished_executor_releases_them_too(
+    log, names, schedulers, executors
+):
+    e1 = await executors("e1", auto=False, slots=1, queue=1)
+    e2 = await executors("e2", auto=False, slots=1, queue=1)
+    leader = schedulers.start("s1")
+    await schedulers.leader(leader)
+    await command(log, names, experiment(pipelines=1, num_shards=6))
+    held = await until_log(log, names, lambda g: len(g.of(ShardAssigned)) == 4)
+    await asyncio.sleep(0.2)  # a few more ticks: nothing beyond slots + queue
+    assert len((await evt(log, names)).of(ShardAssigned)) == 4
+    first, second = held.of(ShardAssigned)[:2], held.of(ShardAssigned)[2:]
+    assert {e.executor_id for e in first} == {e.executor_id for e in second} == {"e1", "e2"}
+    await eventually(lambda: _held_total([e1, e2], 4), what="four orders held")
+
+    lost = sorted(o.shard for o, _ in e1.held)
+    await e1.vanish()
+    released = await until_log(
+        log, names, lambda g: len(g.of(ShardReleased)) == 2, timeout=HEARTBEAT_TTL + 3
+    )
+    assert sorted(e.shard for e in released.of(ShardReleased)) == lost
+    await e2.go_auto()
+    final = await until_log(log, names, experiment_completed)
+    for shard in lost:
+        (completed,) = final.of(ShardCompleted, shard=shard)
+        assert (completed.attempt, completed.executor_id) == (2, "e2")
     assert_each_shard_completed_once(final)
 
     await schedulers.stop(leader)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from inferno.events import State, decide, evolve
 from inferno.events.commands import AssignWork, CreateExperiment, ExecutorSlot
 from inferno.events.model import PipelineSpec
-from inferno.events.work import ExecutorInfo
+from inferno.events.work import ExecutorInfo, queue_capacity
 from inferno.scheduler.roster import tick_messages
 
 NOW = 1000.0
@@ -73,3 +73,61 @@ def test_an_idle_executor_is_never_expired():
         State(), {"a": _info("a", age=TTL + 1)}, now=NOW, heartbeat_ttl_s=TTL, expire=True
     )
     assert (expired, assign.executors) == ([], ())
+
+
+def test_queues_are_offered_after_the_slots_less_what_is_assigned():
+    state = _state_with_work_on("a", 2)
+    executors = {
+        "a": ExecutorInfo(executor_id="a", backends=["sim"], slots=2, queue=2, heartbeat_at=NOW),
+        "b": ExecutorInfo(executor_id="b", backends=["sim"], slots=2, queue=1, heartbeat_at=NOW),
+        "c": _info("c"),  # no queue: offered in the first pass only
+    }
+    _, assign = tick_messages(state, executors, now=NOW, heartbeat_ttl_s=TTL, expire=True)
+    assert {s.executor_id: s.free_slots for s in assign.executors} == {"a": 0, "b": 2, "c": 2}
+    queues = queue_capacity(state, assign, executors)
+    assert {s.executor_id: s.free_slots for s in queues.executors} == {"a": 2, "b": 3}
+
+
+def test_slots_fill_before_queues_so_work_spreads_over_executors():
+    state = _state_with_work_on("a", 0)
+    executors = {
+        eid: ExecutorInfo(executor_id=eid, backends=["sim"], slots=1, queue=1, heartbeat_at=NOW)
+        for eid in ("a", "b")
+    }
+    _, assign = tick_messages(state, executors, now=NOW, heartbeat_ttl_s=TTL, expire=True)
+    first = decide(state, assign, now=NOW)
+    for event in first:
+        evolve(state, event)
+    second = decide(state, queue_capacity(state, assign, executors), now=NOW)
+    assert (
+        sorted(e.executor_id for e in first)
+        == sorted(e.executor_id for e in second)
+        == [
+            "a",
+            "b",
+        ]
+    )
+
+
+def test_a_queue_takes_only_shards_of_a_model_the_executor_has_or_runs():
+    state = State()
+    create = CreateExperiment(
+        experiment_id="x",
+        context_id="c",
+        experiment_name="x",
+        dataset_ref="sha256-0",
+        row_count=10,
+        num_shards=5,
+        pipelines=[
+            PipelineSpec(pipeline_name=f"p{m}", pipeline_type="sim", model_config={"model": m})
+            for m in ("m1", "m2")
+        ],
+    )
+    for event in decide(state, create, now=NOW, seq=1):
+        evolve(state, event)
+    info = ExecutorInfo(executor_id="a", backends=["sim"], slots=1, queue=2, heartbeat_at=NOW)
+    _, assign = tick_messages(state, {"a": info}, now=NOW, heartbeat_ttl_s=TTL, expire=True)
+    [first] = decide(state, assign, now=NOW)
+    evolve(state, first)
+    queued = decide(state, queue_capacity(state, assign, {"a": info}), now=NOW)
+    assert [(e.pipeline_id, e.executor_id) for e in queued] == [(first.pipeline_id, "a")] * 2

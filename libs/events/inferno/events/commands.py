@@ -177,6 +177,9 @@ class ExecutorSlot(msgspec.Struct, kw_only=True, frozen=True):
     loaded_models: frozenset[str] = frozenset()
     has_gpu: bool = False
     free: dict[str, float] = {}  # declared resources less what its shards in flight need
+    only_models: frozenset[str] | None = None
+    """Set: take only pipelines of these models (an executor's queue holds no shard that would
+    make it swap models: `inferno.events.work.queue_capacity`)."""
 
 
 class AssignWork(msgspec.Struct, kw_only=True, frozen=True):

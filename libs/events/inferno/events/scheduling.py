@@ -99,6 +99,10 @@ def plan_assignments(
     return placements
 
 
+def _may_host(executor: ExecutorSlot, key: str) -> bool:
+    return executor.only_models is None or key in executor.only_models
+
+
 def _pick_executor(
     pipeline: Pipeline,
     wants: Demand,
@@ -108,14 +112,15 @@ def _pick_executor(
     loaded: dict[str, set[str]],
 ) -> str | None:
     kind = pipeline.spec.pipeline_type
+    key = model_key(pipeline)
     able = [
         eid
         for eid in free
         if kind in by_id[eid].backends
+        and _may_host(by_id[eid], key)
         and (by_id[eid].has_gpu or not wants.gpu)
         and fits(wants.resources, spare[eid])
     ]
     if not able:
         return None
-    key = model_key(pipeline)
     return min(able, key=lambda eid: (key not in loaded[eid], -free[eid], eid))

@@ -10,11 +10,12 @@ from collections.abc import Mapping
 
 import msgspec
 
-from inferno.events.commands import ExecutorSlot, Report, ShardProgress
+from inferno.events.commands import AssignWork, ExecutorSlot, Report, ShardProgress
 from inferno.events.model import EvalSpec, PipelineSpec, shard_bounds
 from inferno.events.names import Names
-from inferno.events.resources import SLOTS, Capacity
-from inferno.events.state import Experiment, Pipeline
+from inferno.events.resources import SLOTS, Capacity, in_use
+from inferno.events.scheduling import model_key
+from inferno.events.state import Experiment, Pipeline, State
 
 
 class WorkOrder(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -59,12 +60,18 @@ def work_order(experiment: Experiment, pipeline: Pipeline, shard: int) -> WorkOr
 
 
 class ExecutorInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """An executor's heartbeat: capabilities and current load, refreshed well inside the TTL."""
+    """An executor's heartbeat: capabilities and current load, refreshed well inside the TTL.
+
+    `queue` is how many orders it holds beyond its slots: they wait in its WORK consumer and
+    start the moment a slot frees, so no slot waits a decision cycle for its next shard. The
+    scheduler fills queues only after slots (`queue_capacity`).
+    """
 
     v: int = 1
     executor_id: str
     backends: list[str]
     slots: int
+    queue: int = 0
     busy: int = 0
     loaded_models: list[str] = []
     has_gpu: bool = False  # a GPU detected, or `gpus` declared
@@ -94,6 +101,31 @@ class ExecutorInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
             has_gpu=self.has_gpu,
             free={k: max(v - used.get(k, 0.0), 0.0) for k, v in self.resources.items()},
         )
+
+
+def queue_capacity(
+    state: State, offered: AssignWork, executors: Mapping[str, ExecutorInfo]
+) -> AssignWork:
+    """A tick's second pass: the executors offered in `offered` again, with room for their slots
+    plus their queues less what the state has assigned them (after the first pass), each for
+    the models it has loaded or in flight only. An executor runs one model at a time, so a
+    queued shard of another model would wait for a swap that another executor may not need.
+    Queued shards hold their resources as running ones do, so a queue never overcommits."""
+    used = in_use(state.pipelines.values())
+    models: dict[str, set[str]] = {}
+    for pipeline in state.pipelines.values():
+        for assignment in pipeline.in_flight.values():
+            models.setdefault(assignment.executor_id, set()).add(model_key(pipeline))
+    slots = []
+    for slot in offered.executors:
+        info = executors.get(slot.executor_id)
+        if info is not None and info.queue > 0:
+            mine = used.get(slot.executor_id, {})
+            room = max(info.slots + info.queue - int(mine.get(SLOTS, 0)), 0)
+            only = slot.loaded_models | models.get(slot.executor_id, set())
+            fresh = info.slot(mine)  # resources as the first pass left them
+            slots.append(msgspec.structs.replace(fresh, free_slots=room, only_models=only))
+    return AssignWork(executors=tuple(slots))
 
 
 work_order_decoder = msgspec.json.Decoder(WorkOrder)

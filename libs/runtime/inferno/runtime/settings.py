@@ -71,6 +71,7 @@ class Settings:
     lease_ttl_s: float = 5.0
     executor_id: str | None = None
     executor_slots: int = 2  # shards an executor runs at once
+    executor_queue: int | None = None  # orders it holds beyond its slots (None: as many)
     # INFERNO_EXECUTOR_RESOURCES less `slots` (which sets executor_slots), sorted by name
     executor_resources: tuple[tuple[str, float], ...] = ()
     rate_limits: str = "fleet"  # rpm/tpm held across the fleet, or per executor (as before)
@@ -293,6 +294,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "INFERNO_EXECUTOR_ID": ("executor_id", _token("executor id")),
     "INFERNO_EXECUTOR_SLOTS": ("executor_slots", _int_between(1, MAX_SLOTS)),
     "INFERNO_EXECUTOR_RESOURCES": ("executor_resources", _resources),
+    "INFERNO_EXECUTOR_QUEUE": ("executor_queue", _int_between(0, MAX_SLOTS)),
     "INFERNO_RATE_LIMITS": ("rate_limits", _one_of(*RATE_LIMIT_SCOPES)),
     "INFERNO_LOG_LEVEL": ("log_level", _one_of(*LOG_LEVELS)),
     "INFERNO_LOG_FORMAT": ("log_format", _one_of(*LOG_FORMATS)),

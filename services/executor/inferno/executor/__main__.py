@@ -68,7 +68,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _serve(settings: Settings, args: argparse.Namespace) -> None:
     port = settings.metrics_port_for("executor")
-    asyncio.run(run(settings, executor_id=args.executor_id, slots=args.slots, metrics_port=port))
+    queue = settings.executor_queue
+    asyncio.run(
+        run(
+            settings, executor_id=args.executor_id, slots=args.slots, queue=queue, metrics_port=port
+        )
+    )
 
 
 if __name__ == "__main__":

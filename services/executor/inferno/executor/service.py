@@ -1,14 +1,18 @@
 """The executor process: wiring, the work loop, heartbeats, aborts and shutdown (DESIGN §1, §5).
 
 - Work: the durable pull consumer `executor-<id>` on `names.work(id)`, up to `slots` shards at
-  once. Every shard ends with exactly one final report (finished, errored or aborted) and then
-  the ack; `msg.in_progress()` keeps a long shard's ack alive. A stale attempt is harmless:
-  `decide` ignores its reports, so the executor never coordinates with anyone.
+  once. The heartbeat offers `queue` more (default: as many as `slots`): the scheduler assigns
+  them once every slot is full, and they wait in the consumer, so a freed slot fetches its next
+  shard at once instead of waiting for a decision cycle. Every shard ends with exactly one
+  final report (finished, errored or aborted) and then the ack; `msg.in_progress()` keeps a long
+  shard's ack alive. A stale attempt is harmless: `decide` ignores its reports, so the executor
+  never coordinates with anyone.
 - Heartbeat: `ExecutorInfo` in the EXECUTORS bucket every `heartbeat_ttl_s / 3`.
 - Aborts: a core subscription to `pipeline.*.deleted` and `pipeline.*.failed` events cancels that
-  pipeline's shards. They still report `ShardAborted`: `decide` ignores it for a deleted or failed
-  pipeline, and if the event was never committed (a batch of a deposed leader, which core
-  subscribers see anyway) it releases the shard instead of leaving it in flight forever.
+  pipeline's shards, and its orders still queued once they are fetched. They still report
+  `ShardAborted`: `decide` ignores it for a deleted or failed pipeline, and if the event was
+  never committed (a batch of a deposed leader, which core subscribers see anyway) it releases
+  the shard instead of leaving it in flight forever.
 - Shutdown (SIGTERM/SIGINT or `stop`): no new work; in-flight shards get `drain_timeout_s` to
   finish, then are aborted; the KV entry is deleted (the scheduler sees the executor leave at
   once) and the connection drained.
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import glob
 import importlib.util
 import os
@@ -59,6 +64,7 @@ from inferno.executor.fleet_limits import FleetRates
 from inferno.executor.secrets import Secrets
 from inferno.executor.shard import PERMANENT, Runtime, run_shard
 from inferno.jetstream import Appender, Outgoing, durable_pull
+from inferno.jetstream.objects import put_object
 from inferno.runtime.bootstrap import open_log
 from inferno.runtime.logs import log_effective_config
 from inferno.runtime.metrics import MetricsServer
@@ -87,14 +93,16 @@ class Executor:
         rt: Runtime,
         *,
         slots: int,
+        queue: int = 0,
         poll_s: float = 1.0,
         gpus: list[dict[str, object]] | None = None,
         resources: dict[str, float] | None = None,
     ) -> None:
-        self.rt, self.slots, self.poll_s = rt, slots, poll_s
+        self.rt, self.slots, self.queue, self.poll_s = rt, slots, queue, poll_s
         self.gpus = gpus or []
         self.resources = declared_resources({}, self.gpus) if resources is None else resources
         self.running: dict[asyncio.Task[None], _Running] = {}
+        self.ended: dict[int, str] = {}  # pipeline id -> why its queued orders are aborted
 
     # the work loop
 
@@ -144,6 +152,8 @@ class Executor:
             task = asyncio.create_task(self._finish(running))
         self.running[task] = running
         task.add_done_callback(self._done)
+        if (reason := self.ended.get(order.pipeline_id)) is not None:
+            self._abort(running, reason)  # reported like any abort, before it ran a row
 
     def _done(self, task: asyncio.Task[None]) -> None:
         running = self.running.pop(task)
@@ -211,6 +221,7 @@ class Executor:
             self.abort_pipeline(event.pipeline_id, f"pipeline {event.kind}")
 
     def abort_pipeline(self, pipeline_id: int, reason: str) -> None:
+        self.ended[pipeline_id] = reason
         for running in self.running.values():
             if running.order.pipeline_id == pipeline_id:
                 self._abort(running, reason)
@@ -243,6 +254,7 @@ class Executor:
             executor_id=self.rt.executor_id,
             backends=backends,
             slots=self.slots,
+            queue=self.queue,
             busy=len(self.running),
             loaded_models=self.rt.engines.loaded_models,
             has_gpu=has_gpu(self.resources),
@@ -313,6 +325,7 @@ async def run(
     *,
     executor_id: str,
     slots: int,
+    queue: int | None = None,
     stop: asyncio.Event | None = None,
     backends: Backends | None = None,
     cache_dir: Path | None = None,
@@ -323,15 +336,19 @@ async def run(
     metrics_port: int = 0,
 ) -> None:
     """Run an executor until `stop` is set (default: until SIGTERM or SIGINT); serve /metrics
-    on `settings.metrics_host`:`metrics_port` (0: not at all)."""
+    on `settings.metrics_host`:`metrics_port` (0: not at all). `queue`: orders held beyond the
+    slots (None: as many as `slots`)."""
     if slots < 1:
         raise ValueError(f"slots must be at least 1, not {slots}")
+    queue = slots if queue is None else queue
+    if queue < 0:
+        raise ValueError(f"queue must not be negative, not {queue}")
     names = Names(settings.namespace)
     names.work(executor_id)  # validates the id before anything connects
     backends = default_backends() if backends is None else backends
     advertised = sorted(name for name, backend in backends.items() if backend.available())
     settings = dataclasses.replace(settings, executor_id=executor_id)
-    log_effective_config(_log.bind(slots=slots, backends=advertised), settings)
+    log_effective_config(_log.bind(slots=slots, queue=queue, backends=advertised), settings)
     stop = _stop_on_signals() if stop is None else stop
 
     async with contextlib.AsyncExitStack() as resources:  # released in reverse order
@@ -354,7 +371,7 @@ async def run(
             executor_id=executor_id,
             engines=engines,
             datasets=DatasetCache(js, names, cache_dir=cache_dir),
-            results=await js.object_store(names.results_store),
+            store_results=functools.partial(put_object, js, names.results_store),
             report=report,
             secrets=Secrets(await js.key_value(names.secrets_bucket)),
             batch_size=batch_size,
@@ -363,7 +380,9 @@ async def run(
         )
         gpus = await asyncio.to_thread(local_gpus)
         declared = declared_resources(dict(settings.executor_resources), gpus)
-        executor = Executor(rt, slots=slots, poll_s=poll_s, gpus=gpus, resources=declared)
+        executor = Executor(
+            rt, slots=slots, queue=queue, poll_s=poll_s, gpus=gpus, resources=declared
+        )
         _log.info("executor resources", slots=slots, **declared)
         sub = await durable_pull(
             js,

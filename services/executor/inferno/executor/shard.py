@@ -1,5 +1,9 @@
 """One shard, start to finish: rows → prompts → engine batches → scores → results and reports.
 
+`ShardStarted` goes out only once a shard has run for `progress_every_s` (`_StartedLater`):
+`ShardFinished` implies it, so a short shard stores one report instead of two, and a long one
+still shows it is alive before its first progress report.
+
 Failures raise; the caller decides what to report (`ShardErrored`, or `ShardAborted` when it
 cancelled the shard). Errors that would recur on every attempt (bad template, unknown scorer,
 unusable model_config, missing dataset, unknown secret ref) are `PERMANENT`: the scheduler fails
@@ -10,13 +14,13 @@ scheduler retries: completing it would report a run with nothing but errors as a
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import msgspec
-from nats.js.object_store import ObjectStore
 
 from inferno.events.commands import (
     Report,
@@ -63,7 +67,7 @@ class Runtime:
     executor_id: str
     engines: EngineCache
     datasets: DatasetCache
-    results: ObjectStore
+    store_results: Callable[[str, bytes], Awaitable[None]]  # object name, JSONL
     report: Callable[[Report], Awaitable[None]]
     secrets: Secrets  # the engine opens with the spec's secret refs resolved
     batch_size: int = 16
@@ -87,15 +91,49 @@ def endpoint_failure(endpoint_errors: Counter[str], rows: int) -> str | None:
     return f"all {rows} rows failed at the endpoint{others}: {error}"
 
 
+class _StartedLater:
+    """Reports `ShardStarted` after `after_s`, unless the shard is over by then."""
+
+    def __init__(self, rt: Runtime, ids: ReportIds, after_s: float) -> None:
+        self._sending = False
+        self._task = asyncio.create_task(self._report(rt, ids, after_s))
+
+    async def _report(self, rt: Runtime, ids: ReportIds, after_s: float) -> None:
+        await asyncio.sleep(after_s)
+        self._sending = True
+        await rt.report(ShardStarted(**ids, at=time.time()))
+
+    async def settle(self) -> None:
+        """Before the final report: a started report on its way lands first (it may fail the
+        shard, as it did when it went out first); one still waiting is never sent."""
+        if self._sending:
+            await self._task
+        else:
+            self._task.cancel()
+
+    def cancel(self) -> None:
+        if not self._task.done():
+            self._task.cancel()
+
+
 async def run_shard(rt: Runtime, order: WorkOrder) -> ShardStats:
-    started = time.monotonic()
     ids: ReportIds = {
         "executor_id": rt.executor_id,
         "pipeline_id": order.pipeline_id,
         "shard": order.shard,
         "attempt": order.attempt,
     }
-    await rt.report(ShardStarted(**ids, at=time.time()))
+    started = _StartedLater(rt, ids, rt.progress_every_s)
+    try:
+        return await _run(rt, order, ids, started)
+    finally:
+        started.cancel()
+
+
+async def _run(
+    rt: Runtime, order: WorkOrder, ids: ReportIds, started_later: _StartedLater
+) -> ShardStats:
+    started = time.monotonic()
     scorers = check_eval(order.eval, rt.scorer_modules)
     rows = await rt.datasets.rows(order.dataset_ref, range(order.row_start, order.row_end))
     # every prompt first: a template that fails on some row fails before any model loads
@@ -145,6 +183,7 @@ async def run_shard(rt: Runtime, order: WorkOrder) -> ShardStats:
     if (failure := endpoint_failure(endpoint_errors, len(rows))) is not None:
         raise EndpointUnavailable(failure)
     stats = stats_of(results, duration_s=time.monotonic() - started)
-    await rt.results.put(results_name(order), b"".join(_encode(r) + b"\n" for r in results))
+    await started_later.settle()
+    await rt.store_results(results_name(order), b"".join(_encode(r) + b"\n" for r in results))
     await rt.report(ShardFinished(**ids, at=time.time(), stats=stats))
     return stats

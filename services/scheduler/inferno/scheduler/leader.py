@@ -43,7 +43,7 @@ from inferno.events.commands import AnyCommand, AssignWork, Report
 from inferno.events.events import Event, OperationFailed, ShardAssigned
 from inferno.events.names import Names
 from inferno.events.state import STATE_VERSION
-from inferno.events.work import WorkOrder, work_order
+from inferno.events.work import WorkOrder, queue_capacity, work_order
 from inferno.jetstream import (
     DEFAULT_CADENCE,
     MAX_BATCH,
@@ -271,11 +271,23 @@ class Term:
             batch.lines.append(("info", "executor expired", fields))
             await self._record(batch, events, prefix, index)
             index += len(events)
+        more, index = await self._assign(batch, assign, now, prefix, index)
+        if not more:  # slots first, then the executors' queues (ExecutorInfo.queue)
+            queues = queue_capacity(state, assign, d.roster.executors)
+            more, _ = await self._assign(batch, queues, now, prefix, index)
+        return more
+
+    async def _assign(
+        self, batch: _Batch, assign: AssignWork, now: float, prefix: str, index: int
+    ) -> tuple[bool, int]:
+        """Fill `assign`'s free slots; True when the batch limit cut it short, and the next
+        message index."""
+        state = self.state
         if not any(slot.free_slots for slot in assign.executors):
-            return False
+            return False, index
         events = decide(state, assign, now=now)
         if not events:
-            return False
+            return False, index
         more = len(events) > MAX_BATCH
         events = events[:MAX_BATCH]
         # each assignment stands alone: one that lands is valid without the others
@@ -287,7 +299,7 @@ class Term:
             experiment = state.experiments[pipeline.experiment_id]
             batch.orders.append(work_order(experiment, pipeline, event.shard))
         batch.lines.append(("debug", "tick", _assign_fields(assign, events)))
-        return more
+        return more, index + len(events)
 
     async def _record(
         self,
