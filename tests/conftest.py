@@ -26,6 +26,8 @@ from nats.js import JetStreamContext
 from inferno.client.embedded import EmbeddedNats, start_cluster, wait_for_meta_leader
 from inferno.events.names import Names
 
+pytest_plugins = ["tests.hangs"]
+
 
 def _docker_nats() -> Iterator[str]:
     try:

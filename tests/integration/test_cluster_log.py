@@ -34,7 +34,7 @@ async def test_appends_go_on_through_the_loss_of_the_stream_leader(nats_cluster,
     js = nc.jetstream()
     try:
         # "created", or "exists" where a create timed out on the new cluster and was retried
-        assert len(await ensure_log(js, names, replicas=3)) == 10
+        assert len(await ensure_log(js, names, replicas=3)) == 11  # 4 streams, 4 kv, 3 objects
         stream = names.evt_stream
         assert (await js.stream_info(stream)).config.num_replicas == 3
         appender = Appender(nc)
