@@ -39,13 +39,16 @@ def test_example_answers_are_right() -> None:
         assert str(OPERATORS[op](int(a), int(b))) == row["answer"]
 
 
-class FakeClient:
-    def __init__(self) -> None:
-        self.uploads: list[list[dict]] = []
+class RecordingClient:
+    """Records what `load_spec` uploads (the real upload is tested against the api in
+    tests/e2e/test_big_datasets.py and test_cli_results.py)."""
 
-    def upload_dataset(self, rows: list[dict]) -> dict:
-        self.uploads.append(rows)
-        return {"dataset_ref": "sha256-abc", "row_count": len(rows)}
+    def __init__(self) -> None:
+        self.uploads: list[Path] = []
+
+    def upload_dataset_file(self, path: Path) -> dict:
+        self.uploads.append(path)
+        return {"dataset_ref": "sha256-abc", "row_count": 2}
 
 
 def test_path_is_relative_to_the_spec_and_uploaded_once(tmp_path: Path) -> None:
@@ -55,10 +58,10 @@ def test_path_is_relative_to_the_spec_and_uploaded_once(tmp_path: Path) -> None:
         tmp_path / "spec.yaml",
         "experiment_name: x\nnum_shards: 1\ndataset: {path: data/rows.jsonl}\npipelines: []\n",
     )
-    client = FakeClient()
+    client = RecordingClient()
     spec = load_spec(spec_file, client)  # type: ignore[arg-type]
     assert spec["dataset"] == {"ref": "sha256-abc"}
-    assert client.uploads == [[{"q": "1+1", "a": "2"}, {"q": "2+2", "a": "4"}]]
+    assert client.uploads == [tmp_path / "data" / "rows.jsonl"]  # the file as it is, once
 
 
 def test_json_spec_and_csv_rows(tmp_path: Path) -> None:

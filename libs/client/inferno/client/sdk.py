@@ -297,8 +297,9 @@ class Client:
 # experiment spec files
 def load_spec(path: str | Path, client: Client | None = None) -> dict[str, Any]:
     """The POST /experiments body in a YAML or JSON file. A `dataset.path` (JSONL, CSV or
-    Parquet, relative to the spec file) is read and, when `client` is given, uploaded once and
-    replaced by `dataset.ref`; without a client the rows are inlined as `dataset.rows`."""
+    Parquet, relative to the spec file) is, when `client` is given, uploaded as it is (the api
+    reads it as a stream, so a file of any size goes) and replaced by `dataset.ref`; without a
+    client its rows are read and inlined as `dataset.rows`."""
     path = Path(path)
     spec = read_spec(path)
     dataset = spec.get("dataset")
@@ -306,12 +307,14 @@ def load_spec(path: str | Path, client: Client | None = None) -> dict[str, Any]:
         data_path = Path(dataset["path"])
         if not data_path.is_absolute():
             data_path = path.parent / data_path
-        rows = read_rows(data_path)
         rest = {k: v for k, v in dataset.items() if k != "path"}
         if client is None:
-            spec["dataset"] = {**rest, "rows": rows}
+            spec["dataset"] = {**rest, "rows": read_rows(data_path)}
         else:
-            stored = client.upload_dataset(rows)
+            _dataset_format(data_path)
+            if not data_path.is_file():
+                raise SpecError(f"dataset file {data_path} not found")
+            stored = client.upload_dataset_file(data_path)
             spec["dataset"] = {**rest, "ref": stored["dataset_ref"]}
     return spec
 
@@ -345,13 +348,7 @@ def read_spec(path: Path) -> dict[str, Any]:
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """Rows of a JSONL (one JSON object a line; blank lines skipped), CSV (header row; values
     stay strings) or Parquet file (`inferno.datasets.files`)."""
-    suffix = path.suffix.lower()
-    fmt = format_of(path.name)
-    if fmt is None:
-        raise SpecError(
-            f"dataset {path}: unsupported file type {suffix or '(none)'!r};"
-            f" use {', '.join(DATASET_SUFFIXES)}"
-        )
+    fmt = _dataset_format(path)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -362,6 +359,17 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         return parse_rows(data, fmt)
     except DatasetFileError as error:
         raise SpecError(f"dataset {path} {error}") from None
+
+
+def _dataset_format(path: Path) -> str:
+    fmt = format_of(path.name)
+    if fmt is None:
+        suffix = path.suffix.lower()
+        raise SpecError(
+            f"dataset {path}: unsupported file type {suffix or '(none)'!r};"
+            f" use {', '.join(DATASET_SUFFIXES)}"
+        )
+    return fmt
 
 
 def _yaml_reason(error: yaml.YAMLError) -> str:
