@@ -65,7 +65,6 @@ from inferno.executor.service import run
 from inferno.executor.shard import results_name
 from inferno.jetstream import Appender, Outgoing, connect, ensure_log, replay
 from inferno.jetstream.objects import put_object
-from inferno.runtime.bootstrap import run_loop
 from inferno.runtime.logs import configure_logging
 from inferno.runtime.settings import Settings
 
@@ -107,7 +106,7 @@ def executor_host_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     configure_logging(settings.log_level, settings.log_format, service="executor")
-    run_loop(host_executors(args.ids.split(","), args.slots, args.queue))
+    asyncio.run(host_executors(args.ids.split(","), args.slots, args.queue))
     return 0
 
 

@@ -23,7 +23,6 @@ from inferno.client.embedded import die_with_parent_hook
 from inferno.client.launcher import ClusterError
 from inferno.client.sdk import Client
 from inferno.executor.service import run
-from inferno.runtime.bootstrap import run_loop
 from inferno.runtime.logs import configure_logging
 from inferno.runtime.settings import Settings
 
@@ -46,7 +45,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     configure_logging(settings.log_level, settings.log_format, service="executor")
-    run_loop(host_executors(args.ids.split(","), args.slots))
+    asyncio.run(host_executors(args.ids.split(","), args.slots))
     return 0
 
 

@@ -9,12 +9,10 @@ own connection.
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 import structlog
 from nats.aio.client import Client as NATS
@@ -25,18 +23,6 @@ from inferno.jetstream import LogConfigConflict, connect, ensure_log
 from inferno.runtime.logs import configure_logging
 from inferno.runtime.metrics import MetricsPortInUse
 from inferno.runtime.settings import ConfigError, Settings
-
-T = TypeVar("T")
-
-
-def run_loop(main: Coroutine[Any, Any, T]) -> T:
-    """Run a service's main coroutine on uvloop where it is installed (a dependency on Linux and
-    macOS), else on asyncio's own loop: libuv's loop costs the services less CPU per message."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
 
 
 @dataclass(frozen=True, slots=True)

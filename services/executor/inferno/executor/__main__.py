@@ -8,6 +8,7 @@ Everything else is `Settings.from_env()`.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import re
 import socket
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 
 from inferno.events.names import check_token
 from inferno.executor.service import run
-from inferno.runtime.bootstrap import run_loop, service_main
+from inferno.runtime.bootstrap import service_main
 from inferno.runtime.settings import Settings
 
 
@@ -68,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(settings: Settings, args: argparse.Namespace) -> None:
     port = settings.metrics_port_for("executor")
     queue = settings.executor_queue
-    run_loop(
+    asyncio.run(
         run(
             settings, executor_id=args.executor_id, slots=args.slots, queue=queue, metrics_port=port
         )

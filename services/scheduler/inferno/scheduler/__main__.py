@@ -9,7 +9,7 @@ import signal
 import sys
 
 from inferno.events.names import check_token
-from inferno.runtime.bootstrap import run_loop, service_main
+from inferno.runtime.bootstrap import service_main
 from inferno.runtime.settings import Settings
 from inferno.scheduler.service import run
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         help="name in the leader lease and in the logs (default: <hostname>-<pid>)",
     )
     args = parser.parse_args(argv)
-    return service_main("scheduler", lambda s: run_loop(_serve(s, args.scheduler_id)))
+    return service_main("scheduler", lambda s: asyncio.run(_serve(s, args.scheduler_id)))
 
 
 if __name__ == "__main__":
