@@ -69,13 +69,16 @@ fmt: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# every benchmark in turn (about 10 minutes on 2 cores, 3.5 of them cold_start's 10M-event log,
-# 1.5 hf_overhead's); each writes bench/out/<name>.json. vllm_overhead needs a GPU: name it.
+# every benchmark in turn (about 20 minutes on 2 cores: 3.5 of them cold_start's 10M-event log,
+# 1.5 hf_overhead's, ~4 datasets' 1M-row uploads, ~5 openai_limits' fleet runs); each writes
+# bench/out/<name>.json. vllm_overhead needs a GPU, fleet takes ~10 minutes: name them.
 # Pick some and pass them arguments for a quick run, e.g.
 #   make bench BENCHES="replay dispatch" replay_ARGS="--events 100000 --rounds 1" \
 #       dispatch_ARGS=--only-sync-always
 #   make bench BENCHES=cold_start cold_start_ARGS="--events 1000000"
-BENCHES ?= replay ic_latency dispatch cold_start sse_latency hf_overhead
+BENCHES ?= replay ic_latency dispatch cold_start sse_latency hf_overhead datasets placement \
+	openai_limits
+openai_limits_ARGS ?= --fleet
 
 bench: install
 	@set -e; $(foreach b,$(BENCHES),echo "== bench/$(b).py $($(b)_ARGS)"; \
