@@ -27,7 +27,7 @@ Then every (pipeline, shard) must be completed exactly once in the folded EVT. A
 repeated on a server without `sync_interval: always` (skip that with --only-sync-always).
 Target (2 cores): >= 1,000 shards/s.
 
-`python bench/dispatch.py executors --ids a,b --slots 2` is the executor host it starts.
+Its executor hosts are `bench/hosts.py`'s.
 """
 
 from __future__ import annotations
@@ -39,10 +39,7 @@ import io
 import itertools
 import json
 import os
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -50,23 +47,21 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hosts import ExecutorHosts
 from nats.aio.client import Client as NATS
 from nats.js.api import PubAck
 from workload import sim_experiment
 
-from inferno.client.embedded import die_with_parent_hook
 from inferno.client.launcher import ClusterError, LocalCluster
 from inferno.client.sdk import Client
 from inferno.events import Names, State, decode_event, decode_report, encode, evolve, subject_for
 from inferno.events.commands import ShardFinished, ShardStarted
 from inferno.events.events import ShardAssigned, ShardCompleted
 from inferno.events.work import WorkOrder, report_msg_id, report_subject, work_order
-from inferno.executor.service import run
 from inferno.executor.shard import results_name
 from inferno.jetstream import Appender, Outgoing, connect, ensure_log, replay
 from inferno.jetstream.objects import put_object
 from inferno.runtime.logs import configure_logging
-from inferno.runtime.settings import Settings
 
 OUT = Path(__file__).parent / "out"
 NAMESPACE = "inferno"
@@ -81,78 +76,6 @@ BASELINES = {
 }
 
 
-# the executor host: several real executors in one process
-
-
-async def host_executors(ids: list[str], slots: int, queue: int | None) -> None:
-    settings = Settings.from_env()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await asyncio.gather(
-        *(
-            run(settings, executor_id=executor_id, slots=slots, queue=queue, stop=stop)
-            for executor_id in ids
-        )
-    )
-
-
-def executor_host_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="dispatch.py executors")
-    parser.add_argument("--ids", required=True, help="comma-separated executor ids")
-    parser.add_argument("--slots", type=int, default=2)
-    parser.add_argument("--queue", type=int, default=None)
-    args = parser.parse_args(argv)
-    settings = Settings.from_env()
-    configure_logging(settings.log_level, settings.log_format, service="executor")
-    asyncio.run(host_executors(args.ids.split(","), args.slots, args.queue))
-    return 0
-
-
-@dataclass
-class Hosts:
-    processes: list[subprocess.Popen[bytes]]
-    log_dir: Path
-
-    @classmethod
-    def start(cls, nats_url: str, args: argparse.Namespace, log_dir: Path) -> Hosts:
-        env = {**os.environ, "NATS_URL": nats_url, "INFERNO_NAMESPACE": NAMESPACE}
-        ids = [f"exec-{i}" for i in range(1, args.executors + 1)]
-        processes = []
-        queue = [] if args.queue is None else ["--queue", str(args.queue)]
-        for h in range(args.hosts):
-            argv = [sys.executable, __file__, "executors", "--ids", ",".join(ids[h :: args.hosts])]
-            with (log_dir / f"executors-{h}.log").open("ab") as log:
-                processes.append(
-                    subprocess.Popen(
-                        [*argv, "--slots", str(args.slots), *queue],
-                        env=env,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        preexec_fn=die_with_parent_hook(),
-                    )
-                )
-        return cls(processes, log_dir)
-
-    def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-    def check(self) -> None:
-        for h, process in enumerate(self.processes):
-            if process.poll() is not None:
-                tail = (self.log_dir / f"executors-{h}.log").read_text()[-3000:]
-                raise ClusterError(f"executor host {h} exited:\n{tail}")
-
-
 # the run
 
 
@@ -162,7 +85,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def wait_for_executors(client: Client, count: int, hosts: Hosts, timeout: float) -> None:
+def wait_for_executors(client: Client, count: int, hosts: ExecutorHosts, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while len(client.executors()) < count:
         hosts.check()
@@ -171,7 +94,9 @@ def wait_for_executors(client: Client, count: int, hosts: Hosts, timeout: float)
         time.sleep(0.1)
 
 
-def wait_completed(client: Client, experiment_id: str, hosts: Hosts, timeout: float) -> None:
+def wait_completed(
+    client: Client, experiment_id: str, hosts: ExecutorHosts, timeout: float
+) -> None:
     """Poll 4 times a second (cheap for the api); the figures come from the log, not from here."""
     deadline = time.monotonic() + timeout
     while (status := client.experiment(experiment_id)["status"]) != "completed":
@@ -430,7 +355,15 @@ def run_once(args: argparse.Namespace, *, sync_always: bool) -> dict:
         )
         cluster.start()
         stack.callback(cluster.stop)
-        hosts = Hosts.start(cluster.nats_url, args, log_dir)
+        hosts = ExecutorHosts.start(
+            cluster.nats_url,
+            NAMESPACE,
+            executors=args.executors,
+            hosts=args.hosts,
+            slots=args.slots,
+            log_dir=log_dir,
+            queue=args.queue,
+        )
         stack.callback(hosts.stop)
         client = stack.enter_context(Client(cluster.api_url))
         wait_for_executors(client, args.executors, hosts, timeout=60)
@@ -551,6 +484,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["executors"]:
-        sys.exit(executor_host_main(sys.argv[2:]))
     main()

@@ -1,6 +1,6 @@
 """Executor hosts for benchmarks: many real executors as asyncio tasks in a few processes.
 
-    python bench/hosts.py --ids exec-1,exec-2 --slots 2
+    python bench/hosts.py --ids exec-1,exec-2 --slots 2 [--queue N]
 
 runs `inferno.executor.service.run` (its defaults) once per id in one process, until SIGTERM.
 Hundreds of Python processes on 2 cores would mostly measure context switches, so a bench spreads
@@ -27,14 +27,17 @@ from inferno.runtime.logs import configure_logging
 from inferno.runtime.settings import Settings
 
 
-async def host_executors(ids: list[str], slots: int) -> None:
+async def host_executors(ids: list[str], slots: int, queue: int | None) -> None:
     settings = Settings.from_env()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await asyncio.gather(
-        *(run(settings, executor_id=executor_id, slots=slots, stop=stop) for executor_id in ids)
+        *(
+            run(settings, executor_id=executor_id, slots=slots, queue=queue, stop=stop)
+            for executor_id in ids
+        )
     )
 
 
@@ -42,10 +45,11 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="hosts.py")
     parser.add_argument("--ids", required=True, help="comma-separated executor ids")
     parser.add_argument("--slots", type=int, default=2)
+    parser.add_argument("--queue", type=int, default=None, help="default: as many as slots")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     configure_logging(settings.log_level, settings.log_format, service="executor")
-    asyncio.run(host_executors(args.ids.split(","), args.slots))
+    asyncio.run(host_executors(args.ids.split(","), args.slots, args.queue))
     return 0
 
 
@@ -58,17 +62,26 @@ class ExecutorHosts:
 
     @classmethod
     def start(
-        cls, nats_url: str, namespace: str, *, executors: int, hosts: int, slots: int, log_dir: Path
+        cls,
+        nats_url: str,
+        namespace: str,
+        *,
+        executors: int,
+        hosts: int,
+        slots: int,
+        log_dir: Path,
+        queue: int | None = None,
     ) -> ExecutorHosts:
         env = {**os.environ, "NATS_URL": nats_url, "INFERNO_NAMESPACE": namespace}
         ids = [f"exec-{i}" for i in range(1, executors + 1)]
         processes = []
+        queued = [] if queue is None else ["--queue", str(queue)]
         for h in range(hosts):
             argv = [sys.executable, __file__, "--ids", ",".join(ids[h::hosts]), "--slots"]
             with (log_dir / f"executors-{h}.log").open("ab") as log:
                 processes.append(
                     subprocess.Popen(
-                        [*argv, str(slots)],
+                        [*argv, str(slots), *queued],
                         env=env,
                         stdout=log,
                         stderr=subprocess.STDOUT,

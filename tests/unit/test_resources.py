@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from inferno.api.schemas import CloneBody, PipelineBody
 from inferno.events import State, decide, evolve
-from inferno.events.commands import ClonePipeline, CreateExperiment, ShardFinished
+from inferno.events.commands import ClonePipeline, ShardFinished
 from inferno.events.model import PipelineSpec
 from inferno.events.resources import (
     Capacity,
@@ -25,28 +25,13 @@ from inferno.events.work import ExecutorInfo
 from inferno.executor.capabilities import declared_resources
 from inferno.runtime.settings import ConfigError, Settings
 from inferno.scheduler.roster import tick_messages
+from tests.unit.test_scheduling import state_with
 
 NOW = 100.0
 
 
 def spec(name: str, kind: str = "sim", **need: float) -> PipelineSpec:
     return PipelineSpec(pipeline_name=name, pipeline_type=kind, resources=need)  # type: ignore[arg-type]
-
-
-def state_with(*specs: PipelineSpec, shards: int = 4) -> State:
-    state = State()
-    create = CreateExperiment(
-        experiment_id="e",
-        context_id="c",
-        experiment_name="e",
-        dataset_ref="d",
-        row_count=100,
-        num_shards=shards,
-        pipelines=list(specs),
-    )
-    for event in decide(state, create, now=0.0, seq=1):
-        evolve(state, event)
-    return state
 
 
 def info(eid: str, slots: int = 4, backends=("sim",), **resources: float) -> ExecutorInfo:
