@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +27,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.slow
 
 TOKEN = "e2e-resources-token"
-TTL_S = 15.0  # cleanup may remove what is silent for 2/3 of it, before the bucket expires it
+TTL_S = 24.0  # cleanup may remove what is silent for 2/3 of it, before the bucket expires it
 INFERNO = Path(sys.executable).parent / "inferno"
 
 
@@ -110,7 +109,6 @@ async def test_prune_removes_a_killed_executor_and_keeps_the_live_one(live: Live
     live.child("exec-1").process.kill()  # type: ignore[union-attr]
     live.child("exec-1").process.wait(10)  # type: ignore[union-attr]
     floor = 2 * TTL_S / 3
-    killed_at = time.monotonic()
 
     async def silent() -> bool:
         return (await live.get("/api/v1/executors/exec-1"))["heartbeat_age_s"] > floor + 0.5
@@ -129,7 +127,7 @@ async def test_prune_removes_a_killed_executor_and_keeps_the_live_one(live: Live
     assert pruned.returncode == 0, pruned.stderr
     assert "removed 1 executor(s)" in pruned.stdout
     assert "exec-1" in pruned.stdout
-    assert time.monotonic() - killed_at < TTL_S  # before the bucket would have expired it
+    # removed by the prune, not by the bucket's expiry (which would have left it nothing to remove)
 
     async def gone() -> bool:
         response = await live.http.get("/api/v1/executors/exec-1")
