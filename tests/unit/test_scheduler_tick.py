@@ -7,6 +7,7 @@ from inferno.events.commands import AssignWork, CreateExperiment, ExecutorSlot
 from inferno.events.model import PipelineSpec
 from inferno.events.work import ExecutorInfo, queue_capacity
 from inferno.scheduler.roster import tick_messages
+from tests.unit.test_scheduling import state_with
 
 NOW = 1000.0
 TTL = 10.0
@@ -110,21 +111,11 @@ def test_slots_fill_before_queues_so_work_spreads_over_executors():
 
 
 def test_a_queue_takes_only_shards_of_a_model_the_executor_has_or_runs():
-    state = State()
-    create = CreateExperiment(
-        experiment_id="x",
-        context_id="c",
-        experiment_name="x",
-        dataset_ref="sha256-0",
-        row_count=10,
-        num_shards=5,
-        pipelines=[
-            PipelineSpec(pipeline_name=f"p{m}", pipeline_type="sim", model_config={"model": m})
-            for m in ("m1", "m2")
-        ],
-    )
-    for event in decide(state, create, now=NOW, seq=1):
-        evolve(state, event)
+    specs = [
+        PipelineSpec(pipeline_name=f"p{m}", pipeline_type="sim", model_config={"model": m})
+        for m in ("m1", "m2")
+    ]
+    state = state_with(*specs, shards=5)
     info = ExecutorInfo(executor_id="a", backends=["sim"], slots=1, queue=2, heartbeat_at=NOW)
     _, assign = tick_messages(state, {"a": info}, now=NOW, heartbeat_ttl_s=TTL, expire=True)
     [first] = decide(state, assign, now=NOW)
