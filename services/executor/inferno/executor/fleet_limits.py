@@ -187,6 +187,9 @@ class FleetRateLimiter:
             wait = await self._lease(now, need)
             self._round_trip_s = 0.7 * self._round_trip_s + 0.3 * (self._clock() - now)
         except nats.errors.Error as error:  # disconnected: the client reconnects; ask again
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # nats-py turns a cancel into an Error
+                raise asyncio.CancelledError from error
             _log.warning("rate-limit lease failed", error=repr(error))
             return self.lease_s
         if wait == 0 and self._batch is not None and self._holds(self._batch, self._clock(), need):
