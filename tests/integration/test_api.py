@@ -143,7 +143,7 @@ class PlayScheduler:
             seq = (await self.js.stream_info(self.names.cmd_stream)).state.last_seq
             return seq > known
 
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30  # bounds a hang only
         while not await appended():
             assert time.monotonic() < deadline
             await asyncio.sleep(0.005)
@@ -586,7 +586,6 @@ async def test_no_409_while_an_earlier_command_on_the_pipeline_is_undecided(
 
 async def test_wait_returns_the_final_status(api: Api, scheduler: PlayScheduler):
     await created(api, scheduler)
-    started = time.monotonic()
     task = asyncio.create_task(
         api.client.post(
             "/api/v1/pipelines/1/clone?wait=10",
@@ -594,8 +593,7 @@ async def test_wait_returns_the_final_status(api: Api, scheduler: PlayScheduler)
         )
     )
     ic_id = await scheduler.latest_command()
-    op = (await task).json()
-    assert time.monotonic() - started < 5
+    op = (await task).json()  # answered once decided: a lapsed wait would say "pending"
     assert (op["ic_id"], op["status"], op["operation"]) == (ic_id, "completed", "clone")
     clone = (await api.client.get(f"/api/v1/pipelines/{op['result']['pipeline_id']}")).json()
     assert (clone["pipeline_name"], clone["parent_pipeline_id"], clone["source"]) == (

@@ -4,15 +4,18 @@ holder that crashes costs the others at most its last batch."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
+import nats.errors
+import pytest
 from nats.js import JetStreamContext
 
 from inferno.events.names import Names
 from inferno.executor.fleet_ledgers import FleetLimit, Ledgers
 from inferno.executor.fleet_limits import FleetRateLimiter
-from inferno.executor.fleet_window import Limits, used
+from inferno.executor.fleet_window import Decision, Ledger, Limits, used
 from inferno.jetstream import ensure_log
-from tests.waiting import until
+from tests.waiting import scaled, until
 
 KEY = "endpoint.shared"
 
@@ -90,3 +93,41 @@ async def test_a_holder_that_closes_gives_back_what_it_did_not_use(
         permit.cancel()  # never reached the server
     await rl.close()
     assert used(await store.read(KEY)) == (3, 12)
+
+
+class LosingLedgers(Ledgers):
+    """The real bucket, with the first change losing a cancel the way Python 3.11's
+    `wait_for` under nats-py does when the cancel races the reply (`lost`: the reply is
+    returned) or a timeout (`timeout`: a nats TimeoutError is raised). The loss is staged,
+    since the race itself is a matter of microseconds."""
+
+    def __init__(self, store: Ledgers, loses: str) -> None:
+        super().__init__(store._kv)
+        self.loses, self.asking = loses, asyncio.Event()
+
+    async def change(self, key: str, change: Callable[[Ledger], Decision]) -> Decision:
+        decision = await super().change(key, change)
+        if self.asking.is_set():
+            return decision
+        self.asking.set()
+        try:
+            await asyncio.Event().wait()  # the reply is in; the cancel arrives now
+        except asyncio.CancelledError:
+            if self.loses == "timeout":
+                raise nats.errors.TimeoutError from None
+        return decision
+
+
+@pytest.mark.parametrize("loses", ["reply", "timeout"])
+async def test_a_cancel_lost_inside_a_kv_request_still_ends_the_wait(
+    js: JetStreamContext, names: Names, loses: str
+) -> None:
+    store = LosingLedgers(await ledgers(js, names), loses)
+    rl = limiter(store, "cancelled.x", 160, 60.0)
+    waiting = asyncio.create_task(rl.acquire(1))
+    await asyncio.wait_for(store.asking.wait(), scaled(30))
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(waiting, scaled(30))  # not a permit, nor leasing forever
+    assert waiting.cancelled()
+    (await asyncio.wait_for(rl.acquire(1), scaled(30))).settle(1)  # the limiter still works

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import time
 import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from inferno.events.model import PipelineSpec
 from inferno.executor.backends import default_backends, hf
 from inferno.executor.backends.base import EngineAborted, EngineConfigError, GenerationRequest
 from inferno.executor.engines import EngineCache
+from tests.waiting import until
 
 ROWS = [
     json.loads(line)
@@ -160,36 +160,70 @@ async def test_stop_strings_end_generation_early(engine: hf.HfEngine) -> None:
         assert after.text == (before.text if cut < 0 else before.text[:cut])
 
 
-async def test_abort_ends_a_long_generation_at_once(engine: hf.HfEngine) -> None:
-    long = {"temperature": 0, "max_tokens": 900}
-    started = time.monotonic()
-    call = asyncio.create_task(engine.generate(requests(8), long))
-    await asyncio.sleep(0.3)
+class StepCounter:
+    """Wraps the engine's model to count decoding steps: the stopping criteria ask
+    `interrupted()` once per generated token, so a batch that ends early asks few times."""
+
+    def __init__(self, engine: hf.HfEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.steps = 0
+        self.finished = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        generate = engine.model.generate
+
+        def counted(prompts, sampling, interrupted):  # type: ignore[no-untyped-def]
+            def counting() -> bool:
+                self.steps += 1
+                return interrupted()
+
+            try:
+                return generate(prompts, sampling, counting)
+            finally:
+                self._loop.call_soon_threadsafe(self.finished.set)
+
+        monkeypatch.setattr(engine.model, "generate", counted)
+
+    async def started(self) -> None:
+        await until(lambda: self.steps > 0, "the first decoding step", interval=0.01)
+
+
+LONG = {"temperature": 0, "max_tokens": 900}  # every row runs to 900 tokens on the tiny model
+
+
+async def test_abort_ends_a_long_generation_at_once(
+    engine: hf.HfEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counter = StepCounter(engine, monkeypatch)
+    call = asyncio.create_task(engine.generate(requests(8), LONG))
+    await counter.started()
     await engine.abort()
     with pytest.raises(EngineAborted):
         await call
-    assert time.monotonic() - started < 2.0  # 900 tokens × 8 rows take several seconds here
+    assert counter.finished.is_set()
+    assert counter.steps < 450  # it stopped at a token soon after the abort, not at 900
+    monkeypatch.undo()
     (after,) = await engine.generate(requests(1), GREEDY)  # the engine still works
     assert after.completion_tokens >= 1
 
 
-async def test_cancel_stops_the_worker_thread(engine: hf.HfEngine) -> None:
-    long = {"temperature": 0, "max_tokens": 900}
-    call = asyncio.create_task(engine.generate(requests(8), long))
-    await asyncio.sleep(0.3)
-    started = time.monotonic()
+async def test_cancel_stops_the_worker_thread(
+    engine: hf.HfEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counter = StepCounter(engine, monkeypatch)
+    call = asyncio.create_task(engine.generate(requests(8), LONG))
+    await counter.started()
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call
-    # the thread is done (the cancel waited for it), so the next batch starts at once
-    await engine.generate(requests(1), {**GREEDY, "max_tokens": 1})
-    assert time.monotonic() - started < 1.5
+    # the cancel waited for the thread (its end was signalled before the call's result), and
+    # the thread stopped at a token soon after the cancel: the next batch has the model at once
+    assert counter.finished.is_set()
+    assert counter.steps < 450
 
 
 async def test_a_call_cancelled_while_queued_never_runs(engine: hf.HfEngine) -> None:
     """Calls queue on the engine's one thread; cancelling a queued one does not wait for the
     batch ahead of it, and that batch runs on undisturbed."""
-    ahead = asyncio.create_task(engine.generate(requests(8), {"temperature": 0, "max_tokens": 900}))
+    ahead = asyncio.create_task(engine.generate(requests(8), LONG))
     queued = asyncio.create_task(engine.generate(requests(2), GREEDY))
     await asyncio.sleep(0)  # both submitted to the worker
     queued.cancel()

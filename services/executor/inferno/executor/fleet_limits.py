@@ -142,7 +142,12 @@ class FleetRateLimiter:
         try:
             async with self._turn:
                 waited_from = None
-                while (delay := await self._take_or_wait(need)) > 0:
+                while True:
+                    delay = await self._take_or_wait(need)
+                    if _cancelled():  # a cancel that a KV request lost
+                        raise asyncio.CancelledError
+                    if delay <= 0:
+                        break
                     waited_from = self._clock() if waited_from is None else waited_from
                     await self._sleep(delay)
                 if waited_from is not None:
@@ -187,8 +192,7 @@ class FleetRateLimiter:
             wait = await self._lease(now, need)
             self._round_trip_s = 0.7 * self._round_trip_s + 0.3 * (self._clock() - now)
         except nats.errors.Error as error:  # disconnected: the client reconnects; ask again
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():  # nats-py turns a cancel into an Error
+            if _cancelled():
                 raise asyncio.CancelledError from error
             _log.warning("rate-limit lease failed", error=repr(error))
             return self.lease_s
@@ -258,6 +262,15 @@ class FleetRateLimiter:
             owed = self._owed.setdefault(key, {})
             had_requests, had_tokens = owed.get(holder, (0, 0))
             owed[holder] = (had_requests + requests, had_tokens + tokens)
+
+
+def _cancelled() -> bool:
+    """Python 3.11's `wait_for` (under every nats-py request) can lose a cancel: it returns
+    the reply that came in with it, or raises TimeoutError for a timeout that raced it, which
+    nats-py makes a nats Error. The task is still marked as cancelling, so a retry loop asks
+    here and ends instead of leasing forever."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _granting(
