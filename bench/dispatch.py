@@ -20,9 +20,10 @@ zero latency per row, and waits until it completed. Figures:
 - a reference, likewise: every message a shard stored in the protocol before issue 10 (7: EVT
   assigned + completed, WORK, EXEC started + finished, the results object's chunk + meta with
   nats-py's `put`, which looks the name up first) written from one process in waves of 64
-  shards, step by step: what the log allowed the whole old flow. Printed beside it: the
-  messages per shard the run itself stored (the protocol now: no ShardStarted for a shard
-  shorter than the executor's progress interval).
+  shards, step by step: what the log allowed the whole old flow; and the same for this
+  protocol's 4 (no ShardStarted for a shard shorter than the executor's progress interval, the
+  results inside ShardFinished), in alternating waves. Printed beside them: the messages per
+  shard the run itself stored.
 Then every (pipeline, shard) must be completed exactly once in the folded EVT. All of it is
 repeated on a server without `sync_interval: always` (skip that with --only-sync-always).
 Target (2 cores): >= 1,000 shards/s.
@@ -60,7 +61,7 @@ from inferno.events.events import ShardAssigned, ShardCompleted
 from inferno.events.work import WorkOrder, report_msg_id, report_subject, work_order
 from inferno.executor.shard import results_name
 from inferno.jetstream import Appender, Outgoing, connect, ensure_log, replay
-from inferno.jetstream.objects import put_object
+from inferno.jetstream.results import jsonl
 from inferno.runtime.logs import configure_logging
 
 OUT = Path(__file__).parent / "out"
@@ -126,7 +127,7 @@ class Log:
     completions: Counter[tuple[int, int]] = field(default_factory=Counter)
     last_completed_seq: int = 0
     writes: dict[str, int] = field(default_factory=dict)  # messages stored per stream
-    result: bytes = b""  # one shard's results object, as the executor stored it
+    result: bytes = b""  # one shard's results (JSONL), as the executor encoded them
 
 
 async def read_log(nats_url: str, ic_id: int) -> tuple[Log, float]:
@@ -169,9 +170,13 @@ async def read_log(nats_url: str, ic_id: int) -> tuple[Log, float]:
     streams = [names.evt_stream, names.work_stream, names.exec_stream]
     for stream in [*streams, f"OBJ_{names.results_store}"]:  # an object store's stream
         log.writes[stream] = (await js.stream_info(stream)).state.last_seq
-    order = next(iter(attempts.values())).order
-    results = await js.object_store(names.results_store)
-    log.result = (await results.get(results_name(order))).data or b""
+    sample = next(a for a in attempts.values() if "finished" in a.messages)
+    finished = decode_report(sample.messages["finished"])
+    assert isinstance(finished, ShardFinished)
+    log.result = jsonl(bytes(row) for row in finished.results)
+    if not log.result:  # too large for the report: the object the executor stored
+        results = await js.object_store(names.results_store)
+        log.result = (await results.get(results_name(sample.order))).data or b""
     await nc.close()
     assert created.time is not None
     assert last.time is not None
@@ -248,9 +253,9 @@ class Flow:
     a wave of shards at a time, into a namespace of its own. The old protocol (`old`):
     ShardAssigned appended (fenced, pipelined), work orders published, ShardStarted reported,
     the results object put (nats-py), ShardFinished reported, ShardCompleted appended. This
-    one: no ShardStarted, the object put with `put_object`. What the server sustains for the
-    whole flow when nothing waits for a decision or a hop between processes (the work orders
-    are not consumed)."""
+    one: no ShardStarted, and the results inside ShardFinished (the run's own report). What the
+    server sustains for the whole flow when nothing waits for a decision or a hop between
+    processes (the work orders are not consumed)."""
 
     def __init__(self, nc: NATS, log: Log, *, old: bool) -> None:
         self.names = Names("flow" if old else "flownew")
@@ -280,10 +285,7 @@ class Flow:
         )
 
     def put(self, attempt: Attempt) -> Awaitable[object]:
-        name = results_name(attempt.order)
-        if self.old:
-            return self.results.put(name, self.log.result)
-        return put_object(self.js, self.names.results_store, name, self.log.result)
+        return self.results.put(results_name(attempt.order), self.log.result)
 
     async def wave(self, attempts: list[Attempt]) -> None:
         wave = [(a, {step: self.message(a, step) for step in self.steps}) for a in attempts]
@@ -300,7 +302,7 @@ class Flow:
                 await asyncio.gather(*reports)
             if step == "assigned":
                 await asyncio.gather(*(self.order(a) for a, _ in wave))
-            if step == ("started" if self.old else "assigned"):
+            if step == "started":
                 await asyncio.gather(*(self.put(a) for a, _ in wave))
         self.seconds += time.perf_counter() - start
         self.cpu_s += time.process_time() - start_cpu

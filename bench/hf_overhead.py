@@ -52,7 +52,6 @@ from vllm_overhead import arithmetic
 from inferno.client.embedded import die_with_parent_hook
 from inferno.client.launcher import ClusterError, LocalCluster
 from inferno.events.names import Names
-from inferno.events.work import results_name
 from inferno.executor.backends import hf
 from inferno.jetstream import connect
 from inferno.runtime.logs import configure_logging
@@ -218,12 +217,8 @@ class Cluster:
         others_cpu = sum(map(cpu_seconds, self.others)) - others_cpu
         pipeline = (await self.api.get(f"/pipelines/{pid}")).json()
         assert pipeline["rows_processed"] == rows, pipeline
-        store = await self.js.object_store(NAMES.results_store)
-        results = []
-        for shard in range(self.experiment["num_shards"]):
-            name = results_name(created["experiment_id"], pid, shard)
-            data = (await store.get(name)).data or b""
-            results += [msgspec.json.decode(line) for line in data.splitlines()]
+        exported = await self.api.get(f"/pipelines/{pid}/results")
+        results = [msgspec.json.decode(line) for line in exported.content.splitlines()]
         return {
             "seconds": done.time.timestamp() - command.time.timestamp(),
             "completion_tokens": pipeline["completion_tokens"],

@@ -21,16 +21,31 @@ import pytest
 HANG_S = float(os.environ.get("INFERNO_TEST_HANG_S", "600"))
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+def _watched(item: pytest.Item, phase: str) -> Iterator[None]:
     out = Path(tempfile.gettempdir()) / "inferno-test-hangs.txt"
-    timer = threading.Timer(HANG_S, _report, args=(item.nodeid, out))
+    timer = threading.Timer(HANG_S, _report, args=(f"{item.nodeid} ({phase})", out))
     timer.daemon = True
     timer.start()
     try:
         return (yield)
     finally:
         timer.cancel()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    return (yield from _watched(item, "setup"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    return (yield from _watched(item, "call"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    """A fixture's teardown can hang too (a task that never ends on cancel)."""
+    return (yield from _watched(item, "teardown"))
 
 
 def _report(nodeid: str, out: Path) -> None:

@@ -45,9 +45,9 @@ from inferno.events import (
 )
 from inferno.events.commands import AnyCommand, AnyReport
 from inferno.events.events import AnyEvent, ShardCompleted
-from inferno.events.work import results_name
 from inferno.jetstream import connect, replay
 from inferno.readmodels import ReadModel, apply_command, apply_event
+from tests.results import stored_objects
 from tests.waiting import until
 
 T = TypeVar("T")
@@ -393,20 +393,19 @@ class Live:
             raise
 
     async def assert_results_once(self, state: State | ReadModel) -> None:
-        """INFERNO_RESULTS holds objects of completed shards only, and every row of each
-        completed pipeline exactly once across its shards' objects, none an error."""
-        store = await self.js.object_store(self.names.results_store)
-        for info in await store.list():
+        """INFERNO_RESULTS holds objects of completed shards only, and the results route gives
+        every row of each completed pipeline exactly once, none an error (shards' results are
+        in their reports or in objects: the route reads both)."""
+        for info in await stored_objects(self.js, self.names.results_store):
             _, pid, shard = info.name.removesuffix(".jsonl").split("/")
             assert int(shard) in state.pipelines[int(pid)].completed, info.name
         for pid, p in sorted(state.pipelines.items()):
             if p.status != "completed":
                 continue
             experiment = state.experiments[p.experiment_id]
-            rows = []
-            for shard in range(p.num_shards):
-                name = results_name(p.experiment_id, pid, shard)
-                rows += (await store.get(name)).data.splitlines()  # type: ignore[union-attr]
+            response = await self.http.get(f"/api/v1/pipelines/{pid}/results")
+            assert response.status_code == 200, response.text
+            rows = response.content.splitlines()
             indices = sorted(json.loads(row)["row_index"] for row in rows)
             assert indices == list(range(experiment.row_count)), f"pipeline {pid}: {indices}"
             errors = [row for row in rows if json.loads(row).get("error")]

@@ -22,10 +22,8 @@ import msgspec
 import pytest
 
 from inferno.client.launcher import LocalCluster
-from inferno.events import Names
 from inferno.executor.backends import hf
 from inferno.executor.service import local_gpus
-from inferno.jetstream import connect
 from tests.waiting import until
 
 T = TypeVar("T")
@@ -92,18 +90,11 @@ def running(p: dict[str, Any]) -> bool:
     return p["status"] == "ongoing" and bool(p["in_flight"]) and p["shards_completed"] >= 1
 
 
-async def results(cluster: LocalCluster, experiment_id: str, pid: int) -> list[dict[str, Any]]:
-    """Every row the pipeline's shards wrote to INFERNO_RESULTS."""
-    nc = await connect(cluster.nats_url, name="hf-e2e")
-    try:
-        store = await nc.jetstream().object_store(Names(cluster.namespace).results_store)
-        rows = []
-        for shard in range(SHARDS):
-            data = (await store.get(f"{experiment_id}/{pid}/{shard}.jsonl")).data or b""
-            rows += [msgspec.json.decode(line) for line in data.splitlines()]
-        return rows
-    finally:
-        await nc.close()
+async def results(api: httpx.AsyncClient, pid: int) -> list[dict[str, Any]]:
+    """Every row of the pipeline's completed shards, as the results route streams them."""
+    response = await api.get(f"/pipelines/{pid}/results")
+    assert response.status_code == 200, response.text
+    return [msgspec.json.decode(line) for line in response.content.splitlines()]
 
 
 async def test_an_hf_pipeline_runs_and_is_steered_mid_run(
@@ -138,7 +129,7 @@ async def test_an_hf_pipeline_runs_and_is_steered_mid_run(
         },
     )
     assert created["status"] == "completed", created
-    experiment_id, pid = created["experiment_id"], created["pipelines"][0]["pipeline_id"]
+    pid = created["pipelines"][0]["pipeline_id"]
 
     # the first shard pays for importing torch and loading the model
     await pipeline_when(api, pid, running, timeout=120)
@@ -170,7 +161,7 @@ async def test_an_hf_pipeline_runs_and_is_steered_mid_run(
     assert original["completion_tokens"] > clone["completion_tokens"]
 
     for p in (original, clone):
-        rows = await results(hf_cluster, experiment_id, p["pipeline_id"])
+        rows = await results(api, p["pipeline_id"])
         assert sorted(r["row_index"] for r in rows) == list(range(len(ROWS)))
         assert all(isinstance(r["output"], str) and "error" not in r for r in rows)
         assert not any(r.get("simulated") for r in rows)

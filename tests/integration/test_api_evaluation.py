@@ -27,6 +27,7 @@ from inferno.datasets.store import dataset_ref, to_jsonl
 from inferno.events import Names, State, decide, decode_command, encode, evolve, subject_for
 from inferno.events.commands import AssignWork, ExecutorSlot, ShardFinished
 from inferno.events.model import LATENCY_BUCKETS_MS, MetricStats, ShardStats
+from inferno.events.work import report_subject
 from inferno.jetstream import Appender, Outgoing
 from inferno.runtime.settings import Settings
 
@@ -40,7 +41,7 @@ class Decisions:
         self.js, self.names, self.app = js, names, app
         self.appender = Appender(nc)
         self.state = State()
-        self.evt_seq = self.report_seq = 0
+        self.evt_seq = 0
 
     async def command(self, ic_id: int) -> None:
         command = decode_command((await self.js.get_msg(self.names.cmd_stream, seq=ic_id)).data)
@@ -53,7 +54,11 @@ class Decisions:
         )
         await self._append(decide(self.state, AssignWork(executors=slots), now=time.time(), seq=0))
 
-    async def finish(self, pipeline_id: int, shard: int, stats: ShardStats) -> None:
+    async def finish(
+        self, pipeline_id: int, shard: int, stats: ShardStats, results: tuple[bytes, ...] = ()
+    ) -> None:
+        """The executor's report, stored in INFERNO_EXEC (with `results` inline, if any), and
+        the decision on it."""
         assignment = self.state.pipelines[pipeline_id].in_flight[shard]
         report = ShardFinished(
             executor_id=assignment.executor_id,
@@ -61,9 +66,12 @@ class Decisions:
             shard=shard,
             attempt=assignment.attempt,
             stats=stats,
+            results=[msgspec.Raw(row) for row in results],
         )
-        self.report_seq += 1
-        await self._append(decide(self.state, report, now=time.time(), seq=self.report_seq))
+        stored = await self.js.publish(
+            report_subject(self.names, report), encode(report), stream=self.names.exec_stream
+        )
+        await self._append(decide(self.state, report, now=time.time(), seq=stored.seq))
 
     async def _append(self, events: list[Any]) -> None:
         if not events:
@@ -245,20 +253,23 @@ async def test_leaderboard_ranks_by_the_chosen_metric_with_intervals(api: Api):
 async def test_results_stream_the_completed_shards_in_order(
     api: Api, js: JetStreamContext, names: Names
 ):
+    """Shards 0 and 1 have their results in INFERNO_RESULTS (too large for a report), shard 2
+    inside the report that finished it; the route reads both ways, in shard order."""
     created = await api.create(experiment(pipelines=1, num_shards=3))
     experiment_id = created["experiment_id"]
     store = await js.object_store(names.results_store)
-    lines = {
-        s: b"".join(msgspec.json.encode({"row_index": i, "shard": s}) + b"\n" for i in range(2))
-        for s in range(3)
+    rows = {
+        s: [msgspec.json.encode({"row_index": i, "shard": s}) for i in range(2)] for s in range(3)
     }
-    for s, data in lines.items():
-        await store.put(f"{experiment_id}/1/{s}.jsonl", data)
+    lines = {s: b"".join(row + b"\n" for row in rows[s]) for s in range(3)}
+    for s in (0, 1):
+        await store.put(f"{experiment_id}/1/{s}.jsonl", lines[s])
+    await store.put(f"{experiment_id}/1/2.jsonl", b'{"a stale attempt": true}\n')  # not read
     empty = await api.client.get("/api/v1/pipelines/1/results")
     assert (empty.status_code, empty.content) == (200, b"")
 
     await api.decisions.assign("e1", "e2", "e3")
-    await api.decisions.finish(1, 2, shard((1, 2)))
+    await api.decisions.finish(1, 2, shard((1, 2)), results=tuple(rows[2]))
     await api.decisions.finish(1, 0, shard((1, 2)))  # shard 1 is still running
     response = await api.client.get("/api/v1/pipelines/1/results")
     assert response.status_code == 200

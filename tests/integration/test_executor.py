@@ -38,6 +38,7 @@ from inferno.executor.backends.sim import SimConfig, answer
 from inferno.executor.service import run
 from inferno.jetstream import Appender, Outgoing, ensure_log, replay
 from inferno.runtime.settings import Settings
+from tests.results import results_rows
 from tests.waiting import until
 
 HEARTBEAT_TTL_S = 3.0
@@ -200,8 +201,9 @@ async def test_a_shard_reports_stats_and_writes_results(start, log, names, datas
     assert sum(stats.latency_ms_buckets) == 32
     assert stats.duration_s > 0
 
-    store = await log.object_store(names.results_store)
-    lines = from_jsonl((await store.get("exp1/1/0.jsonl")).data)
+    assert len(done.results) == 32  # small enough to travel in the report: no object
+    assert (await log.stream_info(f"OBJ_{names.results_store}")).state.messages == 0
+    lines = await results_rows(log, names, "exp1", 1)
     assert [line["row_index"] for line in lines] == list(range(8, 40))
     assert lines[0]["row_id"] == "r8"
     assert lines[0]["prompt"] == "Q: 8+1?\nA:"
@@ -232,8 +234,22 @@ async def test_a_shard_shorter_than_the_progress_timer_reports_only_its_finish(
     [done] = await wait_until(finished)
     assert done.stats.rows == 32
     assert [type(r) for r in await reports(log, names)] == [ShardFinished]  # finished: started
-    store = await log.object_store(names.results_store)
-    assert len(from_jsonl((await store.get("exp1/1/0.jsonl")).data)) == 32
+    assert len(await results_rows(log, names, "exp1", 1)) == 32
+
+
+async def test_results_too_large_for_a_report_go_to_the_object_store(start, log, names, dataset):
+    await start("ex1", inline_results_max=1000)  # 32 rows of results are ~10 KB
+    await send(log, names, order(dataset))
+
+    async def finished() -> list[ShardFinished]:
+        return of(await reports(log, names), ShardFinished)
+
+    [done] = await wait_until(finished)
+    assert done.results == []
+    stored = await (await log.object_store(names.results_store)).get("exp1/1/0.jsonl")
+    lines = await results_rows(log, names, "exp1", 1)
+    assert from_jsonl(stored.data) == lines
+    assert [line["row_index"] for line in lines] == list(range(8, 40))
 
 
 async def test_deleting_a_pipeline_aborts_only_its_shard(start, log, nc, names, dataset):

@@ -15,6 +15,7 @@ from inferno.executor.fleet_ledgers import FleetLimit, Ledgers
 from inferno.executor.fleet_limits import FleetRateLimiter
 from inferno.executor.fleet_window import Decision, Ledger, Limits, used
 from inferno.jetstream import ensure_log
+from inferno.runtime.tasks import cancel_and_wait
 from tests.waiting import scaled, until
 
 KEY = "endpoint.shared"
@@ -50,8 +51,7 @@ async def test_three_holders_never_grant_more_than_the_limit_in_any_window(
         await until(lambda: len(granted) >= 3 * rpm, "three windows' worth of grants", 60)
     finally:
         for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(task)
     for start in granted:
         inside = [at for at in granted if start <= at < start + window]
         assert len(inside) <= rpm, (start, len(inside))

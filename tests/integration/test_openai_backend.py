@@ -15,7 +15,7 @@ import pytest
 from nats.js import JetStreamContext
 
 from bench import openai_server as fake
-from inferno.datasets.store import dataset_ref, from_jsonl, to_jsonl
+from inferno.datasets.store import dataset_ref, to_jsonl
 from inferno.events.backend_options import OPENAI_TUNING_KEYS
 from inferno.events.codec import decode_report, encode
 from inferno.events.commands import AnyReport, ShardErrored, ShardFinished
@@ -27,6 +27,7 @@ from inferno.executor.backends.base import EngineAborted, EngineConfigError, Gen
 from inferno.executor.service import run
 from inferno.jetstream import ensure_log, replay
 from inferno.runtime.settings import Settings
+from tests.results import results_rows
 
 POISON = 13  # the server can never answer this row
 ROWS = [
@@ -125,8 +126,7 @@ async def final_report(
 
 
 async def results(js: JetStreamContext, names: Names, pipeline_id: int) -> list[dict[str, Any]]:
-    store = await js.object_store(names.results_store)
-    return from_jsonl((await store.get(f"exp1/{pipeline_id}/0.jsonl")).data)
+    return await results_rows(js, names, "exp1", pipeline_id)
 
 
 async def test_rows_are_answered_within_limits_retried_and_failed_alone(

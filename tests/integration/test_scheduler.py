@@ -67,6 +67,7 @@ from inferno.jetstream import (
 )
 from inferno.readmodels import ReadModel, apply_event
 from inferno.runtime.settings import Settings
+from inferno.runtime.tasks import cancel_and_wait
 from inferno.scheduler.service import Status, run
 from tests.waiting import until
 
@@ -134,9 +135,7 @@ class Schedulers:
     @staticmethod
     async def crash(scheduler: Running) -> None:
         """Like kill -9: nothing is released; the lease has to expire."""
-        scheduler.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await scheduler.task
+        await cancel_and_wait(scheduler.task)
 
     async def close(self) -> None:
         for scheduler in self.running:
@@ -263,9 +262,7 @@ class FakeExecutor:
 
     async def close(self) -> None:
         for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         self._tasks = []
 
 

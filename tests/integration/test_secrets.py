@@ -34,6 +34,7 @@ from inferno.executor.service import run
 from inferno.jetstream import Appender, Outgoing, ensure_log, replay
 from inferno.runtime.settings import Settings
 from tests import waiting
+from tests.results import results_jsonl
 
 ROWS = [{"id": i, "question": f"{i}+1?", "answer": str(i + 1)} for i in range(6)]
 
@@ -528,8 +529,7 @@ async def test_the_executor_opens_engines_with_resolved_secrets_only(
     assert opened[0].client_config == {"api_key": key, "base_url": "http://llm"}
     assert isinstance(done[2], ShardFinished)
     assert done[2].stats.errors == len(ROWS)
-    results = await js.object_store(names.results_store)
-    rows = (await results.get("exp1/2/0.jsonl")).data or b""
+    rows = await results_jsonl(js, names, "exp1", 2)
     assert b"401 for key ***" in rows
     assert key.encode() not in rows
     assert isinstance(done[3], ShardErrored)

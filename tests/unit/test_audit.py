@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from inferno.audit import query as q
@@ -13,7 +14,7 @@ from inferno.audit.entries import Entry, Ids, build, rfc3339, settled_by
 from inferno.audit.story import story
 from inferno.audit.verify import as_text, report
 from inferno.events import encode
-from inferno.events.commands import ClonePipeline, StopPipeline
+from inferno.events.commands import ClonePipeline, ShardFinished, StopPipeline
 from inferno.events.events import PipelineStopped
 from inferno.events.model import PipelineChanges
 from inferno.events.names import Names
@@ -89,6 +90,15 @@ def test_an_event_settling_an_operation_shows_its_command_s_who_and_why():
     assert who is not None
     settled_by(entry, who)
     assert (entry.actor, entry.reason, entry.ids) == ("bob", "r", Ids(ic_id=7, pipeline_id=2))
+
+
+def test_a_report_s_inline_results_show_as_a_count_not_as_rows():
+    rows = [msgspec.Raw(b'{"row_index": %d, "output": "long text"}' % i) for i in range(64)]
+    report = ShardFinished(executor_id="ex1", pipeline_id=3, shard=2, attempt=1, results=rows)
+    entry, _ = build("INFERNO_EXEC", 9, T0, encode(report))
+    assert (entry.type, entry.ids) == ("shard_finished", Ids(pipeline_id=3, shard=2))
+    assert entry.payload["results"] == {"rows": 64}
+    assert b"long text" not in msgspec.json.encode(entry)
 
 
 def test_unknown_and_undecodable_messages_still_show():

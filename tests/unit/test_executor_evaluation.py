@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from inferno.events.model import LATENCY_BUCKETS_MS, EvalSpec, Scorer
 from inferno.executor.backends.base import Generation
@@ -36,6 +38,25 @@ def test_render_chat_messages_formats_each_content():
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "hi"},
     ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pieces=st.lists(
+        st.one_of(
+            st.sampled_from(["Q: ", "\n", "{{", "}}", " é ", "A:"]),
+            st.sampled_from(["{q}", "{n}", "{flag}", "{none}", "{items}", "{obj}", "{n:>4}"]),
+        ),
+        max_size=8,
+    ),
+    q=st.text(max_size=20),
+    n=st.one_of(st.integers(), st.floats(allow_nan=True)),
+)
+def test_plain_templates_render_as_the_formatter_does(pieces, q, n):
+    """Templates of plain fields take a fast path; it must agree with `str.format_map`."""
+    template = "".join(pieces)
+    row = {"q": q, "n": n, "flag": True, "none": None, "items": [1, "a"], "obj": {"k": 1.5}}
+    assert render(template, row) == template.format_map(row)
 
 
 def test_a_missing_field_is_named():

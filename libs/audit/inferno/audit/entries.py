@@ -95,6 +95,8 @@ def build(stream: str, seq: int, time_ns: int, data: bytes) -> tuple[Entry, Who 
         payload = _raw.decode(data)
     except msgspec.DecodeError:
         return entry, None
+    if kind == "exec" and isinstance(rows := payload.get("results"), list):
+        payload["results"] = {"rows": len(rows)}  # carried for the results route, not shown
     entry.payload = mask_value(payload)
     entry.type = str(payload.get(_TAG_FIELD[kind], "unknown"))
     try:

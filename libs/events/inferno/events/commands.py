@@ -153,7 +153,12 @@ class ShardProgress(Report, tag="shard_progress"):
 
 
 class ShardFinished(Report, tag="shard_finished"):
+    """`results`: the rows' results (one JSON value each, kept undecoded) when they fit in the
+    message, else empty and in INFERNO_RESULTS (`inferno.jetstream.results`); the decider never
+    reads them."""
+
     stats: ShardStats = msgspec.field(default_factory=ShardStats)
+    results: list[msgspec.Raw] = msgspec.field(default_factory=list)
 
 
 class ShardErrored(Report, tag="shard_errored"):

@@ -221,7 +221,7 @@ def _shard_assigned(m: ReadModel, e: ShardAssigned) -> None:
 def _shard_completed(m: ReadModel, e: ShardCompleted) -> None:
     pipeline = m.pipelines[e.pipeline_id]
     pipeline.in_flight.pop(e.shard, None)
-    pipeline.completed.add(e.shard)
+    pipeline.completed[e.shard] = e.report_seq  # where its results are (inferno.jetstream.results)
     stats = e.stats
     pipeline.rows_processed += stats.rows
     pipeline.prompt_tokens += stats.prompt_tokens

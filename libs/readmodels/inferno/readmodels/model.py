@@ -14,7 +14,7 @@ import msgspec
 from inferno.events.model import EvalSpec, MetricStats, PipelineSpec
 from inferno.events.state import Assignment, PipelineStatus
 
-READ_MODEL_VERSION = 1
+READ_MODEL_VERSION = 2
 OperationStatus = Literal["pending", "processing", "completed", "failed"]
 FINAL: frozenset[str] = frozenset({"completed", "failed"})
 
@@ -29,7 +29,7 @@ class Pipeline(msgspec.Struct, kw_only=True):
     source: str = "user"
     status: PipelineStatus = "new"
     created_at: float = 0.0
-    completed: set[int] = msgspec.field(default_factory=set)
+    completed: dict[int, int] = msgspec.field(default_factory=dict)  # shard -> its report's seq
     in_flight: dict[int, Assignment] = msgspec.field(default_factory=dict)
     failure: str | None = None
     # merged from the completed shards' statistics, shard by shard

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import tempfile
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
@@ -17,8 +16,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 import structlog
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from nats.js.errors import NotFoundError
-from nats.js.object_store import ObjectStore
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
@@ -155,18 +152,3 @@ async def _parquet(body: AsyncIterator[bytes]) -> Pieces:
             spool.write(chunk)
         spool.seek(0)
         yield iter_rows(spool, "parquet")
-
-
-async def stream_results(store: ObjectStore, objects: list[str]) -> AsyncIterator[bytes]:
-    """The objects' bytes one after another, each ending in a newline; one that is missing
-    (removed by hand from INFERNO_RESULTS) is skipped with a warning."""
-    for name in objects:
-        buffer = io.BytesIO()  # chunk by chunk: `.data` would be concatenated, O(n²)
-        try:
-            await store.get(name, writeinto=buffer)
-        except NotFoundError:
-            _log.warning("results object missing", name=name)
-            continue
-        data = buffer.getvalue()
-        if data:
-            yield data if data.endswith(b"\n") else data + b"\n"

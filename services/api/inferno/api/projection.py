@@ -48,6 +48,7 @@ from inferno.readmodels import (
     apply_command,
     apply_event,
 )
+from inferno.runtime.tasks import cancel_and_wait
 
 _log = structlog.get_logger(__name__)
 
@@ -143,9 +144,7 @@ class Projection:
     async def stop(self) -> None:
         self.caught_up = False
         if self._snapshot_loop is not None:
-            self._snapshot_loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._snapshot_loop
+            await cancel_and_wait(self._snapshot_loop)  # snapshot puts can lose a cancel
             self._snapshot_loop = None
         if self.snapshot_writer is not None:
             await self.snapshot_writer.wait(timeout=SNAPSHOT_LANDING_S)

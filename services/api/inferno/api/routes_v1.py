@@ -17,7 +17,7 @@ from starlette.responses import Response, StreamingResponse
 
 from inferno.api import views
 from inferno.api.commands import submit
-from inferno.api.data import load_manifest, store_rows, store_upload, stream_results
+from inferno.api.data import load_manifest, store_rows, store_upload
 from inferno.api.deps import Gateway, GatewayDep, IdempotencyKey, Wait
 from inferno.api.errors import ApiError
 from inferno.api.fleet import Hosting, live
@@ -43,7 +43,7 @@ from inferno.events.commands import (
     StopPipeline,
 )
 from inferno.events.state import PipelineStatus
-from inferno.events.work import results_name
+from inferno.jetstream.results import CompletedShard, stream_results
 from inferno.readmodels.model import OperationStatus
 
 router = APIRouter(prefix="/api/v1", tags=["v1"], default_response_class=MsgspecJSONResponse)
@@ -220,17 +220,18 @@ async def get_pipeline(pipeline_id: int, gw: GatewayDep) -> Response:
     responses={200: {"content": {"application/x-ndjson": {}}}, **errors(400, 404, 503)},
 )
 async def pipeline_results(pipeline_id: int, gw: GatewayDep) -> StreamingResponse:
-    """Per-row outputs and scores as JSONL: the completed shards' objects in INFERNO_RESULTS,
-    in shard order (shards still running or pending are not included yet)."""
+    """Per-row outputs and scores as JSONL: the completed shards' results, in shard order
+    (shards still running or pending are not included yet)."""
     pipeline = gw.projection.model.pipelines.get(pipeline_id)
     if pipeline is None:
         raise ApiError(404, f"pipeline {pipeline_id} not found")
-    objects = [
-        results_name(pipeline.experiment_id, pipeline_id, shard)
-        for shard in sorted(pipeline.completed)
+    shards = [
+        CompletedShard(pipeline.experiment_id, pipeline_id, shard, report_seq)
+        for shard, report_seq in sorted(pipeline.completed.items())
     ]
-    store = await gw.js.object_store(gw.names.results_store)
-    return StreamingResponse(stream_results(store, objects), media_type="application/x-ndjson")
+    return StreamingResponse(
+        stream_results(gw.js, gw.names, shards), media_type="application/x-ndjson"
+    )
 
 
 async def _issue(gw: GatewayDep, command: AnyCommand, key: str | None, wait: float) -> Response:

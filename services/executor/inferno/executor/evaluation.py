@@ -17,6 +17,7 @@ Latency histogram: `ShardStats.latency_ms_buckets` counts rows per bucket of
 from __future__ import annotations
 
 import bisect
+import functools
 import importlib
 import math
 import re
@@ -76,9 +77,32 @@ class _RowFormatter(string.Formatter):
 
 
 _formatter = _RowFormatter()
+Plan = tuple[tuple[str, str | None], ...]
+
+
+@functools.lru_cache(maxsize=256)
+def _plain(template: str) -> Plan | None:
+    """The template as (literal, field) pairs when every field is a plain name with no format
+    spec or conversion (most prompts), which then render without the Formatter's per-field
+    calls; None when one needs it (or the template is malformed: it says why)."""
+    try:
+        parsed = list(_formatter.parse(template))
+    except ValueError:
+        return None
+    if any(f is not None and (spec or conv or not f.isidentifier()) for _, f, spec, conv in parsed):
+        return None
+    return tuple((literal, field) for literal, field, _, _ in parsed)
 
 
 def _format(template: str, row: Row) -> str:
+    if (plan := _plain(template)) is not None:
+        parts = []
+        for literal, field in plan:
+            parts.append(literal)
+            if field is not None:
+                value = row[field] if field in row else _formatter.get_value(field, (), row)
+                parts.append(format(value, ""))
+        return "".join(parts)
     try:
         return _formatter.vformat(template, (), row)
     except EvalError:
@@ -125,16 +149,32 @@ def _targets(row: Row, scorer: Scorer) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else [str(value)]
 
 
+_switches: dict[int, tuple[Mapping[str, Any], dict[str, bool]]] = {}
+
+
+def _text_switches(options: Mapping[str, Any]) -> dict[str, bool]:
+    """`text_options`, once per options object rather than once per row: keyed by identity,
+    which the cached entry's reference to the object keeps unique."""
+    cached = _switches.get(id(options))
+    if cached is not None and cached[0] is options:
+        return cached[1]
+    if len(_switches) >= 256:
+        _switches.clear()
+    switches = text_options(options)
+    _switches[id(options)] = (options, switches)
+    return switches
+
+
 def exact_match(output: str, row: Row, scorer: Scorer) -> float:
     """1.0 when the normalised output equals the normalised target (or one of a list)."""
-    switches = text_options(scorer.options)
+    switches = _text_switches(scorer.options)
     got = normalize(output, switches)
     return float(any(got == normalize(t, switches) for t in _targets(row, scorer)))
 
 
 def contains(output: str, row: Row, scorer: Scorer) -> float:
     """1.0 when the normalised target (or one of a list) occurs in the normalised output."""
-    switches = text_options(scorer.options)
+    switches = _text_switches(scorer.options)
     got = normalize(output, switches)
     return float(any(normalize(t, switches) in got for t in _targets(row, scorer)))
 

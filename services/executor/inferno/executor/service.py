@@ -65,6 +65,7 @@ from inferno.executor.secrets import Secrets
 from inferno.executor.shard import PERMANENT, Runtime, run_shard
 from inferno.jetstream import Appender, Outgoing, durable_pull
 from inferno.jetstream.objects import put_object
+from inferno.jetstream.results import INLINE_RESULTS_MAX
 from inferno.runtime.bootstrap import open_log
 from inferno.runtime.logs import log_effective_config
 from inferno.runtime.metrics import MetricsServer
@@ -334,10 +335,12 @@ async def run(
     drain_timeout_s: float = 30.0,
     poll_s: float = 1.0,
     metrics_port: int = 0,
+    inline_results_max: int = INLINE_RESULTS_MAX,
 ) -> None:
     """Run an executor until `stop` is set (default: until SIGTERM or SIGINT); serve /metrics
     on `settings.metrics_host`:`metrics_port` (0: not at all). `queue`: orders held beyond the
-    slots (None: as many as `slots`)."""
+    slots (None: as many as `slots`). `inline_results_max`: bytes of a shard's results sent in
+    its report (more go to INFERNO_RESULTS; 0: always there)."""
     if slots < 1:
         raise ValueError(f"slots must be at least 1, not {slots}")
     queue = slots if queue is None else queue
@@ -377,6 +380,7 @@ async def run(
             batch_size=batch_size,
             progress_every_s=progress_every_s,
             scorer_modules=frozenset(settings.scorer_modules),
+            inline_results_max=min(inline_results_max, nc.max_payload // 2),
         )
         gpus = await asyncio.to_thread(local_gpus)
         declared = declared_resources(dict(settings.executor_resources), gpus)

@@ -2,7 +2,9 @@
 
 `ShardStarted` goes out only once a shard has run for `progress_every_s` (`_StartedLater`):
 `ShardFinished` implies it, so a short shard stores one report instead of two, and a long one
-still shows it is alive before its first progress report.
+still shows it is alive before its first progress report. Results that fit in one message go in
+the `ShardFinished` report itself, larger ones first to INFERNO_RESULTS
+(`inferno.jetstream.results`), so most shards store one message of their own.
 
 Failures raise; the caller decides what to report (`ShardErrored`, or `ShardAborted` when it
 cancelled the shard). Errors that would recur on every attempt (bad template, unknown scorer,
@@ -49,6 +51,7 @@ from inferno.executor.evaluation import (
     stats_of,
 )
 from inferno.executor.secrets import SecretError, Secrets
+from inferno.jetstream.results import INLINE_RESULTS_MAX, inline_payload, jsonl
 from inferno.secrets.masking import mask_text
 
 PERMANENT: tuple[type[Exception], ...] = (
@@ -73,6 +76,7 @@ class Runtime:
     batch_size: int = 16
     progress_every_s: float = 1.0  # progress is liveness only: no need to flood INFERNO_EXEC
     scorer_modules: frozenset[str] = frozenset()  # INFERNO_SCORER_MODULES: user scorers' modules
+    inline_results_max: int = INLINE_RESULTS_MAX  # bytes of results carried in the report
 
 
 def results_name(order: WorkOrder) -> str:
@@ -184,6 +188,10 @@ async def _run(
         raise EndpointUnavailable(failure)
     stats = stats_of(results, duration_s=time.monotonic() - started)
     await started_later.settle()
-    await rt.store_results(results_name(order), b"".join(_encode(r) + b"\n" for r in results))
-    await rt.report(ShardFinished(**ids, at=time.time(), stats=stats))
+    encoded = [_encode(r) for r in results]
+    inline = inline_payload(encoded, rt.inline_results_max)
+    if inline is None:
+        await rt.store_results(results_name(order), jsonl(encoded))
+    finished = ShardFinished(**ids, at=time.time(), stats=stats, results=inline or [])
+    await rt.report(finished)
     return stats

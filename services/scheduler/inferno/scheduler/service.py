@@ -25,6 +25,7 @@ from inferno.jetstream import Appender, Cadence, SnapshotStore
 from inferno.runtime.bootstrap import open_log
 from inferno.runtime.metrics import MetricsServer
 from inferno.runtime.settings import Settings
+from inferno.runtime.tasks import cancel_and_wait
 from inferno.scheduler import metrics
 from inferno.scheduler.leader import Deps, Outcome, Status, Term
 from inferno.scheduler.lease import Lease
@@ -140,9 +141,7 @@ async def _campaign(d: Deps, stop: asyncio.Event) -> None:
                 outcome = await _term(d, stop)
         finally:
             status.leading = False
-            renewal.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewal
+            await cancel_and_wait(renewal)  # it loops on renewals, which can lose a cancel
         if outcome == "stale":  # the lease was not ours any more when we looked again
             outcome = "stopped" if stop.is_set() else "deposed"
         _log.info("leadership ended", term=lease.term, outcome=outcome)
