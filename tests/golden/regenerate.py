@@ -6,8 +6,9 @@ Writes commands-<v>.jsonl (INFERNO_CMD, ic_id = line number), events-<v>.jsonl (
 state-<v>.json (the scheduler's decision state) and readmodel-<v>.json (the read model of both).
 Never rewrite an existing version's logs: they are what logs written by released code look like,
 and `tests/unit/test_golden_log.py` replays every one of them through today's folds. A read
-model is derived, so when its shape changes (with `READ_MODEL_VERSION`) its golden file is
-written again from the same log (v3's, when `completed` came to map a shard to its report).
+model and the decision state are derived, so when one's shape changes (with
+`READ_MODEL_VERSION` / `STATE_VERSION`) its golden file is written again from the same log (v3's,
+when `completed` came to map a shard to its report, and when experiments gained `row_order`).
 (v1 and v2 predate the read models: they have no commands file, and their state file is the one
 `State` of tests/oracle/projection_v0.py.)
 """

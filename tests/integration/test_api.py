@@ -519,7 +519,8 @@ async def test_pipeline_reads_and_transitions(api: Api, scheduler: PlayScheduler
             "lower_bound": pytest.approx(0.12533, abs=1e-5),
             "upper_bound": pytest.approx(0.87467, abs=1e-5),
             "confidence_level": 0.95,
-            "ci_method": "wilson",
+            "ci_method": "wilson",  # the stand-in executor reported no sequence terms
+            "anytime_valid": False,
             "count": 2,
         }
     }

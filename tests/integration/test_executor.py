@@ -29,8 +29,9 @@ from inferno.events.commands import (
     ShardStarted,
 )
 from inferno.events.events import PipelineDeleted
-from inferno.events.model import EvalSpec, PipelineSpec, Scorer
+from inferno.events.model import EvalSpec, PipelineSpec, RowOrder, Scorer
 from inferno.events.names import Names
+from inferno.events.rows import positions_rows
 from inferno.events.work import ExecutorInfo, WorkOrder
 from inferno.executor.backends import default_backends
 from inferno.executor.backends.base import Backend, GenerationRequest
@@ -235,6 +236,36 @@ async def test_a_shard_shorter_than_the_progress_timer_reports_only_its_finish(
     assert done.stats.rows == 32
     assert [type(r) for r in await reports(log, names)] == [ShardFinished]  # finished: started
     assert len(await results_rows(log, names, "exp1", 1)) == 32
+
+
+async def test_a_shuffled_shard_runs_its_permuted_rows_and_reports_sequence_terms(
+    start, log, names, dataset
+):
+    await start("ex1")
+    row_order = RowOrder(seed=5)
+    await send(log, names, order(dataset, row_count=len(ROWS), row_order=row_order))
+
+    async def finished() -> list[ShardFinished]:
+        return of(await reports(log, names), ShardFinished)
+
+    [done] = await wait_until(finished)
+    expected = list(positions_rows(len(ROWS), range(8, 40), row_order))
+    lines = await results_rows(log, names, "exp1", 1)
+    assert [line["row_index"] for line in lines] == expected  # position order, own indices
+    assert [line["row_id"] for line in lines] == [ROWS[i]["id"] for i in expected]
+    sequence = done.stats.sequence
+    assert sequence is not None
+    assert (sequence.start, sequence.rows, set(sequence.low)) == (8, 32, {"exact_match"})
+    scores = [line["scores"]["exact_match"] for line in lines]
+    assert sequence.low["exact_match"].sum == sequence.high["exact_match"].sum == sum(scores)
+    # file order (no row_order) reports no terms: its positions are not a random sample
+    await send(log, names, order(dataset, pipeline_id=2))
+
+    async def second() -> list[ShardFinished]:
+        return of(await reports(log, names), ShardFinished, pipeline_id=2)
+
+    [plain] = await wait_until(second)
+    assert plain.stats.sequence is None
 
 
 async def test_results_too_large_for_a_report_go_to_the_object_store(start, log, names, dataset):

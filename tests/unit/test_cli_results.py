@@ -72,7 +72,7 @@ def test_leaderboard_table() -> None:
         ],
     }
     assert leaderboard_table(board).splitlines() == [
-        "experiment exp-1 (arith) by exact_match, 95% confidence intervals: wilson",
+        "experiment exp-1 (arith) by exact_match, 95% confidence intervals: wilson (fixed-sample)",
         "RANK  ID  NAME   STATUS   SHARDS  exact_match  INTERVAL        N   ERRORS",
         "   1   3  large  ongoing  2/8           0.900  [0.812, 0.950]  24  -",
         "   2   1  small  stopped  2/8           0.500  [0.330, 0.670]  24  -",

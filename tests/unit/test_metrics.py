@@ -35,12 +35,14 @@ from inferno.stats.metrics import (
     mean,
     method_for,
     metric_summaries,
+    metric_summary,
     normal_interval,
     rows_per_s,
     summary,
     variance,
     wilson_interval,
 )
+from inferno.stats.sequences import Prefix, shard_terms
 
 scores = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False)
 
@@ -182,8 +184,10 @@ def test_summary_shape_and_collapse_at_the_whole_population():
         "upper_bound",
         "confidence_level",
         "ci_method",
+        "anytime_valid",
         "count",
     }
+    assert out["anytime_valid"] is False  # a fixed-sample interval, labelled as such
     assert (out["value"], out["count"], out["confidence_level"]) == (0.3, 100, 0.9)
     assert out["lower_bound"] < 0.3 < out["upper_bound"]
     done = summary(_binary(30, 100), 100, "wilson", 0.95, binary_scorer=True)
@@ -217,6 +221,30 @@ def test_method_defaults_and_fallbacks():
     assert edge["upper_bound"] <= 1.0
     summaries = metric_summaries({"exact_match": _binary(3, 4), "m:f": graded}, spec, population=20)
     assert [s["ci_method"] for s in summaries.values()] == ["wilson", "normal"]
+
+
+def test_a_shuffled_runs_0_1_metrics_default_to_the_confidence_sequence():
+    spec = EvalSpec(scorers=[Scorer(name="exact_match", target="a"), Scorer(name="m:f")])
+    values: list[float | None] = [1.0, 0.0, 1.0, 1.0] * 25
+    sequence = Prefix()
+    stats = _binary(75, 100)
+    sequence.absorb(shard_terms({"exact_match": values}, 0, 1000, 0.95))
+    assert method_for(spec, "exact_match", sequence) == "confidence_sequence"
+    assert method_for(spec, "m:f", sequence) == "normal"  # no known range: fixed-sample
+    out = metric_summary("exact_match", stats, spec, 1000, sequence)
+    assert (out["ci_method"], out["anytime_valid"], out["sequence_rows"]) == (
+        "confidence_sequence",
+        True,
+        100,
+    )
+    assert (out["lower_bound"], out["upper_bound"]) == sequence.bounds("exact_match", 0.95, 1000)
+    assert out["lower_bound"] < out["value"] == 0.75 < out["upper_bound"]
+    wilson = metric_summary("exact_match", stats, spec, 1000)
+    assert out["upper_bound"] - out["lower_bound"] > wilson["upper_bound"] - wilson["lower_bound"]
+    # asked for, but the rows were not shuffled (no sequence): wilson, and the answer says so
+    asked = EvalSpec(scorers=spec.scorers, ci_method="confidence_sequence")
+    fallback = metric_summary("exact_match", stats, asked, 1000)
+    assert (fallback["ci_method"], fallback["anytime_valid"]) == ("wilson", False)
 
 
 # narrowing on a realistic run, and coverage

@@ -152,13 +152,17 @@ def interval(entry: dict[str, Any]) -> str | None:
     return f"[{low:.3f}, {high:.3f}]"
 
 
+_METHOD_LABELS = {"confidence_sequence": "confidence sequence (valid at every look)"}
+
+
 def leaderboard_table(board: dict[str, Any]) -> str:
     """GET /experiments/{id}/leaderboard as a table, best first, with a title line."""
     entries = board.get("pipelines") or []
     metric = board.get("metric")
     levels = {e.get("confidence_level") for e in entries} - {None}
     level = f"{levels.pop():.0%} " if len(levels) == 1 else ""
-    methods = ", ".join(sorted({str(e.get("ci_method")) for e in entries if e.get("ci_method")}))
+    used = sorted({str(e.get("ci_method")) for e in entries if e.get("ci_method")})
+    methods = ", ".join(_METHOD_LABELS.get(m, f"{m} (fixed-sample)") for m in used)
     name = printable(board.get("experiment_name", ""), CELL_WIDTH)
     title = (
         f"experiment {printable(board.get('experiment_id'), CELL_WIDTH)} ({name})"

@@ -10,7 +10,7 @@ from typing import ClassVar, NamedTuple, TypedDict
 
 import msgspec
 
-from inferno.events.model import EvalSpec, PipelineChanges, PipelineSpec, ShardStats
+from inferno.events.model import EvalSpec, PipelineChanges, PipelineSpec, RowOrder, ShardStats
 from inferno.events.names import Names
 
 SCHEMA_VERSION = 1
@@ -71,6 +71,7 @@ class CreateExperiment(Command, tag="create_experiment"):
     pipelines: list[PipelineSpec] = []
     max_attempts: int = 3
     retry_backoff_s: float = 1.0
+    row_order: RowOrder | None = None  # the api draws the seed, so replay decides the same
 
     @property
     def target(self) -> Target:

@@ -139,6 +139,7 @@ def _(cmd: CreateExperiment, state: State, stamp: Stamp) -> list[Event]:
         retry_backoff_s=cmd.retry_backoff_s,
         pipelines=cmd.pipelines,
         first_pipeline_id=state.next_pipeline_id,
+        row_order=cmd.row_order,
     )
     return [created]
 

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from inferno.events.commands import SCHEMA_VERSION
-from inferno.events.model import EvalSpec, PipelineSpec, ShardStats
+from inferno.events.model import EvalSpec, PipelineSpec, RowOrder, ShardStats
 
 
 class Event(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=True, gc=False):
@@ -96,6 +96,7 @@ class ExperimentCreated(Outcome, tag="experiment_created"):
     retry_backoff_s: float = 1.0
     pipelines: list[PipelineSpec] = []
     first_pipeline_id: int = 0
+    row_order: RowOrder | None = None  # None: rows in file order (and every log before it)
 
 
 class ExperimentCompleted(Event, tag="experiment_completed"):

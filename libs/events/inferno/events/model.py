@@ -69,7 +69,7 @@ class Scorer(msgspec.Struct, kw_only=True, omit_defaults=True):
 class EvalSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
     prompt: str | list[dict[str, str]] = "{prompt}"
     scorers: list[Scorer] = []
-    ci_method: Literal["normal", "wilson", "hoeffding"] | None = None
+    ci_method: Literal["normal", "wilson", "hoeffding", "confidence_sequence"] | None = None
     confidence_level: float = 0.95
 
 
@@ -93,8 +93,30 @@ class MetricStats(msgspec.Struct, array_like=True, gc=False):
         )
 
 
+class SideTerms(msgspec.Struct, array_like=True, gc=False):
+    """One side of one metric's sequence over a shard's rows (`inferno.stats.sequences`)."""
+
+    total: float  # Σ λ_i (x_i + P_{i−1} / (N − i + 1)), P the shard's sum before row i
+    weight: float  # Σ λ_i / (N − i + 1)
+    scale: float  # Σ λ_i N / (N − i + 1)
+    penalty: float  # Σ (x_i − m_{i−1})² (−log(1 − λ_i) − λ_i)
+    sum: float  # Σ x_i
+
+
+class SequenceTerms(msgspec.Struct, kw_only=True, gc=False):
+    """A shard's part of its 0/1 metrics' confidence sequences over positions [start, start +
+    rows): sums that only a fold in position order can combine. `low` counts a row without a
+    score as 0, `high` as 1."""
+
+    start: int
+    rows: int
+    low: dict[str, SideTerms] = {}
+    high: dict[str, SideTerms] = {}
+
+
 class ShardStats(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
-    """What an executor reports for one finished shard."""
+    """What an executor reports for one finished shard. `sequence` only for a shuffled
+    experiment, whose positions are a random order of the rows."""
 
     rows: int = 0
     metrics: dict[str, MetricStats] = {}
@@ -103,6 +125,7 @@ class ShardStats(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     duration_s: float = 0.0
     latency_ms_buckets: list[int] = []
     errors: int = 0
+    sequence: SequenceTerms | None = None
 
 
 # Upper bounds (inclusive, ms) of `ShardStats.latency_ms_buckets`: bucket i counts the rows with
@@ -122,6 +145,17 @@ def merge_metrics(
         current = merged.get(name)
         merged[name] = stats if current is None else current.merged(stats)
     return merged
+
+
+PERMUTATION = "feistel-v1"  # inferno.events.rows defines it
+
+
+class RowOrder(msgspec.Struct, frozen=True, kw_only=True):
+    """Rows in a seeded random order (`inferno.events.rows`); an experiment without one runs
+    them in file order."""
+
+    seed: int
+    permutation: str = PERMUTATION
 
 
 def shard_bounds(row_count: int, num_shards: int, shard: int) -> tuple[int, int]:

@@ -38,11 +38,11 @@ from inferno.events.events import (
     ShardFailed,
     ShardReleased,
 )
-from inferno.events.model import EvalSpec, PipelineSpec
+from inferno.events.model import EvalSpec, PipelineSpec, RowOrder
 
 PipelineStatus = Literal["new", "ongoing", "stopped", "completed", "failed", "deleted"]
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "deleted"})
-STATE_VERSION = 1
+STATE_VERSION = 2
 """The shape of `State` as a snapshot stores it; a snapshot of another version is replayed."""
 
 
@@ -79,6 +79,7 @@ class Experiment(msgspec.Struct, kw_only=True):
     retry_backoff_s: float
     status: Literal["running", "completed"] = "running"
     pipeline_ids: list[int] = msgspec.field(default_factory=list)
+    row_order: RowOrder | None = None  # work orders carry it: executors derive their rows
 
 
 class State(msgspec.Struct, kw_only=True):
@@ -113,6 +114,7 @@ def _experiment_created(s: State, e: ExperimentCreated) -> None:
         eval=e.eval,
         max_attempts=e.max_attempts,
         retry_backoff_s=e.retry_backoff_s,
+        row_order=e.row_order,
     )
     s.contexts[e.context_id] = e.experiment_id
     for offset, spec in enumerate(e.pipelines):

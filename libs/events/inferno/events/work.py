@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import msgspec
 
 from inferno.events.commands import AssignWork, ExecutorSlot, Report, ShardProgress
-from inferno.events.model import EvalSpec, PipelineSpec, shard_bounds
+from inferno.events.model import EvalSpec, PipelineSpec, RowOrder, shard_bounds
 from inferno.events.names import Names
 from inferno.events.resources import SLOTS, Capacity, in_use
 from inferno.events.scheduling import model_key
@@ -26,10 +26,12 @@ class WorkOrder(msgspec.Struct, kw_only=True, omit_defaults=True):
     attempt: int
     executor_id: str
     dataset_ref: str
-    row_start: int
+    row_start: int  # positions: with `row_order`, position p is row permuted(p)
     row_end: int
     spec: PipelineSpec
     eval: EvalSpec = msgspec.field(default_factory=EvalSpec)
+    row_count: int = 0  # the dataset's rows (0 in orders sent before rows were shuffled)
+    row_order: RowOrder | None = None
 
     @property
     def msg_id(self) -> str:
@@ -56,6 +58,8 @@ def work_order(experiment: Experiment, pipeline: Pipeline, shard: int) -> WorkOr
         row_end=end,
         spec=pipeline.spec,
         eval=experiment.eval,
+        row_count=experiment.row_count,
+        row_order=experiment.row_order,
     )
 
 

@@ -40,6 +40,7 @@ from inferno.events.model import PipelineSpec
 from inferno.events.state import Assignment, PipelineStatus
 from inferno.readmodels.model import Experiment, Operation, Pipeline, ReadModel
 from inferno.stats.metrics import merge_buckets
+from inferno.stats.sequences import Prefix
 
 
 def apply_command(model: ReadModel, seq: int, command: AnyCommand) -> ReadModel:
@@ -142,6 +143,7 @@ def _experiment_created(m: ReadModel, e: ExperimentCreated) -> None:
         max_attempts=e.max_attempts,
         retry_backoff_s=e.retry_backoff_s,
         created_at=e.at,
+        row_order=e.row_order,
     )
     m.contexts[e.context_id] = e.experiment_id
     ids = list(range(e.first_pipeline_id, e.first_pipeline_id + len(e.pipelines)))
@@ -223,6 +225,9 @@ def _shard_completed(m: ReadModel, e: ShardCompleted) -> None:
     pipeline.in_flight.pop(e.shard, None)
     pipeline.completed[e.shard] = e.report_seq  # where its results are (inferno.jetstream.results)
     stats = e.stats
+    if stats.sequence is not None:
+        pipeline.sequence = pipeline.sequence or Prefix()
+        pipeline.sequence.absorb(stats.sequence)
     pipeline.rows_processed += stats.rows
     pipeline.prompt_tokens += stats.prompt_tokens
     pipeline.completion_tokens += stats.completion_tokens

@@ -11,10 +11,11 @@ from typing import Any, Literal
 
 import msgspec
 
-from inferno.events.model import EvalSpec, MetricStats, PipelineSpec
+from inferno.events.model import EvalSpec, MetricStats, PipelineSpec, RowOrder
 from inferno.events.state import Assignment, PipelineStatus
+from inferno.stats.sequences import Prefix
 
-READ_MODEL_VERSION = 2
+READ_MODEL_VERSION = 3
 OperationStatus = Literal["pending", "processing", "completed", "failed"]
 FINAL: frozenset[str] = frozenset({"completed", "failed"})
 
@@ -40,6 +41,7 @@ class Pipeline(msgspec.Struct, kw_only=True):
     latency_ms_buckets: list[int] = msgspec.field(default_factory=list)
     busy_s: float = 0.0  # the completed shards' durations, summed
     row_errors: int = 0  # rows the engine failed on (they have no scores)
+    sequence: Prefix | None = None  # the 0/1 metrics' confidence sequences (shuffled rows)
 
 
 class Experiment(msgspec.Struct, kw_only=True):
@@ -55,6 +57,7 @@ class Experiment(msgspec.Struct, kw_only=True):
     created_at: float = 0.0
     status: Literal["running", "completed"] = "running"
     pipeline_ids: list[int] = msgspec.field(default_factory=list)
+    row_order: RowOrder | None = None
 
 
 class Operation(msgspec.Struct, kw_only=True):

@@ -10,10 +10,16 @@ and collapses to the value once every row is scored.
   scores only (a metric with other values falls back to `normal`).
 - `hoeffding`: mean ± (b − a)·√(ln(2/α) / 2n)·fpc, distribution-free given the range [a, b]:
   [0, 1] for 0/1 scorers, else the metric's observed [min, max].
+- `confidence_sequence`: valid at every look, not at one fixed sample size
+  (`inferno.stats.sequences`); for 0/1 scorers of a shuffled experiment only.
 
+The first three are fixed-sample intervals: valid for one look decided in advance, not for
+watching a run and stopping when it looks good (each answer says `anytime_valid: false`).
 z = NormalDist().inv_cdf((1 + confidence) / 2). The method is the eval spec's `ci_method`, else
-wilson for 0/1 scorers (the built-ins) and normal for the rest; what a metric actually used is
-reported beside it. Bounds never leave a known range ([0, 1] for 0/1 scorers).
+the confidence sequence for 0/1 scorers of a shuffled experiment, wilson for other 0/1 scorers
+and normal for the rest; what a metric actually used is reported beside it (a method that does
+not apply falls back: confidence_sequence to wilson, wilson to normal). Bounds never leave a
+known range ([0, 1] for 0/1 scorers).
 """
 
 from __future__ import annotations
@@ -25,9 +31,10 @@ from typing import Any, Literal, TypeGuard
 
 from inferno.events.model import LATENCY_BUCKETS_MS, EvalSpec, MetricStats
 from inferno.events.scorers import BINARY_SCORERS
+from inferno.stats.sequences import Prefix
 
-CiMethod = Literal["normal", "wilson", "hoeffding"]
-CI_METHODS: tuple[str, ...] = ("normal", "wilson", "hoeffding")
+CiMethod = Literal["normal", "wilson", "hoeffding", "confidence_sequence"]
+CI_METHODS: tuple[str, ...] = ("normal", "wilson", "hoeffding", "confidence_sequence")
 
 
 def mean(stats: MetricStats) -> float | None:
@@ -83,10 +90,13 @@ def hoeffding_interval(
     return value - half, value + half
 
 
-def method_for(spec: EvalSpec, metric: str) -> CiMethod:
-    """The experiment's choice, else wilson for a 0/1 scorer and normal for anything else."""
+def method_for(spec: EvalSpec, metric: str, sequence: Prefix | None = None) -> CiMethod:
+    """The experiment's choice, else the confidence sequence where one tracks the metric, else
+    wilson for a 0/1 scorer and normal for anything else."""
     if spec.ci_method is not None:
         return spec.ci_method
+    if sequence is not None and sequence.tracks(metric):
+        return "confidence_sequence"
     return "wilson" if metric in BINARY_SCORERS else "normal"
 
 
@@ -97,18 +107,34 @@ def summary(
     confidence: float,
     *,
     binary_scorer: bool = False,
+    sequence: Prefix | None = None,
+    metric: str = "",
 ) -> dict[str, Any]:
-    """`{value, lower_bound, upper_bound, confidence_level, ci_method, count}` of one metric.
-    Bounds are None where the method cannot say (no rows; normal with one row)."""
+    """`{value, lower_bound, upper_bound, confidence_level, ci_method, anytime_valid, count}`
+    of one metric (and `sequence_rows`, the rows the sequence covers, for a sequence). Bounds
+    are None where the method cannot say (no rows; normal with one row; a sequence before its
+    first shard in position order)."""
     n = stats.count
+    if method == "confidence_sequence" and (sequence is None or not sequence.tracks(metric)):
+        method = "wilson"
     out: dict[str, Any] = {
         "value": None,
         "lower_bound": None,
         "upper_bound": None,
         "confidence_level": confidence,
         "ci_method": method,
+        "anytime_valid": method == "confidence_sequence",
         "count": n,
     }
+    if method == "confidence_sequence":
+        assert sequence is not None
+        out["sequence_rows"] = sequence.rows
+        covered = sequence.bounds(metric, confidence, population)
+        if covered is not None:
+            out["lower_bound"], out["upper_bound"] = covered
+        if n:
+            out["value"] = stats.total / n
+        return out
     if n == 0:
         return out
     value = stats.total / n
@@ -137,24 +163,34 @@ def summary(
 
 
 def metric_summary(
-    name: str, stats: MetricStats, spec: EvalSpec, population: int
+    name: str,
+    stats: MetricStats,
+    spec: EvalSpec,
+    population: int,
+    sequence: Prefix | None = None,
 ) -> dict[str, Any]:
-    """`summary` of metric `name` with the experiment's interval settings."""
+    """`summary` of metric `name` with the experiment's interval settings; `sequence` is the
+    pipeline's confidence-sequence fold, where it has one."""
     return summary(
         stats,
         population,
-        method_for(spec, name),
+        method_for(spec, name, sequence),
         spec.confidence_level,
         binary_scorer=name in BINARY_SCORERS,
+        sequence=sequence,
+        metric=name,
     )
 
 
 def metric_summaries(
-    metrics: dict[str, MetricStats], spec: EvalSpec, population: int
+    metrics: dict[str, MetricStats],
+    spec: EvalSpec,
+    population: int,
+    sequence: Prefix | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Every metric of a pipeline, by name."""
     return {
-        name: metric_summary(name, stats, spec, population)
+        name: metric_summary(name, stats, spec, population, sequence)
         for name, stats in sorted(metrics.items())
     }
 

@@ -24,6 +24,7 @@ from inferno.api.responses import json_response
 from inferno.audit import query as q
 from inferno.events.model import EvalSpec, MetricStats, ShardStats
 from inferno.stats import metrics
+from inferno.stats.sequences import Prefix
 
 UI_DIR = Path(__file__).parent / "ui"
 _MEDIA = {
@@ -85,6 +86,7 @@ def metric_history(
     fold the read model makes, so a pipeline's last point is what `/pipelines` shows."""
     wanted = set(pipeline_ids)
     folded: dict[int, dict[str, MetricStats]] = {}
+    sequences: dict[int, Prefix] = {}
     counts: dict[int, int] = {}
     out: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for pid, stats in shards:
@@ -95,8 +97,10 @@ def metric_history(
         for name, more in stats.metrics.items():
             current = so_far.get(name)
             so_far[name] = more if current is None else current.merged(more)
+        if stats.sequence is not None:
+            sequences.setdefault(pid, Prefix()).absorb(stats.sequence)
         for name, total in so_far.items():
-            summary = metrics.metric_summary(name, total, spec, rows)
+            summary = metrics.metric_summary(name, total, spec, rows, sequences.get(pid))
             point = {"shards": counts[pid], **summary}
             out.setdefault(name, {}).setdefault(str(pid), []).append(point)
     return out

@@ -92,6 +92,7 @@ async def create_experiment(
         pipelines=[p.spec() for p in body.pipelines],
         max_attempts=body.max_attempts,
         retry_backoff_s=body.retry_backoff_s,
+        row_order=body.row_order(idempotency_key),
     )
     command = caller.stamp(command, body.reason)
     op = await submit(gw, command, idempotency_key=idempotency_key, wait=wait)

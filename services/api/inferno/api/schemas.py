@@ -8,6 +8,8 @@ never reaches the log.
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import string
 from collections.abc import Collection
 from typing import Annotated, Any, Literal
@@ -35,6 +37,7 @@ from inferno.events.model import (
     PipelineChanges,
     PipelineSpec,
     PipelineType,
+    RowOrder,
     Scorer,
 )
 from inferno.events.resources import MAX_RESOURCE_AMOUNT, RESOURCE_NAME, check_needs
@@ -266,7 +269,7 @@ class Message(_Closed):
 class EvalBody(_Closed):
     prompt: str | list[Message] = "{prompt}"
     scorers: list[ScorerBody] = Field(default_factory=list)
-    ci_method: Literal["normal", "wilson", "hoeffding"] | None = None
+    ci_method: Literal["normal", "wilson", "hoeffding", "confidence_sequence"] | None = None
     confidence_level: float = Field(default=0.95, gt=0, lt=1)
 
     @field_validator("scorers")
@@ -297,7 +300,21 @@ class ExperimentBody(_Closed):
     pipelines: list[PipelineBody] = Field(min_length=1)
     max_attempts: Attempts = 3
     retry_backoff_s: float = Field(default=1.0, ge=0, le=MAX_RETRY_BACKOFF_S)
+    shuffle: bool = True  # rows in a seeded random order (unbiased early metrics)
+    shuffle_seed: int | None = Field(default=None, ge=0, lt=2**63)  # drawn when not given
     reason: Reason = None
+
+    def row_order(self, idempotency_key: str | None) -> RowOrder | None:
+        """Where the seed is drawn: the command carries it, so replaying decides the same. A
+        retry under the same Idempotency-Key draws the same seed, so it is the same request."""
+        if not self.shuffle:
+            return None
+        if self.shuffle_seed is not None:
+            return RowOrder(seed=self.shuffle_seed)
+        if idempotency_key is None:
+            return RowOrder(seed=secrets.randbits(63))
+        digest = hashlib.sha256(b"inferno-row-order:" + idempotency_key.encode()).digest()
+        return RowOrder(seed=int.from_bytes(digest[:8], "big") >> 1)
 
 
 def template_fields(template: str, field: str) -> set[str]:

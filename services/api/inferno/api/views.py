@@ -64,7 +64,7 @@ def live_metrics(p: Pipeline, e: Experiment) -> dict[str, Any]:
     pipeline's throughput, latency, tokens and cost (docs/evaluation.md)."""
     buckets = p.latency_ms_buckets
     return {
-        "metrics": metrics.metric_summaries(p.metrics, e.eval, e.row_count),
+        "metrics": metrics.metric_summaries(p.metrics, e.eval, e.row_count, p.sequence),
         "rows_per_s": metrics.rows_per_s(p.rows_processed, p.busy_s),
         "latency_ms": {
             "p50": metrics.latency_percentile(buckets, 0.5),
@@ -134,6 +134,10 @@ def experiment(e: Experiment) -> dict[str, Any]:
         },
         "max_attempts": e.max_attempts,
         "retry_backoff_s": e.retry_backoff_s,
+        "shuffle": e.row_order is not None,
+        "row_order": None
+        if e.row_order is None
+        else {"seed": e.row_order.seed, "permutation": e.row_order.permutation},
         "created_at": e.created_at,
         "pipeline_ids": list(e.pipeline_ids),
     }
@@ -163,7 +167,7 @@ def leaderboard(model: ReadModel, e: Experiment, metric: str | None) -> dict[str
             continue
         name = metric or ""
         summary = metrics.metric_summary(
-            name, p.metrics.get(name, MetricStats()), e.eval, e.row_count
+            name, p.metrics.get(name, MetricStats()), e.eval, e.row_count, p.sequence
         )
         entries.append(
             {

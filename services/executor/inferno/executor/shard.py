@@ -31,7 +31,9 @@ from inferno.events.commands import (
     ShardProgress,
     ShardStarted,
 )
-from inferno.events.model import ShardStats
+from inferno.events.model import SequenceTerms, ShardStats
+from inferno.events.rows import positions_rows
+from inferno.events.scorers import BINARY_SCORERS
 from inferno.events.work import WorkOrder
 from inferno.events.work import results_name as work_results_name
 from inferno.executor.backends.base import (
@@ -53,6 +55,7 @@ from inferno.executor.evaluation import (
 from inferno.executor.secrets import SecretError, Secrets
 from inferno.jetstream.results import INLINE_RESULTS_MAX, inline_payload, jsonl
 from inferno.secrets.masking import mask_text
+from inferno.stats.sequences import shard_terms
 
 PERMANENT: tuple[type[Exception], ...] = (
     EvalError,
@@ -81,6 +84,14 @@ class Runtime:
 
 def results_name(order: WorkOrder) -> str:
     return work_results_name(order.experiment_id, order.pipeline_id, order.shard)
+
+
+def sequence_terms(order: WorkOrder, results: list[RowResult]) -> SequenceTerms:
+    """The shard's part of the confidence sequence of each 0/1 metric (`inferno.stats.sequences`);
+    a row without a score (the engine failed on it) is None."""
+    names = [s.name for s in order.eval.scorers if s.name in BINARY_SCORERS]
+    scores = {name: [r.scores.get(name) for r in results] for name in names}
+    return shard_terms(scores, order.row_start, order.row_count, order.eval.confidence_level)
 
 
 def endpoint_failure(endpoint_errors: Counter[str], rows: int) -> str | None:
@@ -139,7 +150,9 @@ async def _run(
 ) -> ShardStats:
     started = time.monotonic()
     scorers = check_eval(order.eval, rt.scorer_modules)
-    rows = await rt.datasets.rows(order.dataset_ref, range(order.row_start, order.row_end))
+    positions = range(order.row_start, order.row_end)
+    indices = positions_rows(order.row_count, positions, order.row_order)
+    rows = await rt.datasets.rows(order.dataset_ref, indices)
     # every prompt first: a template that fails on some row fails before any model loads
     prompts = [render(order.eval.prompt, row) for row in rows]
     results: list[RowResult] = []
@@ -150,11 +163,10 @@ async def _run(
             last_progress = time.monotonic()
             for start in range(0, len(rows), rt.batch_size):
                 end = min(start + rt.batch_size, len(rows))
-                first_index = order.row_start + start
                 requests = [
                     GenerationRequest(
                         prompt=prompts[i],
-                        key=str(order.row_start + i),
+                        key=str(indices[i]),  # the row's own index: answers do not move with it
                         reference=reference(order.eval, rows[i]),
                     )
                     for i in range(start, end)
@@ -172,7 +184,7 @@ async def _run(
                 results += [
                     evaluate(
                         order.eval,
-                        first_index + j,
+                        indices[start + j],
                         rows[start + j],
                         prompts[start + j],
                         gen,
@@ -187,6 +199,8 @@ async def _run(
     if (failure := endpoint_failure(endpoint_errors, len(rows))) is not None:
         raise EndpointUnavailable(failure)
     stats = stats_of(results, duration_s=time.monotonic() - started)
+    if order.row_order is not None and results:  # positions are a random order of the rows
+        stats.sequence = sequence_terms(order, results)
     await started_later.settle()
     encoded = [_encode(r) for r in results]
     inline = inline_payload(encoded, rt.inline_results_max)
