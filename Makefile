@@ -77,7 +77,7 @@ fmt: install
 #       dispatch_ARGS=--only-sync-always
 #   make bench BENCHES=cold_start cold_start_ARGS="--events 1000000"
 BENCHES ?= replay ic_latency dispatch cold_start sse_latency hf_overhead datasets placement \
-	openai_limits intervals
+	openai_limits intervals pruning
 openai_limits_ARGS ?= --fleet
 
 bench: install

@@ -4,7 +4,7 @@
 
 Simulates runs of an experiment with 0/1 scores: the population's rows in a random order (as a
 shuffled experiment sees them), cut into shards, each interval computed after every shard by the
-code the read models use (`inferno.stats.sequences` for the confidence sequence,
+code the read models use (`inferno.events.sequences` for the confidence sequence,
 `inferno.stats.metrics.wilson_interval` with the finite-population correction for Wilson).
 Prints, per pass rate, the median width of each at 10 %, 50 % and 90 % of the rows, and the
 share of runs whose every interval covered the final value (the baseline is Wilson, in the
@@ -20,8 +20,8 @@ import statistics
 from pathlib import Path
 
 from inferno.events.model import shard_bounds
+from inferno.events.sequences import Prefix, shard_terms
 from inferno.stats.metrics import fpc, wilson_interval
-from inferno.stats.sequences import Prefix, shard_terms
 
 CONFIDENCE = 0.95
 LOOKS = (0.1, 0.5, 0.9)

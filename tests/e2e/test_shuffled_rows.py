@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from inferno.events.events import ShardCompleted
 from inferno.events.model import EvalSpec, MetricStats
+from inferno.events.sequences import Prefix
 from inferno.stats.metrics import metric_summary
-from inferno.stats.sequences import Prefix
 
 if TYPE_CHECKING:
     from conftest import Live

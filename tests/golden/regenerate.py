@@ -41,7 +41,16 @@ from inferno.events.commands import (
     ShardFinished,
     StopPipeline,
 )
-from inferno.events.model import MetricStats, PipelineChanges, PipelineSpec, ShardStats
+from inferno.events.model import (
+    MetricStats,
+    PipelineChanges,
+    PipelineSpec,
+    Policy,
+    PrunePolicy,
+    RowOrder,
+    ShardStats,
+)
+from inferno.events.sequences import shard_terms
 from inferno.readmodels import ReadModel, apply_command, apply_event, encoded
 
 HERE = Path(__file__).parent
@@ -144,7 +153,55 @@ def scenario() -> tuple[list[bytes], list[bytes]]:
                 )
                 step(done, 9.0, "rpt")
         step(AssignWork(executors=executors), 9.5 + pid)
+    policy_run(step, state, executors)
     return commands, log
+
+
+def policy_run(step, state, executors) -> None:  # type: ignore[no-untyped-def]
+    """v4: shuffled rows, confidence-sequence terms, and a pipeline its prune policy stops and
+    a person resumes."""
+    prune = PrunePolicy(rule="dominated", metric="exact_match", min_rows=2)
+    step(
+        CreateExperiment(
+            experiment_id="exp-policy",
+            context_id="ctx-policy",
+            experiment_name="policy",
+            dataset_ref="sha256-0f00",
+            row_count=20,
+            num_shards=2,
+            pipelines=[
+                PipelineSpec(pipeline_name=name, pipeline_type="sim", model_config={"model": name})
+                for name in ("strong", "weak")
+            ],
+            row_order=RowOrder(seed=7),
+            policy=Policy(prune=prune),
+            issued_at=20.0,
+        ),
+        20.5,
+        "cmd",
+    )
+    first = state.experiments["exp-policy"].pipeline_ids[0]
+
+    def finish(pid: int, shard: int, score: float, now: float) -> None:
+        a = state.pipelines[pid].in_flight[shard]
+        scores = {"exact_match": [score] * 10}
+        stats = ShardStats(
+            rows=10,
+            metrics={"exact_match": MetricStats(10, 10 * score, 10 * score, score, score)},
+            sequence=shard_terms(scores, 10 * shard, 20, 0.95),
+        )
+        report = ShardFinished(
+            executor_id=a.executor_id, pipeline_id=pid, shard=shard, attempt=a.attempt, stats=stats
+        )
+        step(report, now, "rpt")
+
+    step(AssignWork(executors=executors), 21.0)
+    finish(first, 0, 1.0, 21.5)
+    finish(first, 1, 1.0, 21.6)
+    finish(first + 1, 0, 0.0, 21.7)  # its upper bound falls below the strong one's lower
+    step(ResumePipeline(pipeline_id=first + 1, issued_at=22.0), 22.1, "cmd")
+    step(AssignWork(executors=executors), 22.5)
+    finish(first + 1, 1, 0.0, 23.0)
 
 
 def read_model(commands: list[bytes], events: list[bytes]) -> ReadModel:

@@ -340,6 +340,32 @@ async def test_bad_requests_are_400s_naming_the_field_and_never_reach_the_log(
         (
             "POST",
             "/api/v1/experiments",
+            experiment_body(policy={"prune": {"rule": "dominated", "metric": "bleu"}}),
+            "field 'policy.prune.metric': 'bleu' is not one of the experiment's metrics",
+        ),
+        (
+            "POST",
+            "/api/v1/experiments",
+            experiment_body(
+                shuffle=False, policy={"prune": {"rule": "dominated", "metric": "exact_match"}}
+            ),
+            "field 'policy.prune': the dominated rule needs shuffled rows",
+        ),
+        (
+            "POST",
+            "/api/v1/experiments",
+            experiment_body(policy={"prune": {"rule": "best_guess", "metric": "exact_match"}}),
+            "field 'policy.prune.rule'",
+        ),
+        (
+            "POST",
+            "/api/v1/experiments",
+            experiment_body(shuffle_seed=-1),
+            "field 'shuffle_seed'",
+        ),
+        (
+            "POST",
+            "/api/v1/experiments",
             experiment_body(eval={"prompt": "{question}", "scorers": [{"name": "exact_match"}]}),
             "field 'eval.scorers.0': exact_match needs a 'target'",
         ),

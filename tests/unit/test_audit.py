@@ -169,6 +169,12 @@ def test_types_and_streams_are_checked():
 # the story
 
 
+def test_a_prune_tells_its_rule_and_reason():
+    reason = "exact_match upper 0.412 < best lower 0.610 (pipeline 1) at 12/50 shards, 240 rows"
+    entries = [evt(1, "pipeline_pruned", pipeline_id=2, rule="dominated", reason=reason)]
+    assert story(entries, 2)[0].endswith(f"stopped by the dominated prune policy: {reason}")
+
+
 def test_the_story_of_a_pipeline():
     entries = [
         cmd(1, "create_experiment", actor="alice"),

@@ -22,6 +22,7 @@ from inferno.events.model import (
     ShardStats,
     merge_metrics,
 )
+from inferno.events.sequences import Prefix, shard_terms
 from inferno.executor.backends.base import GenerationRequest
 from inferno.executor.backends.sim import open_sim
 from inferno.executor.evaluation import RowResult, evaluate, reference, render, stats_of
@@ -42,7 +43,6 @@ from inferno.stats.metrics import (
     variance,
     wilson_interval,
 )
-from inferno.stats.sequences import Prefix, shard_terms
 
 scores = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False)
 

@@ -12,8 +12,8 @@ import random
 import pytest
 
 from inferno.events.model import shard_bounds
+from inferno.events.sequences import Prefix, shard_terms
 from inferno.stats.metrics import fpc, wilson_interval
-from inferno.stats.sequences import Prefix, shard_terms
 
 ROWS, SHARDS, RUNS, CONFIDENCE = 1000, 20, 1000, 0.95
 

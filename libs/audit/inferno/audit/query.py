@@ -20,6 +20,7 @@ from inferno.events.events import (
     PipelineCompleted,
     PipelineDeleted,
     PipelineFailed,
+    PipelinePruned,
     PipelineResumed,
     PipelineStopped,
 )
@@ -32,7 +33,14 @@ EXPERIMENT_LEVEL = frozenset(
 """Entries about a whole experiment that belong to each of its pipelines' stories."""
 _PIPELINE_KINDS = tuple(
     t.kind
-    for t in (PipelineStopped, PipelineResumed, PipelineDeleted, PipelineCompleted, PipelineFailed)
+    for t in (
+        PipelineStopped,
+        PipelinePruned,
+        PipelineResumed,
+        PipelineDeleted,
+        PipelineCompleted,
+        PipelineFailed,
+    )
 )
 """Kinds on `evt.pipeline.<id>.<kind>` but `created`, which goes on the wildcard subject (a
 consumer's subject filters must not overlap)."""

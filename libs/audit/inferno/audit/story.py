@@ -114,6 +114,9 @@ _TELLERS: dict[str, Callable[[Entry, dict[str, Any], int], str | None]] = {
     "experiment_created": _experiment_created,
     "pipeline_created": _pipeline_created,
     "pipeline_stopped": _settled("stopped"),
+    "pipeline_pruned": lambda e, p, pid: (
+        f"stopped by the {p.get('rule')} prune policy: {p.get('reason')}"
+    ),
     "pipeline_resumed": _settled("resumed"),
     "pipeline_deleted": _settled("deleted"),
     "pipeline_completed": lambda e, p, pid: "completed: every shard done",

@@ -22,6 +22,7 @@ from inferno.events.events import (
     PipelineCreated,
     PipelineDeleted,
     PipelineFailed,
+    PipelinePruned,
     PipelineResumed,
     PipelineStopped,
     ShardAssigned,
@@ -95,6 +96,7 @@ def _experiment_subject(names: Names, e: Event) -> str:
 @_route(
     PipelineCreated,
     PipelineStopped,
+    PipelinePruned,
     PipelineResumed,
     PipelineDeleted,
     PipelineCompleted,

@@ -10,7 +10,14 @@ from typing import ClassVar, NamedTuple, TypedDict
 
 import msgspec
 
-from inferno.events.model import EvalSpec, PipelineChanges, PipelineSpec, RowOrder, ShardStats
+from inferno.events.model import (
+    EvalSpec,
+    PipelineChanges,
+    PipelineSpec,
+    Policy,
+    RowOrder,
+    ShardStats,
+)
 from inferno.events.names import Names
 
 SCHEMA_VERSION = 1
@@ -72,6 +79,7 @@ class CreateExperiment(Command, tag="create_experiment"):
     max_attempts: int = 3
     retry_backoff_s: float = 1.0
     row_order: RowOrder | None = None  # the api draws the seed, so replay decides the same
+    policy: Policy = msgspec.field(default_factory=Policy)
 
     @property
     def target(self) -> Target:

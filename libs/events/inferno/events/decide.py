@@ -39,6 +39,7 @@ from inferno.events.events import (
     PipelineCreated,
     PipelineDeleted,
     PipelineFailed,
+    PipelinePruned,
     PipelineResumed,
     PipelineStopped,
     ShardAssigned,
@@ -47,9 +48,10 @@ from inferno.events.events import (
     ShardReleased,
 )
 from inferno.events.model import MAX_RETRY_BACKOFF_S, PipelineChanges, PipelineSpec
+from inferno.events.policy import Standing, to_prune
 from inferno.events.preconditions import clone_name, live_names, refusal
 from inferno.events.scheduling import plan_assignments
-from inferno.events.state import TERMINAL, Pipeline, State
+from inferno.events.state import TERMINAL, Pipeline, State, policy_standing
 
 
 def decide(
@@ -140,6 +142,7 @@ def _(cmd: CreateExperiment, state: State, stamp: Stamp) -> list[Event]:
         pipelines=cmd.pipelines,
         first_pipeline_id=state.next_pipeline_id,
         row_order=cmd.row_order,
+        policy=cmd.policy,
     )
     return [created]
 
@@ -221,12 +224,13 @@ def _report(report: AnyReport, state: State, now: float, seq: int) -> list[Event
                 report_seq=seq,
             )
         ]
-        if len(pipeline.completed) + 1 == pipeline.num_shards:
+        completes = len(pipeline.completed) + 1 == pipeline.num_shards
+        if completes:
             events.append(PipelineCompleted(at=now, pipeline_id=pipeline.pipeline_id))
             events += _experiment_done(
                 state, pipeline.experiment_id, now, ending={pipeline.pipeline_id}
             )
-        return events
+        return events + _pruned(state, pipeline, report, completes, now)
     if isinstance(report, ShardErrored):
         return _end_attempt(
             state, pipeline, report.shard, report.error, now, seq, retryable=report.retryable
@@ -234,6 +238,46 @@ def _report(report: AnyReport, state: State, now: float, seq: int) -> list[Event
     if isinstance(report, ShardAborted):
         return _end_attempt(state, pipeline, report.shard, "aborted by executor", now, seq)
     return []  # started / progress: liveness only, nothing to record
+
+
+def _pruned(
+    state: State, pipeline: Pipeline, report: ShardFinished, completes: bool, now: float
+) -> list[Event]:
+    """The experiment's prune policy after this shard: `PipelinePruned` for whom it stops."""
+    experiment = state.experiments[pipeline.experiment_id]
+    prune = experiment.policy.prune
+    if prune is None:
+        return []
+    standings = []
+    for pid in experiment.pipeline_ids:
+        other = state.pipelines[pid]
+        if other.status == "deleted":
+            continue
+        metric, sequence = other.policy_metric, other.sequence
+        done = len(other.completed)
+        if pid == pipeline.pipeline_id:
+            metric, sequence = policy_standing(other, prune.metric, report.stats)
+            done += 1
+        bounds = None
+        if sequence is not None:
+            confidence = experiment.eval.confidence_level
+            bounds = sequence.bounds(prune.metric, confidence, experiment.row_count)
+        standings.append(
+            Standing(
+                pipeline_id=pid,
+                running=other.runnable and not (completes and pid == pipeline.pipeline_id),
+                exempt=other.exempt,
+                rows=sequence.rows if sequence is not None else 0,
+                value=metric.total / metric.count if metric is not None and metric.count else None,
+                lower=bounds[0] if bounds else None,
+                upper=bounds[1] if bounds else None,
+                shards=f"{done}/{other.num_shards}",
+            )
+        )
+    return [
+        PipelinePruned(at=now, pipeline_id=pid, rule=prune.rule, reason=reason)
+        for pid, reason in to_prune(prune, standings)
+    ]
 
 
 def _end_attempt(

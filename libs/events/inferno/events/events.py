@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from inferno.events.commands import SCHEMA_VERSION
-from inferno.events.model import EvalSpec, PipelineSpec, RowOrder, ShardStats
+from inferno.events.model import EvalSpec, PipelineSpec, Policy, RowOrder, ShardStats
 
 
 class Event(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=True, gc=False):
@@ -97,6 +97,7 @@ class ExperimentCreated(Outcome, tag="experiment_created"):
     pipelines: list[PipelineSpec] = []
     first_pipeline_id: int = 0
     row_order: RowOrder | None = None  # None: rows in file order (and every log before it)
+    policy: Policy = msgspec.field(default_factory=Policy)
 
 
 class ExperimentCompleted(Event, tag="experiment_completed"):
@@ -117,6 +118,16 @@ class PipelineCreated(Outcome, tag="pipeline_created"):
 class PipelineStopped(Outcome, tag="pipeline_stopped"):
     kind = "stopped"
     pipeline_id: int
+
+
+class PipelinePruned(Event, tag="pipeline_pruned"):
+    """Stopped by the experiment's prune policy, not by a command; `reason` says what the rule
+    saw. A resume undoes it, and the policy leaves that pipeline alone from then on."""
+
+    kind = "pruned"
+    pipeline_id: int
+    rule: str
+    reason: str
 
 
 class PipelineResumed(Outcome, tag="pipeline_resumed"):
@@ -193,6 +204,7 @@ AnyEvent = (
     | ExperimentCompleted
     | PipelineCreated
     | PipelineStopped
+    | PipelinePruned
     | PipelineResumed
     | PipelineDeleted
     | PipelineCompleted

@@ -5,7 +5,7 @@ Everything here is stored in the log, so fields are only ever added, each with a
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -94,7 +94,7 @@ class MetricStats(msgspec.Struct, array_like=True, gc=False):
 
 
 class SideTerms(msgspec.Struct, array_like=True, gc=False):
-    """One side of one metric's sequence over a shard's rows (`inferno.stats.sequences`)."""
+    """One side of one metric's sequence over a shard's rows (`inferno.events.sequences`)."""
 
     total: float  # Σ λ_i (x_i + P_{i−1} / (N − i + 1)), P the shard's sum before row i
     weight: float  # Σ λ_i / (N − i + 1)
@@ -145,6 +145,21 @@ def merge_metrics(
         current = merged.get(name)
         merged[name] = stats if current is None else current.merged(stats)
     return merged
+
+
+class PrunePolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Stop pipelines that lose (`inferno.events.policy`): `dominated`, once a pipeline's upper
+    confidence bound is below the best pipeline's lower bound; `median_of_peers` (RapidFire's
+    rule, for comparison), once its value is below the median of its running peers'. Both wait
+    until a pipeline has `min_rows` rows in its confidence sequence."""
+
+    rule: Literal["dominated", "median_of_peers"]
+    metric: str
+    min_rows: Annotated[int, msgspec.Meta(ge=1)] = 100
+
+
+class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    prune: PrunePolicy | None = None
 
 
 PERMUTATION = "feistel-v1"  # inferno.events.rows defines it

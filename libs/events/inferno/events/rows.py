@@ -6,7 +6,7 @@ Shards are contiguous ranges of *positions* (`shard_bounds`); position p runs da
 its shard's rows alone, and any reader can, from the seed and N); without one (`shuffle: false`,
 or a log written before rows were shuffled) position p is row p. A shuffled shard is a uniform
 random sample of the dataset, so early metrics are unbiased even on a file sorted by difficulty,
-and the positions are the order in which `inferno.stats.sequences` sees the rows.
+and the positions are the order in which `inferno.events.sequences` sees the rows.
 
 `feistel-v1`, exactly: take the smallest even b ≥ 2 with 2^b ≥ N, h = b/2. Four round keys are
 the first 32 bytes of BLAKE2b(seed as 8 big-endian bytes, key=b"inferno-rows-v1"), read as

@@ -31,6 +31,7 @@ from inferno.events.events import (
     PipelineCreated,
     PipelineDeleted,
     PipelineFailed,
+    PipelinePruned,
     PipelineResumed,
     PipelineStopped,
     ShardAssigned,
@@ -38,7 +39,8 @@ from inferno.events.events import (
     ShardFailed,
     ShardReleased,
 )
-from inferno.events.model import EvalSpec, PipelineSpec, RowOrder
+from inferno.events.model import EvalSpec, MetricStats, PipelineSpec, Policy, RowOrder, ShardStats
+from inferno.events.sequences import Prefix
 
 PipelineStatus = Literal["new", "ongoing", "stopped", "completed", "failed", "deleted"]
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "deleted"})
@@ -62,6 +64,11 @@ class Pipeline(msgspec.Struct, kw_only=True):
     in_flight: dict[int, Assignment] = msgspec.field(default_factory=dict)
     attempts: dict[int, int] = msgspec.field(default_factory=dict)
     retry_at: dict[int, float] = msgspec.field(default_factory=dict)
+    # what a prune policy decides on, kept only when the experiment has one
+    policy_metric: MetricStats | None = None
+    sequence: Prefix | None = None
+    pruned: bool = False
+    exempt: bool = False  # resumed after a prune: the policy leaves it alone
 
     @property
     def runnable(self) -> bool:
@@ -80,6 +87,7 @@ class Experiment(msgspec.Struct, kw_only=True):
     status: Literal["running", "completed"] = "running"
     pipeline_ids: list[int] = msgspec.field(default_factory=list)
     row_order: RowOrder | None = None  # work orders carry it: executors derive their rows
+    policy: Policy = msgspec.field(default_factory=Policy)
 
 
 class State(msgspec.Struct, kw_only=True):
@@ -115,6 +123,7 @@ def _experiment_created(s: State, e: ExperimentCreated) -> None:
         max_attempts=e.max_attempts,
         retry_backoff_s=e.retry_backoff_s,
         row_order=e.row_order,
+        policy=e.policy,
     )
     s.contexts[e.context_id] = e.experiment_id
     for offset, spec in enumerate(e.pipelines):
@@ -182,7 +191,37 @@ def _shard_completed(s: State, e: ShardCompleted) -> None:
     pipeline = s.pipelines[e.pipeline_id]
     pipeline.in_flight.pop(e.shard, None)
     pipeline.completed.add(e.shard)
+    prune = s.experiments[pipeline.experiment_id].policy.prune
+    if prune is not None:
+        pipeline.policy_metric, pipeline.sequence = policy_standing(pipeline, prune.metric, e.stats)
     _reported(s, e.report_seq)
+
+
+def policy_standing(
+    pipeline: Pipeline, metric: str, stats: ShardStats
+) -> tuple[MetricStats | None, Prefix | None]:
+    """The pipeline's policy metric and sequence with one more shard (the pipeline unchanged)."""
+    more = stats.metrics.get(metric)
+    merged = pipeline.policy_metric
+    if more is not None:
+        merged = more if merged is None else merged.merged(more)
+    sequence = pipeline.sequence
+    if stats.sequence is not None:
+        sequence = (sequence or Prefix()).plus(stats.sequence)
+    return merged, sequence
+
+
+def _pipeline_pruned(s: State, e: PipelinePruned) -> None:
+    pipeline = s.pipelines[e.pipeline_id]
+    pipeline.status = "stopped"
+    pipeline.pruned = True
+
+
+def _pipeline_resumed(s: State, e: PipelineResumed) -> None:
+    pipeline = s.pipelines[e.pipeline_id]
+    pipeline.status = "ongoing"
+    pipeline.exempt = pipeline.exempt or pipeline.pruned
+    _decided(s, e)
 
 
 def _shard_released(s: State, e: ShardReleased) -> None:
@@ -204,7 +243,8 @@ _APPLY: dict[type, Callable[[State, Any], None]] = {
     ExperimentCompleted: _experiment_completed,
     PipelineCreated: _pipeline_created,
     PipelineStopped: _set_status("stopped"),
-    PipelineResumed: _set_status("ongoing"),
+    PipelinePruned: _pipeline_pruned,
+    PipelineResumed: _pipeline_resumed,
     PipelineCompleted: _set_status("completed"),
     PipelineDeleted: _pipeline_ended("deleted"),
     PipelineFailed: _pipeline_ended("failed"),

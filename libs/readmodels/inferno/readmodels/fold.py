@@ -29,6 +29,7 @@ from inferno.events.events import (
     PipelineCreated,
     PipelineDeleted,
     PipelineFailed,
+    PipelinePruned,
     PipelineResumed,
     PipelineStopped,
     ShardAssigned,
@@ -37,10 +38,10 @@ from inferno.events.events import (
     ShardReleased,
 )
 from inferno.events.model import PipelineSpec
+from inferno.events.sequences import Prefix
 from inferno.events.state import Assignment, PipelineStatus
 from inferno.readmodels.model import Experiment, Operation, Pipeline, ReadModel
 from inferno.stats.metrics import merge_buckets
-from inferno.stats.sequences import Prefix
 
 
 def apply_command(model: ReadModel, seq: int, command: AnyCommand) -> ReadModel:
@@ -144,6 +145,7 @@ def _experiment_created(m: ReadModel, e: ExperimentCreated) -> None:
         retry_backoff_s=e.retry_backoff_s,
         created_at=e.at,
         row_order=e.row_order,
+        policy=e.policy,
     )
     m.contexts[e.context_id] = e.experiment_id
     ids = list(range(e.first_pipeline_id, e.first_pipeline_id + len(e.pipelines)))
@@ -197,6 +199,16 @@ def _set_status(status: PipelineStatus, operation: str = "") -> Callable[[ReadMo
             _complete(m, e, operation, {}, pipeline_id=e.pipeline_id)
 
     return apply
+
+
+def _pipeline_pruned(m: ReadModel, e: PipelinePruned) -> None:
+    pipeline = m.pipelines[e.pipeline_id]
+    pipeline.status, pipeline.pruned = "stopped", e.reason
+
+
+def _pipeline_resumed(m: ReadModel, e: PipelineResumed) -> None:
+    m.pipelines[e.pipeline_id].pruned = None
+    _set_status("ongoing", "resume")(m, e)
 
 
 def _pipeline_ended(status: PipelineStatus) -> Callable[[ReadModel, Any], None]:
@@ -259,7 +271,8 @@ _APPLY: dict[type, Callable[[ReadModel, Any], None]] = {
     ExperimentCompleted: _experiment_completed,
     PipelineCreated: _pipeline_created,
     PipelineStopped: _set_status("stopped", "stop"),
-    PipelineResumed: _set_status("ongoing", "resume"),
+    PipelinePruned: _pipeline_pruned,
+    PipelineResumed: _pipeline_resumed,
     PipelineCompleted: _set_status("completed"),
     PipelineDeleted: _pipeline_ended("deleted"),
     PipelineFailed: _pipeline_ended("failed"),

@@ -11,9 +11,9 @@ from typing import Any, Literal
 
 import msgspec
 
-from inferno.events.model import EvalSpec, MetricStats, PipelineSpec, RowOrder
+from inferno.events.model import EvalSpec, MetricStats, PipelineSpec, Policy, RowOrder
+from inferno.events.sequences import Prefix
 from inferno.events.state import Assignment, PipelineStatus
-from inferno.stats.sequences import Prefix
 
 READ_MODEL_VERSION = 3
 OperationStatus = Literal["pending", "processing", "completed", "failed"]
@@ -42,6 +42,7 @@ class Pipeline(msgspec.Struct, kw_only=True):
     busy_s: float = 0.0  # the completed shards' durations, summed
     row_errors: int = 0  # rows the engine failed on (they have no scores)
     sequence: Prefix | None = None  # the 0/1 metrics' confidence sequences (shuffled rows)
+    pruned: str | None = None  # why the experiment's policy stopped it (until resumed)
 
 
 class Experiment(msgspec.Struct, kw_only=True):
@@ -58,6 +59,7 @@ class Experiment(msgspec.Struct, kw_only=True):
     status: Literal["running", "completed"] = "running"
     pipeline_ids: list[int] = msgspec.field(default_factory=list)
     row_order: RowOrder | None = None
+    policy: Policy = msgspec.field(default_factory=Policy)
 
 
 class Operation(msgspec.Struct, kw_only=True):

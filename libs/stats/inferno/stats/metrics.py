@@ -11,7 +11,7 @@ and collapses to the value once every row is scored.
 - `hoeffding`: mean ± (b − a)·√(ln(2/α) / 2n)·fpc, distribution-free given the range [a, b]:
   [0, 1] for 0/1 scorers, else the metric's observed [min, max].
 - `confidence_sequence`: valid at every look, not at one fixed sample size
-  (`inferno.stats.sequences`); for 0/1 scorers of a shuffled experiment only.
+  (`inferno.events.sequences`); for 0/1 scorers of a shuffled experiment only.
 
 The first three are fixed-sample intervals: valid for one look decided in advance, not for
 watching a run and stopping when it looks good (each answer says `anytime_valid: false`).
@@ -31,7 +31,7 @@ from typing import Any, Literal, TypeGuard
 
 from inferno.events.model import LATENCY_BUCKETS_MS, EvalSpec, MetricStats
 from inferno.events.scorers import BINARY_SCORERS
-from inferno.stats.sequences import Prefix
+from inferno.events.sequences import Prefix
 
 CiMethod = Literal["normal", "wilson", "hoeffding", "confidence_sequence"]
 CI_METHODS: tuple[str, ...] = ("normal", "wilson", "hoeffding", "confidence_sequence")

@@ -23,8 +23,8 @@ from inferno.api.openapi import errors
 from inferno.api.responses import json_response
 from inferno.audit import query as q
 from inferno.events.model import EvalSpec, MetricStats, ShardStats
+from inferno.events.sequences import Prefix
 from inferno.stats import metrics
-from inferno.stats.sequences import Prefix
 
 UI_DIR = Path(__file__).parent / "ui"
 _MEDIA = {

@@ -93,6 +93,7 @@ async def create_experiment(
         max_attempts=body.max_attempts,
         retry_backoff_s=body.retry_backoff_s,
         row_order=body.row_order(idempotency_key),
+        policy=body.policy.policy(),
     )
     command = caller.stamp(command, body.reason)
     op = await submit(gw, command, idempotency_key=idempotency_key, wait=wait)

@@ -37,11 +37,19 @@ from inferno.events.model import (
     PipelineChanges,
     PipelineSpec,
     PipelineType,
+    Policy,
+    PrunePolicy,
     RowOrder,
     Scorer,
 )
 from inferno.events.resources import MAX_RESOURCE_AMOUNT, RESOURCE_NAME, check_needs
-from inferno.events.scorers import BUILTIN_SCORERS, ScorerError, check_scorer, user_scorer
+from inferno.events.scorers import (
+    BINARY_SCORERS,
+    BUILTIN_SCORERS,
+    ScorerError,
+    check_scorer,
+    user_scorer,
+)
 from inferno.events.templates import check_format_spec
 
 
@@ -292,6 +300,21 @@ class EvalBody(_Closed):
         )
 
 
+class PruneBody(_Closed):
+    rule: Literal["dominated", "median_of_peers"]
+    metric: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
+    min_rows: int = Field(default=100, ge=1, le=10**9)
+
+
+class PolicyBody(_Closed):
+    prune: PruneBody | None = None
+
+    def policy(self) -> Policy:
+        if self.prune is None:
+            return Policy()
+        return Policy(prune=PrunePolicy(**self.prune.model_dump()))
+
+
 class ExperimentBody(_Closed):
     experiment_name: Name
     num_shards: Positive
@@ -302,6 +325,7 @@ class ExperimentBody(_Closed):
     retry_backoff_s: float = Field(default=1.0, ge=0, le=MAX_RETRY_BACKOFF_S)
     shuffle: bool = True  # rows in a seeded random order (unbiased early metrics)
     shuffle_seed: int | None = Field(default=None, ge=0, lt=2**63)  # drawn when not given
+    policy: PolicyBody = Field(default_factory=PolicyBody)
     reason: Reason = None
 
     def row_order(self, idempotency_key: str | None) -> RowOrder | None:
@@ -371,6 +395,29 @@ def check_user_scorers(body: EvalBody, allowed_modules: Collection[str]) -> None
                 raise bad_field(f"eval.scorers.{i}.name", str(error)) from None
 
 
+def check_policy(body: ExperimentBody) -> None:
+    """A prune policy's metric is one of the experiment's; `dominated` reads confidence
+    sequences, which need a 0/1 scorer and rows in a random order."""
+    prune = body.policy.prune
+    if prune is None:
+        return
+    names = [s.name for s in body.eval.scorers]
+    if prune.metric not in names:
+        raise bad_field(
+            "policy.prune.metric",
+            f"{prune.metric!r} is not one of the experiment's metrics"
+            f" ({', '.join(names) or 'none'})",
+        )
+    if prune.rule == "dominated" and prune.metric not in BINARY_SCORERS:
+        raise bad_field(
+            "policy.prune.metric",
+            "the dominated rule needs a 0/1 scorer for its confidence sequence,"
+            f" not {prune.metric!r}",
+        )
+    if prune.rule == "dominated" and not body.shuffle:
+        raise bad_field("policy.prune", "the dominated rule needs shuffled rows (shuffle: true)")
+
+
 def check_experiment(body: ExperimentBody, row_count: int, columns: Collection[str]) -> None:
     """What needs the dataset: enough rows for the shards, and every field the prompt and the
     scorers use among its `columns` (the first row's fields, which stand for all rows')."""
@@ -389,6 +436,7 @@ def check_experiment(body: ExperimentBody, row_count: int, columns: Collection[s
         for name in sorted(template_fields(template, field)):
             if name not in columns:
                 raise bad_field(field, f"uses {{{name}}}, which the rows lack (they have: {have})")
+    check_policy(body)
     for i, scorer in enumerate(body.eval.scorers):
         if scorer.target is not None and scorer.target not in columns:
             raise bad_field(

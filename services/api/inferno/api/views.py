@@ -89,6 +89,7 @@ def pipeline(p: Pipeline, e: Experiment, unschedulable: str | None = None) -> di
         "context_id": p.context_id,
         "status": p.status,
         "error": p.failure,
+        "pruned": p.pruned,
         "shards_completed": len(p.completed),
         "num_shards": p.num_shards,
         "rows_processed": p.rows_processed,
@@ -134,6 +135,7 @@ def experiment(e: Experiment) -> dict[str, Any]:
         },
         "max_attempts": e.max_attempts,
         "retry_backoff_s": e.retry_backoff_s,
+        "policy": msgspec.to_builtins(e.policy),
         "shuffle": e.row_order is not None,
         "row_order": None
         if e.row_order is None

@@ -34,6 +34,7 @@ from inferno.events.commands import (
 from inferno.events.model import SequenceTerms, ShardStats
 from inferno.events.rows import positions_rows
 from inferno.events.scorers import BINARY_SCORERS
+from inferno.events.sequences import shard_terms
 from inferno.events.work import WorkOrder
 from inferno.events.work import results_name as work_results_name
 from inferno.executor.backends.base import (
@@ -55,7 +56,6 @@ from inferno.executor.evaluation import (
 from inferno.executor.secrets import SecretError, Secrets
 from inferno.jetstream.results import INLINE_RESULTS_MAX, inline_payload, jsonl
 from inferno.secrets.masking import mask_text
-from inferno.stats.sequences import shard_terms
 
 PERMANENT: tuple[type[Exception], ...] = (
     EvalError,
@@ -87,7 +87,7 @@ def results_name(order: WorkOrder) -> str:
 
 
 def sequence_terms(order: WorkOrder, results: list[RowResult]) -> SequenceTerms:
-    """The shard's part of the confidence sequence of each 0/1 metric (`inferno.stats.sequences`);
+    """The shard's part of the confidence sequence of each 0/1 metric (`inferno.events.sequences`);
     a row without a score (the engine failed on it) is None."""
     names = [s.name for s in order.eval.scorers if s.name in BINARY_SCORERS]
     scores = {name: [r.scores.get(name) for r in results] for name in names}

@@ -116,6 +116,17 @@ class Prefix(msgspec.Struct, kw_only=True):
                     sides.setdefault(name, _Sums()).extend(side)
             self.rows += ready.rows
 
+    def plus(self, terms: SequenceTerms) -> Prefix:
+        """A copy with one more shard folded in (this one unchanged)."""
+        copy = Prefix(
+            rows=self.rows,
+            low={name: msgspec.structs.replace(sums) for name, sums in self.low.items()},
+            high={name: msgspec.structs.replace(sums) for name, sums in self.high.items()},
+            waiting=dict(self.waiting),
+        )
+        copy.absorb(terms)
+        return copy
+
     def tracks(self, metric: str) -> bool:
         return metric in self.low or any(metric in t.low for t in self.waiting.values())
 
