@@ -8,7 +8,8 @@ Never rewrite an existing version's logs: they are what logs written by released
 and `tests/unit/test_golden_log.py` replays every one of them through today's folds. A read
 model and the decision state are derived, so when one's shape changes (with
 `READ_MODEL_VERSION` / `STATE_VERSION`) its golden file is written again from the same log (v3's,
-when `completed` came to map a shard to its report, and when experiments gained `row_order`).
+when `completed` came to map a shard to its report, and when experiments gained `row_order`; v4's
+when pipelines could be retried).
 (v1 and v2 predate the read models: they have no commands file, and their state file is the one
 `State` of tests/oracle/projection_v0.py.)
 """
@@ -37,6 +38,7 @@ from inferno.events.commands import (
     ExecutorSlot,
     ExpireExecutor,
     ResumePipeline,
+    RetryPipeline,
     ShardErrored,
     ShardFinished,
     StopPipeline,
@@ -154,7 +156,24 @@ def scenario() -> tuple[list[bytes], list[bytes]]:
                 step(done, 9.0, "rpt")
         step(AssignWork(executors=executors), 9.5 + pid)
     policy_run(step, state, executors)
+    retry_run(step, state, executors, stats)
     return commands, log
+
+
+def retry_run(step, state, executors, stats) -> None:  # type: ignore[no-untyped-def]
+    """v5: the pipeline that failed ("bad") is retried and completes."""
+    step(RetryPipeline(pipeline_id=2, issued_at=30.0, actor="ana@lab", reason="fixed"), 30.1, "cmd")
+    for now in (30.5, 31.5):
+        step(AssignWork(executors=executors), now)
+        for shard, a in sorted(state.pipelines[2].in_flight.items()):
+            report = ShardFinished(
+                executor_id=a.executor_id,
+                pipeline_id=2,
+                shard=shard,
+                attempt=a.attempt,
+                stats=stats,
+            )
+            step(report, now + 0.5, "rpt")
 
 
 def policy_run(step, state, executors) -> None:  # type: ignore[no-untyped-def]

@@ -22,6 +22,7 @@ from inferno.events.events import (
     PipelineFailed,
     PipelinePruned,
     PipelineResumed,
+    PipelineRetried,
     PipelineStopped,
 )
 from inferno.events.names import Names
@@ -37,6 +38,7 @@ _PIPELINE_KINDS = tuple(
         PipelineStopped,
         PipelinePruned,
         PipelineResumed,
+        PipelineRetried,
         PipelineDeleted,
         PipelineCompleted,
         PipelineFailed,

@@ -19,6 +19,7 @@ SETTLING = frozenset(
         "pipeline_created",
         "pipeline_stopped",
         "pipeline_resumed",
+        "pipeline_retried",
         "pipeline_deleted",
         "operation_failed",
         "operation_completed",
@@ -118,6 +119,7 @@ _TELLERS: dict[str, Callable[[Entry, dict[str, Any], int], str | None]] = {
         f"stopped by the {p.get('rule')} prune policy: {p.get('reason')}"
     ),
     "pipeline_resumed": _settled("resumed"),
+    "pipeline_retried": _settled("retried (its incomplete shards run again)"),
     "pipeline_deleted": _settled("deleted"),
     "pipeline_completed": lambda e, p, pid: "completed: every shard done",
     "pipeline_failed": _failed,

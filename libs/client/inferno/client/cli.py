@@ -529,8 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", metavar="ID", help="only this experiment's pipelines")
     interval_flag(p)
 
-    for action in ("stop", "resume", "delete"):
-        p = add(action, cmd_control, f"{action} pipelines (ids or unique name prefixes)")
+    for action in ("stop", "resume", "retry", "delete"):
+        what = "run the failed shards of" if action == "retry" else action
+        p = add(action, cmd_control, f"{what} pipelines (ids or unique name prefixes)")
         p.add_argument(
             "pipelines", nargs="+", metavar="PIPELINE", help="pipeline ids or unique name prefixes"
         )

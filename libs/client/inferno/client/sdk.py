@@ -168,6 +168,16 @@ class Client:
     ) -> dict[str, Any]:
         return self._control(pipeline_id, "resume", None, wait, idempotency_key, reason)
 
+    def retry(
+        self,
+        pipeline_id: int,
+        wait: float | None = None,
+        idempotency_key: str | None = None,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        """Run a failed pipeline's failed and never-run shards again."""
+        return self._control(pipeline_id, "retry", None, wait, idempotency_key, reason)
+
     def delete(
         self,
         pipeline_id: int,

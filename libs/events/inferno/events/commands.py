@@ -97,6 +97,13 @@ class ResumePipeline(PipelineCommand, tag="resume_pipeline"):
     operation = action = "resume"
 
 
+class RetryPipeline(PipelineCommand, tag="retry_pipeline"):
+    """Run a failed pipeline's failed shards again, and the shards it never ran; its completed
+    shards stand. Each retried shard gets the experiment's `max_attempts` anew."""
+
+    operation = action = "retry"
+
+
 class DeletePipeline(PipelineCommand, tag="delete_pipeline"):
     operation = action = "delete"
 
@@ -127,6 +134,7 @@ AnyCommand = (
     CreateExperiment
     | StopPipeline
     | ResumePipeline
+    | RetryPipeline
     | DeletePipeline
     | ClonePipeline
     | CloneIntoContext

@@ -25,6 +25,7 @@ from inferno.events.commands import (
     ExpireExecutor,
     Report,
     ResumePipeline,
+    RetryPipeline,
     ShardAborted,
     ShardErrored,
     ShardFinished,
@@ -41,6 +42,7 @@ from inferno.events.events import (
     PipelineFailed,
     PipelinePruned,
     PipelineResumed,
+    PipelineRetried,
     PipelineStopped,
     ShardAssigned,
     ShardCompleted,
@@ -97,6 +99,11 @@ def _(cmd: StopPipeline, state: State, stamp: Stamp) -> list[Event]:
 @_handle.register
 def _(cmd: ResumePipeline, state: State, stamp: Stamp) -> list[Event]:
     return [PipelineResumed(**stamp._asdict(), pipeline_id=cmd.pipeline_id)]
+
+
+@_handle.register
+def _(cmd: RetryPipeline, state: State, stamp: Stamp) -> list[Event]:
+    return [PipelineRetried(**stamp._asdict(), pipeline_id=cmd.pipeline_id)]
 
 
 @_handle.register
@@ -298,8 +305,9 @@ def _end_attempt(
     """
     experiment = state.experiments[pipeline.experiment_id]
     attempt = pipeline.in_flight[shard].attempt
-    if retryable and attempt < experiment.max_attempts:
-        doubled = experiment.retry_backoff_s * 2.0 ** min(attempt - 1, 32)  # no float overflow
+    tries = attempt - pipeline.tries_before.get(shard, 0)  # this run's, since the last retry
+    if retryable and tries < experiment.max_attempts:
+        doubled = experiment.retry_backoff_s * 2.0 ** min(tries - 1, 32)  # no float overflow
         backoff = min(doubled, MAX_RETRY_BACKOFF_S)
         return [
             ShardReleased(
@@ -312,9 +320,7 @@ def _end_attempt(
                 report_seq=seq,
             )
         ]
-    error = (
-        reason if not retryable else f"{reason} (attempt {attempt} of {experiment.max_attempts})"
-    )
+    error = reason if not retryable else f"{reason} (attempt {tries} of {experiment.max_attempts})"
     events: list[Event] = [
         ShardFailed(
             at=now,

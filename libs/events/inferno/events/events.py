@@ -135,6 +135,14 @@ class PipelineResumed(Outcome, tag="pipeline_resumed"):
     pipeline_id: int
 
 
+class PipelineRetried(Outcome, tag="pipeline_retried"):
+    """A failed pipeline runs again: every shard it has not completed is pending, each with
+    `max_attempts` tries anew (the failed ones are in the log as `shard_failed`)."""
+
+    kind = "retried"
+    pipeline_id: int
+
+
 class PipelineDeleted(Outcome, tag="pipeline_deleted"):
     kind = "deleted"
     pipeline_id: int
@@ -206,6 +214,7 @@ AnyEvent = (
     | PipelineStopped
     | PipelinePruned
     | PipelineResumed
+    | PipelineRetried
     | PipelineDeleted
     | PipelineCompleted
     | PipelineFailed

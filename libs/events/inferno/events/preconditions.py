@@ -20,6 +20,7 @@ from inferno.events.commands import (
     CreateExperiment,
     DeletePipeline,
     ResumePipeline,
+    RetryPipeline,
     StopPipeline,
 )
 from inferno.events.model import MAX_ATTEMPTS, MAX_NAME_LENGTH, MAX_RETRY_BACKOFF_S, PipelineSpec
@@ -69,9 +70,10 @@ def refusal(facts: Facts, command: AnyCommand) -> Refusal | None:
     if isinstance(command, CloneIntoContext) and command.context_id not in facts.contexts:
         what = f"context {command.context_id}"
         return Refusal(f"{what} does not exist", what)
-    if isinstance(command, StopPipeline | ResumePipeline | DeletePipeline | ClonePipeline) and (
-        command.pipeline_id not in facts.pipelines
-    ):
+    pipeline_commands = (
+        StopPipeline | ResumePipeline | RetryPipeline | DeletePipeline | ClonePipeline
+    )
+    if isinstance(command, pipeline_commands) and (command.pipeline_id not in facts.pipelines):
         what = f"pipeline {command.pipeline_id}"
         return Refusal(f"{what} does not exist", what)
     try:
@@ -99,6 +101,10 @@ def _check(facts: Facts, command: AnyCommand) -> None:
             raise Rejected(
                 f"cannot resume pipeline {pid}: it is {status}; "
                 "only stopped pipelines can be resumed"
+            )
+        if isinstance(command, RetryPipeline) and status != "failed":
+            raise Rejected(
+                f"cannot retry pipeline {pid}: it is {status}; only failed pipelines can be retried"
             )
         if isinstance(command, DeletePipeline) and status == "deleted":
             raise Rejected(f"pipeline {pid} is already deleted")

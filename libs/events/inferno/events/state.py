@@ -33,6 +33,7 @@ from inferno.events.events import (
     PipelineFailed,
     PipelinePruned,
     PipelineResumed,
+    PipelineRetried,
     PipelineStopped,
     ShardAssigned,
     ShardCompleted,
@@ -64,6 +65,8 @@ class Pipeline(msgspec.Struct, kw_only=True):
     in_flight: dict[int, Assignment] = msgspec.field(default_factory=dict)
     attempts: dict[int, int] = msgspec.field(default_factory=dict)
     retry_at: dict[int, float] = msgspec.field(default_factory=dict)
+    tries_before: dict[int, int] = msgspec.field(default_factory=dict)  # attempts before a retry
+    retries: int = 0
     # what a prune policy decides on, kept only when the experiment has one
     policy_metric: MetricStats | None = None
     sequence: Prefix | None = None
@@ -217,6 +220,18 @@ def _pipeline_pruned(s: State, e: PipelinePruned) -> None:
     pipeline.pruned = True
 
 
+def _pipeline_retried(s: State, e: PipelineRetried) -> None:
+    pipeline = s.pipelines[e.pipeline_id]
+    pipeline.status = "ongoing"
+    pipeline.retry_at.clear()
+    pipeline.retries += 1
+    for shard, attempt in pipeline.attempts.items():
+        if shard not in pipeline.completed:
+            pipeline.tries_before[shard] = attempt
+    s.experiments[pipeline.experiment_id].status = "running"
+    _decided(s, e)
+
+
 def _pipeline_resumed(s: State, e: PipelineResumed) -> None:
     pipeline = s.pipelines[e.pipeline_id]
     pipeline.status = "ongoing"
@@ -245,6 +260,7 @@ _APPLY: dict[type, Callable[[State, Any], None]] = {
     PipelineStopped: _set_status("stopped"),
     PipelinePruned: _pipeline_pruned,
     PipelineResumed: _pipeline_resumed,
+    PipelineRetried: _pipeline_retried,
     PipelineCompleted: _set_status("completed"),
     PipelineDeleted: _pipeline_ended("deleted"),
     PipelineFailed: _pipeline_ended("failed"),

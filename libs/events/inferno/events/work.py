@@ -32,6 +32,7 @@ class WorkOrder(msgspec.Struct, kw_only=True, omit_defaults=True):
     eval: EvalSpec = msgspec.field(default_factory=EvalSpec)
     row_count: int = 0  # the dataset's rows (0 in orders sent before rows were shuffled)
     row_order: RowOrder | None = None
+    retries: int = 0  # of the pipeline so far: an executor aborts orders only of the run that ended
 
     @property
     def msg_id(self) -> str:
@@ -60,6 +61,7 @@ def work_order(experiment: Experiment, pipeline: Pipeline, shard: int) -> WorkOr
         eval=experiment.eval,
         row_count=experiment.row_count,
         row_order=experiment.row_order,
+        retries=pipeline.retries,
     )
 
 

@@ -31,6 +31,7 @@ from inferno.events.events import (
     PipelineFailed,
     PipelinePruned,
     PipelineResumed,
+    PipelineRetried,
     PipelineStopped,
     ShardAssigned,
     ShardCompleted,
@@ -206,6 +207,13 @@ def _pipeline_pruned(m: ReadModel, e: PipelinePruned) -> None:
     pipeline.status, pipeline.pruned = "stopped", e.reason
 
 
+def _pipeline_retried(m: ReadModel, e: PipelineRetried) -> None:
+    pipeline = m.pipelines[e.pipeline_id]
+    pipeline.failure = None
+    m.experiments[pipeline.experiment_id].status = "running"
+    _set_status("ongoing", "retry")(m, e)
+
+
 def _pipeline_resumed(m: ReadModel, e: PipelineResumed) -> None:
     m.pipelines[e.pipeline_id].pruned = None
     _set_status("ongoing", "resume")(m, e)
@@ -273,6 +281,7 @@ _APPLY: dict[type, Callable[[ReadModel, Any], None]] = {
     PipelineStopped: _set_status("stopped", "stop"),
     PipelinePruned: _pipeline_pruned,
     PipelineResumed: _pipeline_resumed,
+    PipelineRetried: _pipeline_retried,
     PipelineCompleted: _set_status("completed"),
     PipelineDeleted: _pipeline_ended("deleted"),
     PipelineFailed: _pipeline_ended("failed"),

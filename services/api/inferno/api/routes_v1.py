@@ -40,6 +40,7 @@ from inferno.events.commands import (
     CreateExperiment,
     DeletePipeline,
     ResumePipeline,
+    RetryPipeline,
     StopPipeline,
 )
 from inferno.events.state import PipelineStatus
@@ -266,6 +267,20 @@ async def resume_pipeline(
 ) -> Response:
     """Continue a stopped pipeline from its first incomplete shard."""
     command = caller.stamp(ResumePipeline(pipeline_id=pipeline_id), (body or ReasonBody()).reason)
+    return await _issue(gw, command, idempotency_key, wait)
+
+
+@router.post("/pipelines/{pipeline_id}/retry", responses=_WRITE_ERRORS)
+async def retry_pipeline(
+    pipeline_id: int,
+    gw: GatewayDep,
+    caller: CallerDep,
+    body: Annotated[ReasonBody | None, Body()] = None,
+    idempotency_key: IdempotencyKey = None,
+    wait: Wait = 0,
+) -> Response:
+    """Run a failed pipeline's failed and never-run shards again; completed ones stand."""
+    command = caller.stamp(RetryPipeline(pipeline_id=pipeline_id), (body or ReasonBody()).reason)
     return await _issue(gw, command, idempotency_key, wait)
 
 

@@ -103,7 +103,10 @@ class Executor:
         self.gpus = gpus or []
         self.resources = declared_resources({}, self.gpus) if resources is None else resources
         self.running: dict[asyncio.Task[None], _Running] = {}
-        self.ended: dict[int, str] = {}  # pipeline id -> why its queued orders are aborted
+        # pipeline id -> why its orders are aborted, up to which retry (`WorkOrder.retries`):
+        # orders of a later retry run, whenever this executor hears of the retry
+        self.ended: dict[int, tuple[str, int]] = {}
+        self.retries: dict[int, int] = {}  # pipeline id -> the latest retry of its orders seen
 
     # the work loop
 
@@ -153,8 +156,11 @@ class Executor:
             task = asyncio.create_task(self._finish(running))
         self.running[task] = running
         task.add_done_callback(self._done)
-        if (reason := self.ended.get(order.pipeline_id)) is not None:
-            self._abort(running, reason)  # reported like any abort, before it ran a row
+        pid = order.pipeline_id
+        self.retries[pid] = max(self.retries.get(pid, 0), order.retries)
+        ended = self.ended.get(pid)
+        if ended is not None and order.retries <= ended[1]:
+            self._abort(running, ended[0])  # reported like any abort, before it ran a row
 
     def _done(self, task: asyncio.Task[None]) -> None:
         running = self.running.pop(task)
@@ -222,7 +228,7 @@ class Executor:
             self.abort_pipeline(event.pipeline_id, f"pipeline {event.kind}")
 
     def abort_pipeline(self, pipeline_id: int, reason: str) -> None:
-        self.ended[pipeline_id] = reason
+        self.ended[pipeline_id] = (reason, self.retries.get(pipeline_id, 0))
         for running in self.running.values():
             if running.order.pipeline_id == pipeline_id:
                 self._abort(running, reason)

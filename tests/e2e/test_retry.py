@@ -1,0 +1,89 @@
+"""`inferno retry` on a real cluster: an `openai` pipeline fails while its endpoint is down; once
+the endpoint is back, a retry runs only the shards it had not completed, and every row ends
+answered exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from typing import TYPE_CHECKING, Any
+
+from inferno.client.cli import main
+from inferno.events.events import ShardCompleted
+
+if TYPE_CHECKING:
+    from conftest import Live
+
+ROWS, SHARDS = [{"question": f"{i} + 1", "answer": str(i + 1)} for i in range(24)], 12
+
+
+def openai_pipeline(server: Any) -> dict[str, Any]:
+    return {
+        "pipeline_name": "gpt",
+        "pipeline_type": "openai",
+        "model_config": {"model": "sum-echo"},
+        "client_config": {
+            "base_url": server.base_url,
+            "api_key": server.api_key,
+            "max_attempts": 1,  # per request: the shard fails at once while the server is down
+        },
+        "sampling_params": {"temperature": 0, "max_tokens": 16},
+    }
+
+
+async def test_retry_runs_only_the_incomplete_shards_after_a_failure(
+    shared_live: Live, openai_server: Any
+) -> None:
+    live = shared_live
+    body = {
+        "experiment_name": "retried",
+        "num_shards": SHARDS,
+        "dataset": {"rows": ROWS},
+        "eval": {"prompt": "{question}", "scorers": [{"name": "numeric", "target": "answer"}]},
+        "pipelines": [openai_pipeline(openai_server)],
+        "max_attempts": 1,
+    }
+    latency = openai_server.latency_s
+    openai_server.latency_s = 0.3  # shards take a while: some complete, then the endpoint goes
+    try:
+        created = await live.create_experiment(body)
+        pid = created["pipelines"][0]["pipeline_id"]
+
+        async def some_done() -> bool:
+            return (await live.pipeline(pid))["shards_completed"] >= 2
+
+        await live.until(some_done, "two shards done", 120)
+        openai_server.down = True
+        [failed] = await live.settled(pid, timeout=120)
+    finally:
+        openai_server.down, openai_server.latency_s = False, latency
+    assert failed["status"] == "failed", failed
+    before = failed["shards_completed"]
+    assert 2 <= before < SHARDS, failed
+    print(f"failed with {before} of {SHARDS} shards done: {failed['error']}")
+
+    token = next(c for c in live.cluster.children if c.name == "api").env.get("INFERNO_TOKEN")
+    argv = ["--api", live.cluster.api_url, *(["--token", token] if token else [])]
+    out = io.StringIO()
+    code = await asyncio.to_thread(main, [*argv, "retry", str(pid), "--wait", "30"], out=out)
+    assert code == 0, out.getvalue()
+    assert out.getvalue().startswith(f"retry pipeline {pid}: ic_id"), out.getvalue()
+    [done] = await live.settled(pid, timeout=120)
+    outcome = (done["status"], done["shards_completed"], done["error"])
+    assert outcome == ("completed", SHARDS, None), outcome
+    assert done["metrics"]["numeric"]["value"] == 1.0  # every row answered right
+
+    completions = [
+        e.shard
+        for _, e in await live.events()
+        if isinstance(e, ShardCompleted) and e.pipeline_id == pid
+    ]
+    assert sorted(completions) == list(range(SHARDS))  # each once: none done before is redone
+    response = await live.http.get(f"/api/v1/pipelines/{pid}/results")
+    rows = [json.loads(line) for line in response.content.splitlines()]
+    assert sorted(r["row_index"] for r in rows) == list(range(len(ROWS)))
+    history = await live.get(
+        "/api/v1/events", pipeline_id=pid, type="retry_pipeline,pipeline_retried"
+    )
+    assert [e["type"] for e in history["entries"]] == ["retry_pipeline", "pipeline_retried"]

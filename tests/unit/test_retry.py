@@ -1,0 +1,126 @@
+"""Retry: a failed pipeline runs its incomplete shards again, each with fresh attempts, and its
+completed shards stand."""
+
+from __future__ import annotations
+
+from inferno.events import State, decide, evolve
+from inferno.events.commands import (
+    AssignWork,
+    CreateExperiment,
+    ExecutorSlot,
+    RetryPipeline,
+    ShardErrored,
+    ShardFinished,
+    StopPipeline,
+)
+from inferno.events.events import (
+    OperationFailed,
+    PipelineFailed,
+    PipelineRetried,
+    ShardAssigned,
+    ShardCompleted,
+)
+from inferno.events.model import PipelineSpec, ShardStats
+from inferno.events.preconditions import refusal
+
+SLOT = ExecutorSlot(executor_id="x", backends=frozenset({"sim"}), free_slots=1)
+
+
+class Run:
+    def __init__(self) -> None:
+        self.state, self.log, self.seq = State(), [], 0
+
+    def __call__(self, message: object) -> list[object]:
+        self.seq += 1
+        events = decide(self.state, message, now=float(self.seq), seq=self.seq)  # type: ignore[arg-type]
+        for event in events:
+            evolve(self.state, event)
+        self.log += events
+        return events
+
+    def assign(self) -> ShardAssigned:
+        [assigned] = [
+            e for e in self(AssignWork(executors=(SLOT,))) if isinstance(e, ShardAssigned)
+        ]
+        return assigned
+
+    def report(self, assigned: ShardAssigned, *, ok: bool) -> list[object]:
+        ids = {
+            "executor_id": "x",
+            "pipeline_id": 1,
+            "shard": assigned.shard,
+            "attempt": assigned.attempt,
+        }
+        if ok:
+            return self(ShardFinished(**ids, stats=ShardStats(rows=1)))
+        return self(ShardErrored(**ids, error="endpoint down", retryable=True))
+
+
+def test_a_failed_pipeline_retries_its_incomplete_shards_with_fresh_attempts():
+    run = Run()
+    run(
+        CreateExperiment(
+            experiment_id="e",
+            context_id="c",
+            experiment_name="x",
+            dataset_ref="sha256-00",
+            row_count=3,
+            num_shards=3,
+            max_attempts=2,
+            retry_backoff_s=0,
+            pipelines=[PipelineSpec(pipeline_name="p", pipeline_type="sim")],
+        )
+    )
+    run.report(run.assign(), ok=True)  # shard 0 completes
+    first = run.assign()
+    run.report(first, ok=False)
+    second = run.assign()
+    assert (second.shard, second.attempt) == (first.shard, 2)
+    failed = run.report(second, ok=False)
+    assert any(isinstance(e, PipelineFailed) for e in failed)
+    assert run.state.pipelines[1].status == "failed"
+
+    refused = refusal(run.state, StopPipeline(pipeline_id=1))
+    assert refused is not None
+    [retried] = run(RetryPipeline(pipeline_id=1))
+    assert isinstance(retried, PipelineRetried)
+    assert (run.state.pipelines[1].status, run.state.experiments["e"].status) == (
+        "ongoing",
+        "running",
+    )
+    again = run.assign()
+    assert (again.shard, again.attempt) == (first.shard, 3)  # attempts go on numbering...
+    run.report(again, ok=False)  # ...but this run has two tries: one left
+    last = run.assign()
+    assert last.attempt == 4
+    run.report(last, ok=True)
+    run.report(run.assign(), ok=True)  # the shard that never ran
+    done = [e.shard for e in run.log if isinstance(e, ShardCompleted)]
+    assert sorted(done) == [0, 1, 2]  # shard 0 once: completed work is never redone
+    assert run.state.pipelines[1].status == "completed"
+    assert run.state.experiments["e"].status == "completed"
+
+
+def test_only_a_failed_pipeline_can_be_retried():
+    run = Run()
+    run(
+        CreateExperiment(
+            experiment_id="e",
+            context_id="c",
+            experiment_name="x",
+            dataset_ref="sha256-00",
+            row_count=1,
+            num_shards=1,
+            pipelines=[PipelineSpec(pipeline_name="p", pipeline_type="sim")],
+        )
+    )
+    refused = refusal(run.state, RetryPipeline(pipeline_id=1))
+    assert refused is not None
+    assert refused.reason == (
+        "cannot retry pipeline 1: it is new; only failed pipelines can be retried"
+    )
+    [failed] = run(RetryPipeline(pipeline_id=1))
+    assert isinstance(failed, OperationFailed)
+    missing = refusal(run.state, RetryPipeline(pipeline_id=9))
+    assert missing is not None
+    assert missing.missing == "pipeline 9"
