@@ -127,3 +127,20 @@ def test_results_export_and_compare(cluster: LocalCluster, tmp_path: Path) -> No
     ]
     table = cli(cluster, "results", "--compare", experiment_id, "--metric", "numeric")
     assert " by numeric" in table.splitlines()[0]
+
+
+def test_a_dry_run_prints_the_estimate_and_creates_nothing(cluster: LocalCluster) -> None:
+    spec = Path(__file__).resolve().parents[2] / "examples" / "arith.yaml"
+    said = cli(cluster, "run", str(spec), "--dry-run")
+    assert said.splitlines() == [
+        "dry run over 96 rows: nothing was created",
+        "NAME    TYPE  PROMPT TOKENS  COMPLETION MAX  TOKENS MAX  COST MAX",
+        "small   sim             518             576        1094  -",
+        "medium  sim             518             576        1094  -",
+        "large   sim             518             576        1094  -",
+        "total: at most 3282 tokens (no prices for small, medium, large)",
+        "(prompt tokens ~ characters / 4; completions at their bound)",
+    ]
+    with Client(cluster.api_url) as client:
+        assert client.experiments() == []
+        assert client.operations() == []

@@ -287,6 +287,36 @@ async def test_results_stream_the_completed_shards_in_order(
     assert (missing.status_code, missing.json()) == (404, {"error": "pipeline 99 not found"})
 
 
+# dry runs
+
+
+async def test_a_dry_run_estimates_from_inline_or_stored_rows_and_stores_nothing(
+    api: Api, js: JetStreamContext, names: Names
+):
+    body = experiment(pipelines=1)
+    body["pipelines"][0]["sampling_params"] = {"max_tokens": 5}
+    chars = sum(len("Q: \nA:") + len(row["question"]) for row in ROWS)
+    inline = await api.client.post("/api/v1/experiments?dry_run=true", json=body)
+    assert inline.status_code == 200, inline.text
+    answer = inline.json()
+    assert (answer["dry_run"], answer["rows"]) == (True, len(ROWS))
+    [p1] = answer["pipelines"]
+    assert (p1["prompt_tokens"], p1["completion_tokens_max"]) == (-(-chars // 4), 5 * len(ROWS))
+    assert (p1["cost_max"], answer["total"]["unpriced"]) == (None, ["p1"])
+    assert (await js.stream_info(names.cmd_stream)).state.messages == 0  # nothing appended
+    assert (await js.stream_info(f"OBJ_{names.data_store}")).state.messages == 0  # nor stored
+
+    ref = (await api.client.post("/api/v1/datasets", json={"rows": ROWS})).json()["dataset_ref"]
+    stored = await api.client.post(
+        "/api/v1/experiments?dry_run=true", json={**body, "dataset": {"ref": ref}}
+    )
+    assert stored.json() == answer  # the same rows, read from their blocks
+    bad = await api.client.post("/api/v1/experiments?dry_run=true", json={**body, "num_shards": 99})
+    assert bad.status_code == 400
+    assert "num_shards" in bad.json()["error"]
+    assert (await js.stream_info(names.cmd_stream)).state.messages == 0
+
+
 # user scorers
 
 

@@ -27,8 +27,23 @@ SLOT = ExecutorSlot(executor_id="x", backends=frozenset({"sim"}), free_slots=1)
 
 
 class Run:
-    def __init__(self) -> None:
+    """An experiment of one sim pipeline with one row per shard, decided and folded."""
+
+    def __init__(self, *, shards: int, max_attempts: int) -> None:
         self.state, self.log, self.seq = State(), [], 0
+        self(
+            CreateExperiment(
+                experiment_id="e",
+                context_id="c",
+                experiment_name="x",
+                dataset_ref="sha256-00",
+                row_count=shards,
+                num_shards=shards,
+                max_attempts=max_attempts,
+                retry_backoff_s=0,
+                pipelines=[PipelineSpec(pipeline_name="p", pipeline_type="sim")],
+            )
+        )
 
     def __call__(self, message: object) -> list[object]:
         self.seq += 1
@@ -57,20 +72,7 @@ class Run:
 
 
 def test_a_failed_pipeline_retries_its_incomplete_shards_with_fresh_attempts():
-    run = Run()
-    run(
-        CreateExperiment(
-            experiment_id="e",
-            context_id="c",
-            experiment_name="x",
-            dataset_ref="sha256-00",
-            row_count=3,
-            num_shards=3,
-            max_attempts=2,
-            retry_backoff_s=0,
-            pipelines=[PipelineSpec(pipeline_name="p", pipeline_type="sim")],
-        )
-    )
+    run = Run(shards=3, max_attempts=2)
     run.report(run.assign(), ok=True)  # shard 0 completes
     first = run.assign()
     run.report(first, ok=False)
@@ -102,18 +104,7 @@ def test_a_failed_pipeline_retries_its_incomplete_shards_with_fresh_attempts():
 
 
 def test_only_a_failed_pipeline_can_be_retried():
-    run = Run()
-    run(
-        CreateExperiment(
-            experiment_id="e",
-            context_id="c",
-            experiment_name="x",
-            dataset_ref="sha256-00",
-            row_count=1,
-            num_shards=1,
-            pipelines=[PipelineSpec(pipeline_name="p", pipeline_type="sim")],
-        )
-    )
+    run = Run(shards=1, max_attempts=3)
     refused = refusal(run.state, RetryPipeline(pipeline_id=1))
     assert refused is not None
     assert refused.reason == (

@@ -32,6 +32,7 @@ from inferno.client.embedded import NatsServerError, port_in_use
 from inferno.client.sdk import ApiUnreachable, Client, InfernoError, SpecError, load_spec
 from inferno.client.tables import (
     CELL_WIDTH,
+    estimate_table,
     executors_table,
     leaderboard_table,
     operations_table,
@@ -106,6 +107,9 @@ def cmd_down(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     with _client(args) as client:
         spec = load_spec(args.spec, client)
+        if args.dry_run:
+            emit(out, estimate_table(client.estimate(spec)))
+            return 0
         answer = client.create_experiment(spec, wait=args.wait, reason=args.reason)
         result = answer.get("result") or {}
         experiment_id = answer.get("experiment_id") or result.get("experiment_id")
@@ -506,6 +510,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("run", cmd_run, "create an experiment from a YAML/JSON spec file")
     p.add_argument("spec", metavar="SPEC", help="the experiment spec, e.g. examples/arith.yaml")
     p.add_argument("--watch", action="store_true", help="follow progress until all settle")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="estimate each pipeline's tokens and worst-case cost; create nothing",
+    )
     interval_flag(p)
     wait_flag(p)
     reason_flag(p)

@@ -94,6 +94,11 @@ class Client:
         body = {**spec, "reason": reason} if reason is not None else spec
         return self._request("POST", f"{API}/experiments", body, wait, idempotency_key)
 
+    def estimate(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """What `create_experiment(spec)` would cost in tokens and, where priced, money; the
+        api checks the spec as for a create and stores nothing."""
+        return self._request("POST", f"{API}/experiments", spec, params={"dry_run": "true"})
+
     def upload_dataset(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         """Store rows once (content-addressed); returns {"dataset_ref", "row_count"}."""
         return self._request("POST", f"{API}/datasets", {"rows": rows})

@@ -262,3 +262,32 @@ def settled(pipeline: dict[str, Any]) -> bool:
     """Nothing more will happen to it without a command: terminal, or stopped and drained."""
     status = pipeline.get("status")
     return status in TERMINAL or (status == "stopped" and count(pipeline.get("in_flight")) == 0)
+
+
+def estimate_table(answer: dict[str, Any]) -> str:
+    """POST /experiments?dry_run=true as a table, with the total and how it was estimated."""
+    entries = answer.get("pipelines") or []
+    headers = ["NAME", "TYPE", "PROMPT TOKENS", "COMPLETION MAX", "TOKENS MAX", "COST MAX"]
+    rows = [
+        [
+            e.get("pipeline_name"),
+            e.get("pipeline_type"),
+            e.get("prompt_tokens"),
+            e.get("completion_tokens_max"),
+            e.get("tokens_max"),
+            "-" if e.get("cost_max") is None else f"{e['cost_max']:.4f}",
+        ]
+        for e in entries
+    ]
+    total = answer.get("total") or {}
+    cost = total.get("cost_max")
+    unpriced = total.get("unpriced") or []
+    lines = [
+        f"dry run over {answer.get('rows')} rows: nothing was created",
+        format_table(headers, rows),
+        f"total: at most {total.get('tokens_max')} tokens"
+        + (f", at most {cost:.4f} in cost" if cost is not None else "")
+        + (f" (no prices for {', '.join(map(str, unpriced))})" if unpriced else ""),
+        f"({answer.get('method')})",
+    ]
+    return "\n".join(lines)

@@ -30,7 +30,7 @@ from inferno.datasets.files import (
     iter_rows,
     row_feed,
 )
-from inferno.datasets.objects import BlockUploader, read_manifest, read_whole
+from inferno.datasets.objects import BlockUploader, read_block, read_manifest, read_whole
 from inferno.datasets.store import Row, dataset_ref, from_jsonl
 
 _log = structlog.get_logger(__name__)
@@ -152,3 +152,11 @@ async def _parquet(body: AsyncIterator[bytes]) -> Pieces:
             spool.write(chunk)
         spool.seek(0)
         yield iter_rows(spool, "parquet")
+
+
+async def stored_rows(gw: Gateway, manifest: Manifest) -> AsyncIterator[Row]:
+    """The dataset's rows, a block at a time (each checked against its digest)."""
+    store = await gw.js.object_store(gw.names.data_store)
+    for block in manifest.blocks:
+        for row in from_jsonl(await read_block(store, block)):
+            yield row

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Request
 from starlette.responses import Response, StreamingResponse
 
 from inferno.api import views
 from inferno.api.commands import submit
-from inferno.api.data import load_manifest, store_rows, store_upload
+from inferno.api.data import load_manifest, store_rows, store_upload, stored_rows
 from inferno.api.deps import Gateway, GatewayDep, IdempotencyKey, Wait
 from inferno.api.errors import ApiError
 from inferno.api.fleet import Hosting, live
@@ -46,6 +46,7 @@ from inferno.events.commands import (
 from inferno.events.state import PipelineStatus
 from inferno.jetstream.results import CompletedShard, stream_results
 from inferno.readmodels.model import OperationStatus
+from inferno.stats.estimates import estimate, prompt_chars, prompt_parts
 
 router = APIRouter(prefix="/api/v1", tags=["v1"], default_response_class=MsgspecJSONResponse)
 
@@ -69,12 +70,17 @@ async def create_experiment(
     caller: CallerDep,
     idempotency_key: IdempotencyKey = None,
     wait: Wait = 0,
+    dry_run: Annotated[bool, Query(description="estimate tokens and cost; store nothing")] = False,
 ) -> Response:
     """Create an experiment with its first pipelines. The dataset is inline (`rows`, stored
     once under its digest) or a stored one (`ref`). `pipelines` in the answer fill in once the
-    scheduler has decided (use `?wait`)."""
+    scheduler has decided (use `?wait`). With `?dry_run=true`: the same checks, then an
+    estimate of each pipeline's tokens and worst-case cost (`inferno.stats.estimates`), and
+    nothing is stored or appended."""
     check_unique_names(body)
     check_user_scorers(body.eval, gw.settings.scorer_modules)
+    if dry_run:
+        return json_response(await _estimate(body, gw))
     if body.dataset.rows is not None:
         rows = body.dataset.rows
         check_experiment(body, len(rows), rows[0])
@@ -99,6 +105,23 @@ async def create_experiment(
     command = caller.stamp(command, body.reason)
     op = await submit(gw, command, idempotency_key=idempotency_key, wait=wait)
     return json_response(views.created_experiment(gw.projection.model, op))
+
+
+async def _estimate(body: ExperimentBody, gw: Gateway) -> dict[str, Any]:
+    pipelines = [p.spec() for p in body.pipelines]
+    prompt = body.eval.spec().prompt
+    if body.dataset.rows is not None:
+        check_experiment(body, len(body.dataset.rows), body.dataset.rows[0])
+        rows, chars = prompt_chars(prompt, body.dataset.rows)
+    else:
+        manifest = await load_manifest(gw, body.dataset.ref, "dataset.ref")
+        check_experiment(body, manifest.row_count, manifest.columns)
+        literal, fields = prompt_parts(prompt)
+        rows = chars = 0
+        async for row in stored_rows(gw, manifest):
+            rows += 1
+            chars += literal + sum(len(str(row.get(field, ""))) for field in fields)
+    return estimate(pipelines, rows, chars)
 
 
 _UPLOAD_BODY = {

@@ -1,0 +1,92 @@
+"""What a run would cost, before it runs (`POST /api/v1/experiments?dry_run=true`).
+
+Tokens are estimated the way the OpenAI backend's rate limiter reserves them: one token per four
+characters of the prompt (no tokenizer is loaded in the api), where a row's prompt is the
+template's own text plus the row's values of the fields it names. Completions are bounded by
+`max_tokens` (or `max_completion_tokens`); a pipeline that sets neither is bounded by
+`UNSET_MAX_TOKENS`, what the real backends generate by default, and a `sim` pipeline by its
+`tokens_per_row`. Costs use the pipeline's `client_config` prices per 1,000 tokens
+(`estimated_cost`); a pipeline without prices has no cost, and the total says which.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from inferno.events.model import PipelineSpec
+from inferno.stats.metrics import estimated_cost
+
+UNSET_MAX_TOKENS = 256
+CHARS_PER_TOKEN = 4
+SIM_TOKENS_PER_ROW = 8  # the sim backend's default `tokens_per_row`
+
+Prompt = str | list[dict[str, str]]
+
+
+def prompt_parts(prompt: Prompt) -> tuple[int, list[str]]:
+    """The template's literal characters, and the row fields it names (once per use)."""
+    templates = [prompt] if isinstance(prompt, str) else [m.get("content", "") for m in prompt]
+    literal, fields = 0, []
+    for template in templates:
+        for text, name, _, _ in string.Formatter().parse(template):
+            literal += len(text)
+            if name:
+                fields.append(name.split(".", 1)[0].split("[", 1)[0])
+    return literal, fields
+
+
+def prompt_chars(prompt: Prompt, rows: Iterable[Mapping[str, Any]]) -> tuple[int, int]:
+    """(rows, Σ prompt characters) over `rows`."""
+    literal, fields = prompt_parts(prompt)
+    count = total = 0
+    for row in rows:
+        count += 1
+        total += literal + sum(len(str(row.get(field, ""))) for field in fields)
+    return count, total
+
+
+def completion_bound(spec: PipelineSpec) -> int:
+    sampling = spec.sampling_params
+    limit = sampling.get("max_tokens", sampling.get("max_completion_tokens"))
+    bound = limit if isinstance(limit, int) and limit >= 0 else None
+    if spec.pipeline_type == "sim":
+        per_row = spec.model_config.get("tokens_per_row", SIM_TOKENS_PER_ROW)
+        return min(per_row, bound) if bound is not None else per_row
+    return UNSET_MAX_TOKENS if bound is None else bound
+
+
+def estimate(pipelines: list[PipelineSpec], rows: int, chars: int) -> dict[str, Any]:
+    """Per pipeline and in all: prompt tokens, the completions' bound, and the worst-case cost."""
+    prompt_tokens = math.ceil(chars / CHARS_PER_TOKEN)
+    out, worst, unpriced = [], 0.0, []
+    for spec in pipelines:
+        completion = completion_bound(spec) * rows
+        cost = estimated_cost(prompt_tokens, completion, spec.client_config)
+        if cost is None:
+            unpriced.append(spec.pipeline_name)
+        else:
+            worst += cost
+        out.append(
+            {
+                "pipeline_name": spec.pipeline_name,
+                "pipeline_type": spec.pipeline_type,
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens_max": completion,
+                "tokens_max": prompt_tokens + completion,
+                "cost_max": cost,
+            }
+        )
+    return {
+        "dry_run": True,
+        "rows": rows,
+        "pipelines": out,
+        "total": {
+            "tokens_max": sum(p["tokens_max"] for p in out),
+            "cost_max": worst if len(unpriced) < len(out) else None,
+            "unpriced": unpriced,
+        },
+        "method": f"prompt tokens ~ characters / {CHARS_PER_TOKEN}; completions at their bound",
+    }
