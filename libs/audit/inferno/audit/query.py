@@ -7,9 +7,10 @@ it into a 400 and the CLI into a usage error with the same words.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 import msgspec
 
@@ -69,6 +70,10 @@ TYPES_PATTERN = _listing(frozenset().union(*TYPES.values()))
 STREAMS_PATTERN = _listing(KINDS)
 CURSOR_PATTERN = r"^(cmd|evt|exec):[0-9]{1,15}(,(cmd|evt|exec):[0-9]{1,15})*$"
 EPOCH_PATTERN = r"^[0-9]{1,11}(\.[0-9]{1,9})?$"
+_DATE_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})?"
+)
 
 
 class QueryError(ValueError):
@@ -95,20 +100,21 @@ Cursor = dict[Kind, int]
 
 
 def parse_time(text: str, parameter: str) -> int:
-    """RFC 3339 (a time without a zone is UTC) or epoch seconds → epoch nanoseconds, exactly."""
+    """RFC 3339 (a time without a zone is UTC) or epoch seconds → epoch nanoseconds, exactly.
+    Only the forms the OpenAPI schema gives (`EPOCH_PATTERN`, a full date and time): a negative
+    or exponent epoch, or a bare date, is refused rather than read some other way."""
     value = text.strip()
-    try:
-        seconds: Decimal | None = Decimal(value)
-    except InvalidOperation:
-        seconds = None
-    if seconds is not None and seconds.is_finite():
-        return int(seconds * 10**9)
+    if re.fullmatch(EPOCH_PATTERN, value):
+        return int(Decimal(value) * 10**9)
+    refused = QueryError(
+        parameter, f"{text!r} is not an RFC 3339 time (2026-12-01T12:00:00Z) or epoch seconds"
+    )
+    if not _DATE_TIME.fullmatch(value):
+        raise refused
     try:
         moment = datetime.fromisoformat(value.replace("z", "Z"))
     except ValueError:
-        raise QueryError(
-            parameter, f"{text!r} is not an RFC 3339 time (2026-12-01T12:00:00Z) or epoch seconds"
-        ) from None
+        raise refused from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     elapsed = moment - EPOCH  # not timestamp(): a float, ~100 ns off today
