@@ -207,6 +207,23 @@ class Live:
         }
 
     @staticmethod
+    def openai(server: Any, *, client: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+        """An `openai` pipeline against the test server (bench/openai_server.py), which answers
+        "A + B" prompts with the sum; `client` adds client_config keys, `spec` overrides keys."""
+        return {
+            "pipeline_name": "gpt",
+            "pipeline_type": "openai",
+            "model_config": {"model": "sum-echo"},
+            "client_config": {
+                "base_url": server.base_url,
+                "api_key": server.api_key,
+                **(client or {}),
+            },
+            "sampling_params": {"temperature": 0, "max_tokens": 16},
+            **spec,
+        }
+
+    @staticmethod
     def experiment_body(
         *pipelines: dict[str, Any], name: str = "arith", num_shards: int = 8, **extra: Any
     ) -> dict[str, Any]:

@@ -45,21 +45,11 @@ def cluster_env() -> dict[str, str]:
 # the run under a fault
 
 
-def openai_pipeline(server: Any) -> dict[str, Any]:
-    return {
-        "pipeline_name": "gpt",
-        "pipeline_type": "openai",
-        "model_config": {"model": "sum-echo"},
-        "client_config": {"base_url": server.base_url, "api_key": server.api_key},
-        "sampling_params": {"temperature": 0, "max_tokens": 16},
-    }
-
-
 async def start_run(live: Live, server: Any, name: str) -> dict[str, int]:
     """An experiment a few shards in, with `c` stopped (so resuming it is valid during the
     fault); pipeline ids by name."""
     sims = (live.sim(p, latency_ms=50) for p in ("a", "b", "c"))
-    body = live.experiment_body(*sims, openai_pipeline(server), name=name, retry_backoff_s=0.2)
+    body = live.experiment_body(*sims, live.openai(server), name=name, retry_backoff_s=0.2)
     created = await live.create_experiment(body)
     ids = {p["pipeline_name"]: p["pipeline_id"] for p in created["pipelines"]}
     stopped = await live.post(f"/api/v1/pipelines/{ids['c']}/stop", params={"wait": 20})

@@ -42,21 +42,6 @@ async def scrape_all(urls: dict[str, str], prefix: str) -> Samples:
     return [s for name, url in urls.items() if name.startswith(prefix) for s in await scrape(url)]
 
 
-def limited_openai(server: Any) -> dict[str, Any]:
-    return {
-        "pipeline_name": "gpt",
-        "pipeline_type": "openai",
-        "model_config": {"model": "sum-echo"},
-        "client_config": {
-            "base_url": server.base_url,
-            "api_key": server.api_key,
-            "rate_window_s": 0.25,
-        },
-        "rpm_limit": 6,
-        "sampling_params": {"temperature": 0, "max_tokens": 16},
-    }
-
-
 async def test_every_service_is_scraped_and_counts_the_work(
     shared_live: Live, openai_server: Any
 ) -> None:
@@ -73,7 +58,10 @@ async def test_every_service_is_scraped_and_counts_the_work(
     assert total(sched_before, "inferno_scheduler_leading") == 1  # one leader, one standby
     assert total(api_before, "inferno_leader_present") == 1
 
-    body = live.experiment_body(live.sim("s", latency_ms=5), limited_openai(openai_server))
+    body = live.experiment_body(
+        live.sim("s", latency_ms=5),
+        live.openai(openai_server, client={"rate_window_s": 0.25}, rpm_limit=6),
+    )
     created = await live.create_experiment(body)
     ids = [p["pipeline_id"] for p in created["pipelines"]]
     await live.settled(*ids)

@@ -15,21 +15,7 @@ from inferno.events.events import ShardCompleted
 if TYPE_CHECKING:
     from conftest import Live
 
-ROWS, SHARDS = [{"question": f"{i} + 1", "answer": str(i + 1)} for i in range(24)], 12
-
-
-def openai_pipeline(server: Any) -> dict[str, Any]:
-    return {
-        "pipeline_name": "gpt",
-        "pipeline_type": "openai",
-        "model_config": {"model": "sum-echo"},
-        "client_config": {
-            "base_url": server.base_url,
-            "api_key": server.api_key,
-            "max_attempts": 1,  # per request: the shard fails at once while the server is down
-        },
-        "sampling_params": {"temperature": 0, "max_tokens": 16},
-    }
+ROWS, SHARDS = [{"question": f"{i} + 1", "answer": str(i + 1)} for i in range(24)], 24
 
 
 async def test_retry_runs_only_the_incomplete_shards_after_a_failure(
@@ -41,11 +27,14 @@ async def test_retry_runs_only_the_incomplete_shards_after_a_failure(
         "num_shards": SHARDS,
         "dataset": {"rows": ROWS},
         "eval": {"prompt": "{question}", "scorers": [{"name": "numeric", "target": "answer"}]},
-        "pipelines": [openai_pipeline(openai_server)],
+        # one try per request: a shard fails at once while the server is down
+        "pipelines": [live.openai(openai_server, client={"max_attempts": 1})],
         "max_attempts": 1,
     }
     latency = openai_server.latency_s
-    openai_server.latency_s = 0.3  # shards take a while: some complete, then the endpoint goes
+    # a shard (one row) takes 0.5 s and 4 run at once: 6 rounds, so the endpoint goes down with
+    # most of them still to run, however late this test gets to it
+    openai_server.latency_s = 0.5
     try:
         created = await live.create_experiment(body)
         pid = created["pipelines"][0]["pipeline_id"]

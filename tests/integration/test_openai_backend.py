@@ -340,9 +340,7 @@ def test_reservations_cover_prompt_and_answer() -> None:
     assert openai_backend.reserve_tokens("x" * 40, {"max_tokens": 16}) == 26
     assert openai_backend.reserve_tokens("x" * 40, {"max_completion_tokens": 6}) == 16
     messages = [{"role": "user", "content": "x" * 7}]
-    assert (
-        openai_backend.reserve_tokens(messages, {}) == 2 + openai_backend.UNSET_MAX_TOKENS_RESERVE
-    )
+    assert openai_backend.reserve_tokens(messages, {}) == 2 + openai_backend.DEFAULT_MAX_TOKENS
 
 
 async def test_rows_the_endpoint_never_answered_are_marked_as_its_errors(server: Any) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from inferno.client.tables import estimate_table
+from inferno.events.backend_options import DEFAULT_MAX_TOKENS
 from inferno.events.model import PipelineSpec
 from inferno.stats.estimates import (
-    UNSET_MAX_TOKENS,
     completion_bound,
     estimate,
     prompt_chars,
@@ -31,7 +31,7 @@ def test_a_prompt_is_its_literal_text_plus_the_fields_it_names():
 def test_completions_are_bounded_by_max_tokens_or_the_backends_default():
     assert completion_bound(spec(sampling_params={"max_tokens": 16})) == 16
     assert completion_bound(spec(sampling_params={"max_completion_tokens": 9})) == 9
-    assert completion_bound(spec()) == UNSET_MAX_TOKENS
+    assert completion_bound(spec()) == DEFAULT_MAX_TOKENS
     assert completion_bound(spec("sim", model_config={"tokens_per_row": 6})) == 6
     assert completion_bound(spec("sim", sampling_params={"max_tokens": 3})) == 3
     assert completion_bound(spec("sim")) == 8

@@ -18,7 +18,17 @@ from inferno.events.model import PipelineSpec
 
 REF_SUFFIX = "_ref"  # `api_key_ref`: a secret of `api_key` moved to INFERNO_SECRETS
 
-SIM_MODEL_KEYS = ("model", "accuracy", "latency_ms_per_row", "tokens_per_row")
+SIM_MODEL_DEFAULTS: Mapping[str, Any] = {
+    "model": "sim",
+    "accuracy": 1.0,
+    "latency_ms_per_row": 0.0,
+    "tokens_per_row": 8,
+}
+SIM_MODEL_KEYS = tuple(SIM_MODEL_DEFAULTS)
+DEFAULT_MAX_TOKENS = 256
+"""Completion tokens when sampling sets no maximum: what `hf` and `vllm` generate, what the
+`openai` limiter reserves, and what a dry run counts."""
+CHARS_PER_TOKEN = 4  # prompt tokens where no tokenizer counts them (limiter, sim, dry runs)
 SIM_SAMPLING_KEYS = (
     "temperature",
     "top_p",

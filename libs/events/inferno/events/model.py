@@ -66,8 +66,12 @@ class Scorer(msgspec.Struct, kw_only=True, omit_defaults=True):
     options: dict[str, Any] = {}
 
 
+Prompt = str | list[dict[str, str]]
+"""A format string over a row's fields, or chat messages whose contents are ones."""
+
+
 class EvalSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
-    prompt: str | list[dict[str, str]] = "{prompt}"
+    prompt: Prompt = "{prompt}"
     scorers: list[Scorer] = []
     ci_method: Literal["normal", "wilson", "hoeffding", "confidence_sequence"] | None = None
     confidence_level: float = 0.95

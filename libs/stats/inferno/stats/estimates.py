@@ -4,7 +4,7 @@ Tokens are estimated the way the OpenAI backend's rate limiter reserves them: on
 characters of the prompt (no tokenizer is loaded in the api), where a row's prompt is the
 template's own text plus the row's values of the fields it names. Completions are bounded by
 `max_tokens` (or `max_completion_tokens`); a pipeline that sets neither is bounded by
-`UNSET_MAX_TOKENS`, what the real backends generate by default, and a `sim` pipeline by its
+`DEFAULT_MAX_TOKENS`, what the real backends generate by default, and a `sim` pipeline by its
 `tokens_per_row`. Costs use the pipeline's `client_config` prices per 1,000 tokens
 (`estimated_cost`); a pipeline without prices has no cost, and the total says which.
 """
@@ -16,14 +16,9 @@ import string
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from inferno.events.model import PipelineSpec
+from inferno.events.backend_options import CHARS_PER_TOKEN, DEFAULT_MAX_TOKENS, SIM_MODEL_DEFAULTS
+from inferno.events.model import PipelineSpec, Prompt
 from inferno.stats.metrics import estimated_cost
-
-UNSET_MAX_TOKENS = 256
-CHARS_PER_TOKEN = 4
-SIM_TOKENS_PER_ROW = 8  # the sim backend's default `tokens_per_row`
-
-Prompt = str | list[dict[str, str]]
 
 
 def prompt_parts(prompt: Prompt) -> tuple[int, list[str]]:
@@ -53,9 +48,9 @@ def completion_bound(spec: PipelineSpec) -> int:
     limit = sampling.get("max_tokens", sampling.get("max_completion_tokens"))
     bound = limit if isinstance(limit, int) and limit >= 0 else None
     if spec.pipeline_type == "sim":
-        per_row = spec.model_config.get("tokens_per_row", SIM_TOKENS_PER_ROW)
+        per_row = spec.model_config.get("tokens_per_row", SIM_MODEL_DEFAULTS["tokens_per_row"])
         return min(per_row, bound) if bound is not None else per_row
-    return UNSET_MAX_TOKENS if bound is None else bound
+    return DEFAULT_MAX_TOKENS if bound is None else bound
 
 
 def estimate(pipelines: list[PipelineSpec], rows: int, chars: int) -> dict[str, Any]:

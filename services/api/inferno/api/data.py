@@ -154,9 +154,8 @@ async def _parquet(body: AsyncIterator[bytes]) -> Pieces:
         yield iter_rows(spool, "parquet")
 
 
-async def stored_rows(gw: Gateway, manifest: Manifest) -> AsyncIterator[Row]:
-    """The dataset's rows, a block at a time (each checked against its digest)."""
+async def stored_blocks(gw: Gateway, manifest: Manifest) -> AsyncIterator[list[Row]]:
+    """The dataset's rows a block at a time, each block checked against its digest."""
     store = await gw.js.object_store(gw.names.data_store)
     for block in manifest.blocks:
-        for row in from_jsonl(await read_block(store, block)):
-            yield row
+        yield from_jsonl(await read_block(store, block))

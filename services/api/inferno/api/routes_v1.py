@@ -17,7 +17,7 @@ from starlette.responses import Response, StreamingResponse
 
 from inferno.api import views
 from inferno.api.commands import submit
-from inferno.api.data import load_manifest, store_rows, store_upload, stored_rows
+from inferno.api.data import load_manifest, store_rows, store_upload, stored_blocks
 from inferno.api.deps import Gateway, GatewayDep, IdempotencyKey, Wait
 from inferno.api.errors import ApiError
 from inferno.api.fleet import Hosting, live
@@ -46,7 +46,7 @@ from inferno.events.commands import (
 from inferno.events.state import PipelineStatus
 from inferno.jetstream.results import CompletedShard, stream_results
 from inferno.readmodels.model import OperationStatus
-from inferno.stats.estimates import estimate, prompt_chars, prompt_parts
+from inferno.stats.estimates import estimate, prompt_chars
 
 router = APIRouter(prefix="/api/v1", tags=["v1"], default_response_class=MsgspecJSONResponse)
 
@@ -116,11 +116,10 @@ async def _estimate(body: ExperimentBody, gw: Gateway) -> dict[str, Any]:
     else:
         manifest = await load_manifest(gw, body.dataset.ref, "dataset.ref")
         check_experiment(body, manifest.row_count, manifest.columns)
-        literal, fields = prompt_parts(prompt)
         rows = chars = 0
-        async for row in stored_rows(gw, manifest):
-            rows += 1
-            chars += literal + sum(len(str(row.get(field, ""))) for field in fields)
+        async for block in stored_blocks(gw, manifest):
+            more_rows, more_chars = prompt_chars(prompt, block)
+            rows, chars = rows + more_rows, chars + more_chars
     return estimate(pipelines, rows, chars)
 
 

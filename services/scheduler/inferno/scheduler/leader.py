@@ -85,6 +85,7 @@ class Status:
     events_appended: int = 0
     orders_sent: int = 0
     stale_rebuilds: int = 0
+    ticks: int = 0  # assignment passes decided: a test can wait for some to pass
 
 
 @dataclass(frozen=True)
@@ -259,6 +260,7 @@ class Term:
         """Expire lapsed executors, then fill free slots. True when capacity and work are left
         over (the assignment was cut at the batch limit), so the next tick should not wait."""
         d, state = self.d, self.state
+        d.status.ticks += 1
         expired, assign = tick_messages(
             state, d.roster.executors, now=now, heartbeat_ttl_s=d.heartbeat_ttl_s, expire=expire
         )

@@ -25,13 +25,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 
 from inferno.events.backend_options import unknown_keys, unknown_keys_reason
-from inferno.events.model import PipelineSpec
+from inferno.events.model import PipelineSpec, Prompt
 
 if TYPE_CHECKING:
     from inferno.executor.fleet_limits import FleetRates
-
-# a rendered prompt: plain text, or chat messages ({"role": ..., "content": ...})
-Prompt = str | list[dict[str, str]]
 
 
 class GenerationRequest(msgspec.Struct, frozen=True, kw_only=True):

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inferno.events.backend_options import DEFAULT_MAX_TOKENS
 from inferno.events.model import PipelineSpec
 from inferno.executor.backends.base import (
     Backend,
@@ -55,7 +56,6 @@ from inferno.executor.backends.base import (
 )
 
 INSTALL_HINT = "pip install 'inferno[hf]'"
-DEFAULT_MAX_TOKENS = 256
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _CONFIG_KEYS = ("model", "dtype", "device")

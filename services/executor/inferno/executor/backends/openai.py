@@ -47,7 +47,7 @@ from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from inferno.events.backend_options import OPENAI_CLIENT_KEYS
+from inferno.events.backend_options import CHARS_PER_TOKEN, DEFAULT_MAX_TOKENS, OPENAI_CLIENT_KEYS
 from inferno.events.model import PipelineSpec
 from inferno.executor.backends.base import (
     Backend,
@@ -67,7 +67,6 @@ if TYPE_CHECKING:
     from openai import AsyncOpenAI
     from openai.types.chat import ChatCompletionMessageParam
 
-UNSET_MAX_TOKENS_RESERVE = 256  # tokens reserved for the answer when sampling sets no maximum
 NO_KEY = "no-key"  # sent when no key is configured (e.g. a local `vllm serve` without --api-key)
 _OWN_KEYS = frozenset({"model", "messages", "prompt", "stream", "n"})
 
@@ -198,12 +197,12 @@ def _as_list(value: str | list[str]) -> list[str]:
 def prompt_tokens_estimate(prompt: Prompt) -> int:
     """About one token per four characters: what the limiter reserves before the server counts."""
     text = prompt if isinstance(prompt, str) else "\n".join(m.get("content", "") for m in prompt)
-    return math.ceil(len(text) / 4)
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
 def reserve_tokens(prompt: Prompt, sampling: Mapping[str, Any]) -> int:
     limit = sampling.get("max_tokens", sampling.get("max_completion_tokens"))
-    answer = limit if isinstance(limit, int) and limit >= 0 else UNSET_MAX_TOKENS_RESERVE
+    answer = limit if isinstance(limit, int) and limit >= 0 else DEFAULT_MAX_TOKENS
     return prompt_tokens_estimate(prompt) + answer
 
 
@@ -334,7 +333,7 @@ class OpenAIEngine:
             prompt_tokens, completion_tokens = usage.prompt_tokens, usage.completion_tokens
         else:  # some servers do not report usage: count as the limiter does
             prompt_tokens = prompt_tokens_estimate(prompt)
-            completion_tokens = math.ceil(len(text) / 4)
+            completion_tokens = math.ceil(len(text) / CHARS_PER_TOKEN)
         reservation.settle(prompt_tokens + completion_tokens)
         if (hint := server_hint(status, headers)) is not None:
             self.limiter.pause(hint)  # the server says its quota is spent until then

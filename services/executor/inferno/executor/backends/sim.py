@@ -26,7 +26,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from inferno.events.backend_options import SIM_MODEL_KEYS, SIM_SAMPLING_KEYS
+from inferno.events.backend_options import CHARS_PER_TOKEN, SIM_MODEL_DEFAULTS, SIM_SAMPLING_KEYS
 from inferno.events.model import PipelineSpec
 from inferno.executor.backends.base import (
     Backend,
@@ -37,7 +37,7 @@ from inferno.executor.backends.base import (
     reject_unknown_keys,
 )
 
-_DEFAULTS: dict[str, Any] = dict(zip(SIM_MODEL_KEYS, ("sim", 1.0, 0.0, 8), strict=True))
+_DEFAULTS: dict[str, Any] = dict(SIM_MODEL_DEFAULTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +106,7 @@ def answer(config: SimConfig, request: GenerationRequest) -> str:
 def _prompt_tokens(request: GenerationRequest) -> int:
     prompt = request.prompt
     text = prompt if isinstance(prompt, str) else "".join(m.get("content", "") for m in prompt)
-    return math.ceil(len(text) / 4)
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
 class SimEngine:

@@ -37,6 +37,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeGuard
 
+from inferno.events.backend_options import DEFAULT_MAX_TOKENS
 from inferno.events.model import PipelineSpec
 from inferno.executor.backends.base import (
     Backend,
@@ -48,7 +49,6 @@ from inferno.executor.backends.base import (
 )
 
 INSTALL_HINT = "pip install 'inferno[vllm]'"
-DEFAULT_MAX_TOKENS = 256
 DTYPES = ("auto", "float16", "bfloat16", "float32", "half", "float")
 
 
