@@ -233,6 +233,7 @@ class Cluster:
 def experiment(ref: str, model_dir: Path, shards: int, max_tokens: int) -> dict[str, Any]:
     return {
         "num_shards": shards,
+        "shuffle": False,  # the bare side's batches, row for row: the same padding, same outputs
         "dataset": {"ref": ref},
         "eval": {"prompt": PROMPT, "scorers": [{"name": "exact_match", "target": "answer"}]},
         "pipelines": [

@@ -7,8 +7,9 @@
 (b) executor: the same rows as one shard through a real executor (`inferno.executor.service.run`
     in this process, on an embedded nats-server): the work order from INFERNO_WORK, the dataset
     from INFERNO_DATA, prompts rendered, batches of `--batch-size` through the vllm backend's
-    engine, scored, results written to INFERNO_RESULTS, reports to INFERNO_EXEC. Timed from
-    publishing the order to receiving its `ShardFinished`.
+    engine, scored, and its `ShardFinished` to INFERNO_EXEC with the results inside it (in
+    INFERNO_RESULTS first when they pass 256 KiB). Timed from publishing the order to receiving
+    its `ShardFinished`.
 Both use one `vllm.LLM` (loaded once; the executor's backend is handed the same object), greedy
 sampling, and alternate over `--rounds` after a warm-up. Printed and written to
 bench/out/vllm_overhead.json: rows/s of each and the ratio executor / bare (target >= 0.97).
