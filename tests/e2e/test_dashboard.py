@@ -1,8 +1,8 @@
 """The dashboard in a real browser: headless Chromium (Debian's `chromium` and `chromium-driver`,
 driven by selenium) against a real cluster with INFERNO_TOKEN set. It signs in, lists the
-pipelines, stops one from its button (the row turns `stopped`, the operation shows in the feed,
-both through the event stream), shows a clone's validation error in place and then the clone
-with its parent link, and draws a point per completed shard.
+pipelines (one a budget stopped, with why), stops one from its button (the row turns `stopped`,
+the operation shows in the feed, both through the event stream), shows a clone's validation
+error in place and then the clone with its parent link, and draws a point per completed shard.
 
 INFERNO_DASHBOARD_SCREENSHOTS=DIR saves the 1366x768 and phone screenshots there (docs/ holds
 the ones the README shows)."""
@@ -149,10 +149,11 @@ async def test_dashboard_signs_in_steers_and_charts(shared_live: Any, browser: w
         live.experiment_body(
             live.sim("quick", latency_ms=10, accuracy=0.9),
             live.sim("slow", latency_ms=250, accuracy=0.6),
+            {**live.sim("capped"), "budget": {"tokens": 1}},  # stopped before its first shard
             name="dash",
         )
     )
-    quick, slow = (p["pipeline_id"] for p in created["pipelines"])
+    quick, slow, capped = (p["pipeline_id"] for p in created["pipelines"])
 
     browser.get(live.cluster.api_url + "/")
     await live.until(lambda: browser.find_element(By.ID, "token").is_displayed() or None, "sign-in")
@@ -160,6 +161,11 @@ async def test_dashboard_signs_in_steers_and_charts(shared_live: Any, browser: w
     browser.find_element(By.CSS_SELECTOR, "#sign-in-form button[type=submit]").click()
     await live.until(lambda: settle(lambda: {quick, slow} <= listed(browser)), "the pipelines")
     assert browser.find_element(By.ID, "live").text == "live"
+    why = await live.until(
+        lambda: settle(lambda: row(browser, capped).find_element(By.CLASS_NAME, "stopped-by").text),
+        "the budget's stop, with its reason",
+    )
+    assert why.startswith("over budget: pipeline budget: 0 of 1 tokens used"), why
 
     await live.running(slow, completed=1)
     stop = f'tr[data-pipeline-id="{slow}"] button.stop'

@@ -9,7 +9,7 @@ and `tests/unit/test_golden_log.py` replays every one of them through today's fo
 model and the decision state are derived, so when one's shape changes (with
 `READ_MODEL_VERSION` / `STATE_VERSION`) its golden file is written again from the same log (v3's,
 when `completed` came to map a shard to its report, and when experiments gained `row_order`; v4's
-when pipelines could be retried).
+when pipelines could be retried; v3-v5's when budgets came).
 (v1 and v2 predate the read models: they have no commands file, and their state file is the one
 `State` of tests/oracle/projection_v0.py.)
 """
@@ -39,11 +39,13 @@ from inferno.events.commands import (
     ExpireExecutor,
     ResumePipeline,
     RetryPipeline,
+    SetBudget,
     ShardErrored,
     ShardFinished,
     StopPipeline,
 )
 from inferno.events.model import (
+    Budget,
     MetricStats,
     PipelineChanges,
     PipelineSpec,
@@ -157,7 +159,58 @@ def scenario() -> tuple[list[bytes], list[bytes]]:
         step(AssignWork(executors=executors), 9.5 + pid)
     policy_run(step, state, executors)
     retry_run(step, state, executors, stats)
+    budget_run(step, state, executors)
     return commands, log
+
+
+def budget_run(step, state, executors) -> None:  # type: ignore[no-untyped-def]
+    """v6: an experiment's token budget holds its third shard back, stops the pipeline once
+    the spend alone leaves no room, and a raised budget lets it finish."""
+    step(
+        CreateExperiment(
+            experiment_id="exp-budget",
+            context_id="ctx-budget",
+            experiment_name="budget",
+            dataset_ref="sha256-0f00",
+            row_count=4,
+            num_shards=4,
+            pipelines=[
+                PipelineSpec(
+                    pipeline_name="priced",
+                    pipeline_type="sim",
+                    model_config={"model": "priced", "tokens_per_row": 10},
+                    client_config={"price_per_1k_completion_tokens": 1.0},
+                )
+            ],
+            budget=Budget(tokens=30),
+            prompt_tokens=8,  # 2 a row: each shard reserves 12 tokens
+            issued_at=40.0,
+        ),
+        40.5,
+        "cmd",
+    )
+    pid = state.experiments["exp-budget"].pipeline_ids[0]
+    used = ShardStats(rows=1, prompt_tokens=2, completion_tokens=10)
+
+    def finish_all(now: float) -> None:
+        for shard, a in sorted(state.pipelines[pid].in_flight.items()):
+            report = ShardFinished(
+                executor_id=a.executor_id,
+                pipeline_id=pid,
+                shard=shard,
+                attempt=a.attempt,
+                stats=used,
+            )
+            step(report, now, "rpt")
+
+    step(AssignWork(executors=executors), 41.0)  # two shards fit 30 tokens, a third does not
+    finish_all(41.5)
+    step(AssignWork(executors=executors), 42.0)  # 24 spent + 12 > 30: budget_exhausted
+    step(
+        SetBudget(experiment_id="exp-budget", budget=Budget(tokens=60), issued_at=43.0), 43.1, "cmd"
+    )
+    step(AssignWork(executors=executors), 43.5)
+    finish_all(44.0)
 
 
 def retry_run(step, state, executors, stats) -> None:  # type: ignore[no-untyped-def]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from inferno.client.tables import (
     executors_table,
     format_table,
+    in_order,
     leaderboard_table,
     operations_table,
     pipeline_waits,
@@ -118,7 +119,7 @@ def test_operations_table() -> None:
             "result": {},
         },
     ]
-    lines = operations_table(ops).splitlines()
+    lines = operations_table(in_order(ops)).splitlines()
     assert lines[0].split() == [
         "IC_ID",
         "OPERATION",

@@ -6,13 +6,9 @@ import pytest
 
 from inferno.client.tables import estimate_table
 from inferno.events.backend_options import DEFAULT_MAX_TOKENS
+from inferno.events.budgets import completion_bound
 from inferno.events.model import PipelineSpec
-from inferno.stats.estimates import (
-    completion_bound,
-    estimate,
-    prompt_chars,
-    prompt_parts,
-)
+from inferno.stats.estimates import estimate, prompt_chars, prompt_parts
 
 ROWS = [{"question": "2+2?", "answer": "4"}, {"question": "10+10?", "answer": "20"}]
 

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from inferno.events.budgets import estimated_cost
 from inferno.events.events import ExperimentCreated, ShardCompleted
 from inferno.events.model import (
     LATENCY_BUCKETS_MS,
@@ -28,7 +29,6 @@ from inferno.executor.backends.sim import open_sim
 from inferno.executor.evaluation import RowResult, evaluate, reference, render, stats_of
 from inferno.readmodels import ReadModel, apply_event
 from inferno.stats.metrics import (
-    estimated_cost,
     fpc,
     hoeffding_interval,
     is_binary,

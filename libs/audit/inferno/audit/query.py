@@ -18,6 +18,8 @@ from inferno.audit.entries import EPOCH, KINDS, Entry, Kind
 from inferno.events.commands import AnyCommand, AnyReport
 from inferno.events.events import (
     AnyEvent,
+    BudgetExhausted,
+    BudgetSet,
     PipelineCompleted,
     PipelineDeleted,
     PipelineFailed,
@@ -30,7 +32,14 @@ from inferno.events.names import Names
 from inferno.events.provenance import verified_part
 
 EXPERIMENT_LEVEL = frozenset(
-    {"create_experiment", "experiment_created", "experiment_completed", "operation_started"}
+    {
+        "create_experiment",
+        "experiment_created",
+        "experiment_completed",
+        "operation_started",
+        "set_budget",
+        "budget_set",
+    }
 )
 """Entries about a whole experiment that belong to each of its pipelines' stories."""
 _PIPELINE_KINDS = tuple(
@@ -38,6 +47,8 @@ _PIPELINE_KINDS = tuple(
     for t in (
         PipelineStopped,
         PipelinePruned,
+        BudgetExhausted,
+        BudgetSet,
         PipelineResumed,
         PipelineRetried,
         PipelineDeleted,

@@ -111,6 +111,19 @@ def _failed(entry: Entry, p: dict[str, Any], pid: int) -> str | None:
     return f"{operation} refused{_by(entry)}{_ic(entry)}: {p.get('error')}"
 
 
+def _budget_set(entry: Entry, p: dict[str, Any], pid: int) -> str:
+    scope = "its own budget" if p.get("pipeline_id") is not None else "the experiment's budget"
+    return f"{scope} set to {_budget(p.get('budget'))}{_by(entry)}{_ic(entry)}"
+
+
+def _budget(budget: Any) -> str:
+    if not isinstance(budget, dict):
+        return "?"
+    parts = [f"${budget['usd']:,.2f}" if budget.get("usd") is not None else None]
+    parts.append(f"{budget['tokens']:,} tokens" if budget.get("tokens") is not None else None)
+    return " and ".join(p for p in parts if p) or "none"
+
+
 _TELLERS: dict[str, Callable[[Entry, dict[str, Any], int], str | None]] = {
     "experiment_created": _experiment_created,
     "pipeline_created": _pipeline_created,
@@ -118,6 +131,8 @@ _TELLERS: dict[str, Callable[[Entry, dict[str, Any], int], str | None]] = {
     "pipeline_pruned": lambda e, p, pid: (
         f"stopped by the {p.get('rule')} prune policy: {p.get('reason')}"
     ),
+    "budget_exhausted": lambda e, p, pid: f"stopped by its budget: {p.get('reason')}",
+    "budget_set": _budget_set,
     "pipeline_resumed": _settled("resumed"),
     "pipeline_retried": _settled("retried (its incomplete shards run again)"),
     "pipeline_deleted": _settled("deleted"),

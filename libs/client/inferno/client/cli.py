@@ -31,9 +31,12 @@ from inferno.client.demo import run_demo
 from inferno.client.embedded import NatsServerError, port_in_use
 from inferno.client.sdk import ApiUnreachable, Client, InfernoError, SpecError, load_spec
 from inferno.client.tables import (
+    AUTOMATIC,
     CELL_WIDTH,
+    automatic_stop,
     estimate_table,
     executors_table,
+    in_order,
     leaderboard_table,
     operations_table,
     pipeline_failures,
@@ -177,6 +180,28 @@ def cmd_control(args: argparse.Namespace, out: TextIO) -> int:
     return 1 if failed else 0
 
 
+def cmd_budget(args: argparse.Namespace, out: TextIO) -> int:
+    if args.usd is None and args.tokens is None:
+        return _fail("inferno budget: give --usd, --tokens or both", 2)
+    with _client(args) as client:
+        experiment_id, pid = None, None
+        if args.pipeline:
+            (pid,) = _resolve_all(client, [args.target])
+            what = f"budget of {_who(args.target, pid)}"
+        else:
+            experiment_id = resolve_experiment(args.target, client.experiments())
+            what = f"budget of experiment {experiment_id}"
+        op = client.set_budget(
+            experiment_id,
+            pipeline_id=pid,
+            usd=args.usd,
+            tokens=args.tokens,
+            wait=args.wait,
+            reason=args.reason,
+        )
+        return _report(out, what, op, client if args.wait else None)
+
+
 def cmd_clone(args: argparse.Namespace, out: TextIO) -> int:
     changes = clone_changes(args.name, args.set, args.model_config, args.sampling_params)
     with _client(args) as client:
@@ -270,9 +295,13 @@ class JsonlSink:
 
 
 def cmd_ops(args: argparse.Namespace, out: TextIO) -> int:
+    """Operations people asked for, and the stops the scheduler decided on its own (a prune
+    policy's, a budget's: no ic_id, the rule as ACTOR), in time order."""
     with _client(args) as client:
-        operations = sorted(client.operations(), key=lambda o: o["ic_id"])
-    emit(out, operations_table(operations[-args.limit :] if args.limit else operations))
+        operations = in_order(client.operations())
+        stops = [automatic_stop(e) for e in client.events(type=list(AUTOMATIC), stream=["evt"])]
+    merged = in_order(operations, stops)
+    emit(out, operations_table(merged[-args.limit :] if args.limit else merged))
     return 0
 
 
@@ -546,6 +575,20 @@ def build_parser() -> argparse.ArgumentParser:
         )
         wait_flag(p)
         reason_flag(p)
+
+    p = add(
+        "budget",
+        cmd_budget,
+        "set an experiment's budget (or --pipeline's); what the budget stopped runs again",
+    )
+    p.add_argument(
+        "target", metavar="EXPERIMENT", help="experiment id or unique name prefix (or pipeline)"
+    )
+    p.add_argument("--pipeline", action="store_true", help="the target is a pipeline")
+    p.add_argument("--usd", type=_number(float, 0), metavar="USD", help="at most this many dollars")
+    p.add_argument("--tokens", type=_number(int, 0), metavar="N", help="at most this many tokens")
+    wait_flag(p)
+    reason_flag(p)
 
     p = add("clone", cmd_clone, "clone a pipeline with changes")
     p.add_argument("pipeline", metavar="PIPELINE", help="id or unique name prefix of the parent")

@@ -23,6 +23,7 @@ from inferno.client.sdk import Client, InfernoError, load_spec
 from inferno.client.tables import (
     CELL_WIDTH,
     field,
+    in_order,
     leaderboard_table,
     metric_names,
     metric_value,
@@ -140,7 +141,7 @@ def _story(
         "the other pipelines complete",
         lambda ps: all(p.get("status") == "completed" for p in ps if p["pipeline_id"] != stopped),
     )
-    print("\noperations\n" + operations_table(client.operations()), file=out)
+    print("\noperations\n" + operations_table(in_order(client.operations())), file=out)
     print("\npipelines\n" + pipelines_table(pipelines) + "\n", file=out)
     board = client.leaderboard(experiment_id, metric=metric)
     print("leaderboard\n" + leaderboard_table(board) + "\n", file=out, flush=True)

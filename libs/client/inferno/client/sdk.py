@@ -183,6 +183,29 @@ class Client:
         """Run a failed pipeline's failed and never-run shards again."""
         return self._control(pipeline_id, "retry", None, wait, idempotency_key, reason)
 
+    def set_budget(
+        self,
+        experiment_id: str | None = None,
+        *,
+        pipeline_id: int | None = None,
+        usd: float | None = None,
+        tokens: int | None = None,
+        wait: float | None = None,
+        idempotency_key: str | None = None,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        """Set the experiment's budget, or with `pipeline_id` that pipeline's own: `usd` and
+        `tokens` replace the current ones where given. What the budget stopped runs again."""
+        if (experiment_id is None) == (pipeline_id is None):
+            raise ValueError("give experiment_id or pipeline_id")
+        path = (
+            f"{API}/experiments/{experiment_id}/budget"
+            if pipeline_id is None
+            else f"{API}/pipelines/{pipeline_id}/budget"
+        )
+        body = {k: v for k, v in {"usd": usd, "tokens": tokens}.items() if v is not None}
+        return self._request("POST", path, wire.control_body(body, reason), wait, idempotency_key)
+
     def delete(
         self,
         pipeline_id: int,

@@ -188,12 +188,46 @@ def leaderboard_table(board: dict[str, Any]) -> str:
     return f"{printable(title)}\n{format_table(headers, rows)}"
 
 
+AUTOMATIC = {"pipeline_pruned": ("prune", "policy"), "budget_exhausted": ("budget stop", "budget")}
+"""Events that stop a pipeline without a command: the operation and actor `ops` shows."""
+
+
+def automatic_stop(entry: dict[str, Any]) -> dict[str, Any]:
+    """An events-API entry of an `AUTOMATIC` stop, shaped as an operation for the table."""
+    payload = entry.get("payload") or {}
+    operation, actor = AUTOMATIC[entry["type"]]
+    return {
+        "ic_id": None,
+        "operation": operation,
+        "pipeline_id": payload.get("pipeline_id"),
+        "status": "completed",
+        "created_at": payload.get("at"),
+        "processed_at": payload.get("at"),
+        "actor": actor,
+        "reason": payload.get("reason"),
+    }
+
+
+def in_order(
+    operations: Sequence[dict[str, Any]], stops: Sequence[dict[str, Any]] = ()
+) -> list[dict[str, Any]]:
+    """Operations in ic_id order, each automatic stop (`automatic_stop`) placed before the
+    first operation created after it."""
+    merged = sorted(operations, key=lambda o: o["ic_id"])
+    for stop in sorted(stops, key=lambda o: o.get("created_at") or 0.0):
+        at = stop.get("created_at") or 0.0
+        later = (i for i, op in enumerate(merged) if (op.get("created_at") or 0.0) > at)
+        merged.insert(next(later, len(merged)), stop)
+    return merged
+
+
 def operations_table(operations: Sequence[dict[str, Any]]) -> str:
-    """Operations in ic_id order, with who issued each (ACTOR) and why (REASON)."""
+    """Operations as given (`in_order` orders them), with who issued each (ACTOR) and why
+    (REASON)."""
     headers = ["IC_ID", "OPERATION", "PIPELINE", "STATUS", "TOOK_MS", "CREATED", "ACTOR"]
     headers += ["REASON", "RESULT"]
     rows = []
-    for op in sorted(operations, key=lambda o: o["ic_id"]):
+    for op in operations:
         created, processed = op.get("created_at"), op.get("processed_at")
         took = round((processed - created) * 1000, 1) if created and processed else None
         outcome = f"error: {op['error']}" if op.get("error") else _pairs(op.get("result"))

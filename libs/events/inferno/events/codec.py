@@ -12,6 +12,8 @@ import msgspec
 from inferno.events.commands import AnyCommand, AnyReport
 from inferno.events.events import (
     AnyEvent,
+    BudgetExhausted,
+    BudgetSet,
     Event,
     ExperimentCompleted,
     ExperimentCreated,
@@ -98,6 +100,7 @@ def _experiment_subject(names: Names, e: Event) -> str:
     PipelineCreated,
     PipelineStopped,
     PipelinePruned,
+    BudgetExhausted,
     PipelineResumed,
     PipelineRetried,
     PipelineDeleted,
@@ -106,6 +109,14 @@ def _experiment_subject(names: Names, e: Event) -> str:
 )
 def _pipeline_subject(names: Names, e: Event) -> str:
     return names.pipeline_evt(e.pipeline_id, e.kind)  # type: ignore[attr-defined]
+
+
+@_route(BudgetSet)
+def _budget_subject(names: Names, e: Event) -> str:
+    assert isinstance(e, BudgetSet)
+    if e.pipeline_id is not None:
+        return names.pipeline_evt(e.pipeline_id, e.kind)
+    return names.experiment_evt(e.experiment_id, e.kind)
 
 
 @_route(ShardAssigned, ShardCompleted, ShardReleased, ShardFailed)

@@ -11,6 +11,7 @@ from typing import ClassVar, NamedTuple, TypedDict
 import msgspec
 
 from inferno.events.model import (
+    Budget,
     EvalSpec,
     PipelineChanges,
     PipelineSpec,
@@ -80,6 +81,9 @@ class CreateExperiment(Command, tag="create_experiment"):
     retry_backoff_s: float = 1.0
     row_order: RowOrder | None = None  # the api draws the seed, so replay decides the same
     policy: Policy = msgspec.field(default_factory=Policy)
+    budget: Budget | None = None  # all pipelines together; each may have its own too
+    prompt_tokens: int | None = None
+    """The api's estimate of all rows' prompt tokens, when a budget needs it (budgets.py)."""
 
     @property
     def target(self) -> Target:
@@ -115,6 +119,27 @@ class ClonePipeline(PipelineCommand, tag="clone_pipeline"):
     changes: PipelineChanges = msgspec.field(default_factory=PipelineChanges)
 
 
+class SetBudget(Command, tag="set_budget", kw_only=True):
+    """Set an experiment's budget, or one pipeline's (`pipeline_id`): what `budget` gives
+    replaces that field, the rest stands. The pipelines a budget stopped in its scope run again
+    (and stop again if it is still too small)."""
+
+    operation = action = "budget"
+    experiment_id: str
+    pipeline_id: int | None = None
+    budget: Budget
+    prompt_tokens: int | None = None  # the api's estimate, when the experiment has none yet
+
+    @property
+    def target(self) -> Target:
+        return Target(pipeline_id=self.pipeline_id, experiment_id=self.experiment_id)
+
+    def subject(self, names: Names) -> str:
+        if self.pipeline_id is not None:
+            return names.pipeline_cmd(self.pipeline_id, self.action)
+        return names.experiment_cmd(self.experiment_id, self.action)
+
+
 class CloneIntoContext(Command, tag="clone_into_context"):
     """The dispatcher API's clone: a new pipeline in an existing context, from a full spec."""
 
@@ -138,6 +163,7 @@ AnyCommand = (
     | DeletePipeline
     | ClonePipeline
     | CloneIntoContext
+    | SetBudget
 )
 
 

@@ -26,12 +26,15 @@ from inferno.events.commands import (
     Report,
     ResumePipeline,
     RetryPipeline,
+    SetBudget,
     ShardAborted,
     ShardErrored,
     ShardFinished,
     StopPipeline,
 )
 from inferno.events.events import (
+    BudgetExhausted,
+    BudgetSet,
     Event,
     ExperimentCompleted,
     ExperimentCreated,
@@ -49,10 +52,11 @@ from inferno.events.events import (
     ShardFailed,
     ShardReleased,
 )
+from inferno.events.ledger import Ledger, budgeted
 from inferno.events.model import MAX_RETRY_BACKOFF_S, PipelineChanges, PipelineSpec
 from inferno.events.policy import Standing, to_prune
 from inferno.events.preconditions import clone_name, live_names, refusal
-from inferno.events.scheduling import plan_assignments
+from inferno.events.scheduling import next_shard, plan_assignments
 from inferno.events.state import TERMINAL, Pipeline, State, policy_standing
 
 
@@ -107,6 +111,26 @@ def _(cmd: RetryPipeline, state: State, stamp: Stamp) -> list[Event]:
 
 
 @_handle.register
+def _(cmd: SetBudget, state: State, stamp: Stamp) -> list[Event]:
+    experiment = state.experiments[cmd.experiment_id]
+    current = (
+        experiment.budget
+        if cmd.pipeline_id is None
+        else state.pipelines[cmd.pipeline_id].spec.budget
+    )
+    budget = cmd.budget if current is None else current.raised(cmd.budget)
+    return [
+        BudgetSet(
+            **stamp._asdict(),
+            experiment_id=cmd.experiment_id,
+            pipeline_id=cmd.pipeline_id,
+            budget=budget,
+            prompt_tokens=cmd.prompt_tokens if experiment.prompt_tokens is None else None,
+        )
+    ]
+
+
+@_handle.register
 def _(cmd: DeletePipeline, state: State, stamp: Stamp) -> list[Event]:
     pipeline = state.pipelines[cmd.pipeline_id]
     deleted = PipelineDeleted(
@@ -150,6 +174,8 @@ def _(cmd: CreateExperiment, state: State, stamp: Stamp) -> list[Event]:
         first_pipeline_id=state.next_pipeline_id,
         row_order=cmd.row_order,
         policy=cmd.policy,
+        budget=cmd.budget,
+        prompt_tokens=cmd.prompt_tokens,
     )
     return [created]
 
@@ -179,6 +205,7 @@ def _apply_changes(spec: PipelineSpec, changes: PipelineChanges, name: str) -> P
         tpm_limit=changes.tpm_limit if changes.tpm_limit is not None else spec.tpm_limit,
         resources={**spec.resources, **(changes.resources or {})},
         endpoint_limit=changes.endpoint_limit or spec.endpoint_limit,
+        budget=changes.budget or spec.budget,
     )
 
 
@@ -344,9 +371,25 @@ def _end_attempt(
 # scheduler ticks
 
 
+def _over_budget(state: State, now: float) -> list[Event]:
+    """`BudgetExhausted` for each running pipeline whose next shard would not fit a budget over
+    it beside the spend alone: no shard settling can make room for it."""
+    if not budgeted(state):
+        return []
+    ledger = Ledger(state)
+    events: list[Event] = []
+    for pipeline in state.pipelines.values():
+        if not pipeline.runnable:
+            continue
+        shard = next_shard(pipeline, now)
+        if shard is not None and (why := ledger.blocked(pipeline, shard, held=False)):
+            events.append(BudgetExhausted(at=now, pipeline_id=pipeline.pipeline_id, reason=why))
+    return events
+
+
 def _tick(tick: AnyTick, state: State, now: float) -> list[Event]:
     if isinstance(tick, AssignWork):
-        return [
+        assigned: list[Event] = [
             ShardAssigned(
                 at=now,
                 pipeline_id=p.pipeline_id,
@@ -356,6 +399,7 @@ def _tick(tick: AnyTick, state: State, now: float) -> list[Event]:
             )
             for p in plan_assignments(state, tick.executors, now)
         ]
+        return _over_budget(state, now) + assigned
     events: list[Event] = []
     failed: dict[int, str] = {}  # pipeline id -> experiment id
     for pipeline in state.pipelines.values():

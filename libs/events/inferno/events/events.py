@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from inferno.events.commands import SCHEMA_VERSION
-from inferno.events.model import EvalSpec, PipelineSpec, Policy, RowOrder, ShardStats
+from inferno.events.model import Budget, EvalSpec, PipelineSpec, Policy, RowOrder, ShardStats
 
 
 class Event(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=True, gc=False):
@@ -98,6 +98,8 @@ class ExperimentCreated(Outcome, tag="experiment_created"):
     first_pipeline_id: int = 0
     row_order: RowOrder | None = None  # None: rows in file order (and every log before it)
     policy: Policy = msgspec.field(default_factory=Policy)
+    budget: Budget | None = None
+    prompt_tokens: int | None = None  # estimated over all rows, for budgets' reservations
 
 
 class ExperimentCompleted(Event, tag="experiment_completed"):
@@ -128,6 +130,27 @@ class PipelinePruned(Event, tag="pipeline_pruned"):
     pipeline_id: int
     rule: str
     reason: str
+
+
+class BudgetExhausted(Event, tag="budget_exhausted"):
+    """Stopped because its next shard would not fit a budget over it even beside what is spent
+    alone (`inferno.events.budgets`); `reason` has the numbers. Raising the budget (`BudgetSet`)
+    lets it run again."""
+
+    kind = "over_budget"
+    pipeline_id: int
+    reason: str
+
+
+class BudgetSet(Outcome, tag="budget_set", kw_only=True):
+    """An experiment's budget (`pipeline_id` None) or a pipeline's is now `budget`; what it
+    stopped in that scope runs again."""
+
+    kind = "budget_set"
+    experiment_id: str
+    pipeline_id: int | None = None
+    budget: Budget
+    prompt_tokens: int | None = None
 
 
 class PipelineResumed(Outcome, tag="pipeline_resumed"):
@@ -213,6 +236,8 @@ AnyEvent = (
     | PipelineCreated
     | PipelineStopped
     | PipelinePruned
+    | BudgetExhausted
+    | BudgetSet
     | PipelineResumed
     | PipelineRetried
     | PipelineDeleted

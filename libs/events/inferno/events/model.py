@@ -32,6 +32,22 @@ class EndpointLimit(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     tpm_limit: int | None = None
 
 
+class Budget(
+    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True
+):
+    """The most a run may spend (`inferno.events.budgets`): tokens, dollars or both."""
+
+    usd: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    tokens: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+    def raised(self, to: Budget) -> Budget:
+        """This budget with what `to` sets replaced."""
+        return Budget(
+            usd=self.usd if to.usd is None else to.usd,
+            tokens=self.tokens if to.tokens is None else to.tokens,
+        )
+
+
 class PipelineSpec(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """What a user asks for: one model/sampling/client configuration over a context."""
 
@@ -44,6 +60,7 @@ class PipelineSpec(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     tpm_limit: int | None = None
     resources: dict[str, float] = {}  # what one shard needs (inferno.events.resources)
     endpoint_limit: EndpointLimit | None = None
+    budget: Budget | None = None
 
 
 class PipelineChanges(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -58,6 +75,7 @@ class PipelineChanges(msgspec.Struct, kw_only=True, omit_defaults=True):
     tpm_limit: int | None = None
     resources: dict[str, float] | None = None
     endpoint_limit: EndpointLimit | None = None
+    budget: Budget | None = None
 
 
 class Scorer(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from typing import NamedTuple, Protocol
 
+from inferno.events.budgets import priced
 from inferno.events.commands import (
     MAX_REASON_LENGTH,
     AnyCommand,
@@ -21,9 +22,16 @@ from inferno.events.commands import (
     DeletePipeline,
     ResumePipeline,
     RetryPipeline,
+    SetBudget,
     StopPipeline,
 )
-from inferno.events.model import MAX_ATTEMPTS, MAX_NAME_LENGTH, MAX_RETRY_BACKOFF_S, PipelineSpec
+from inferno.events.model import (
+    MAX_ATTEMPTS,
+    MAX_NAME_LENGTH,
+    MAX_RETRY_BACKOFF_S,
+    Budget,
+    PipelineSpec,
+)
 
 
 class PipelineFacts(Protocol):
@@ -38,6 +46,8 @@ class PipelineFacts(Protocol):
 class ExperimentFacts(Protocol):
     @property
     def pipeline_ids(self) -> list[int]: ...
+    @property
+    def budget(self) -> Budget | None: ...
 
 
 class Facts(Protocol):
@@ -70,6 +80,14 @@ def refusal(facts: Facts, command: AnyCommand) -> Refusal | None:
     if isinstance(command, CloneIntoContext) and command.context_id not in facts.contexts:
         what = f"context {command.context_id}"
         return Refusal(f"{what} does not exist", what)
+    if isinstance(command, SetBudget) and command.experiment_id not in facts.experiments:
+        what = f"experiment {command.experiment_id}"
+        return Refusal(f"{what} does not exist", what)
+    if isinstance(command, SetBudget) and command.pipeline_id is not None:
+        pipeline = facts.pipelines.get(command.pipeline_id)
+        if pipeline is None or pipeline.experiment_id != command.experiment_id:
+            what = f"pipeline {command.pipeline_id}"
+            return Refusal(f"{what} does not exist in experiment {command.experiment_id}", what)
     pipeline_commands = (
         StopPipeline | ResumePipeline | RetryPipeline | DeletePipeline | ClonePipeline
     )
@@ -89,6 +107,9 @@ def _check(facts: Facts, command: AnyCommand) -> None:
     elif isinstance(command, CloneIntoContext):
         experiment_id = facts.contexts[command.context_id]
         check_pipeline_names([command.spec.pipeline_name], live_names(facts, experiment_id))
+        check_priced([command.spec], facts.experiments[experiment_id].budget)
+    elif isinstance(command, SetBudget):
+        _check_budget(facts, command)
     else:
         pipeline = facts.pipelines[command.pipeline_id]
         status, pid = pipeline.status, command.pipeline_id
@@ -111,6 +132,40 @@ def _check(facts: Facts, command: AnyCommand) -> None:
         if isinstance(command, ClonePipeline) and command.changes.pipeline_name is not None:
             taken = live_names(facts, pipeline.experiment_id)
             check_pipeline_names([command.changes.pipeline_name], taken)
+        if isinstance(command, ClonePipeline) and command.changes.client_config is not None:
+            spec = PipelineSpec(
+                pipeline_name=pipeline.spec.pipeline_name,
+                pipeline_type=pipeline.spec.pipeline_type,
+                client_config={**pipeline.spec.client_config, **command.changes.client_config},
+                budget=command.changes.budget or pipeline.spec.budget,
+            )
+            check_priced([spec], facts.experiments[pipeline.experiment_id].budget)
+
+
+def _check_budget(facts: Facts, cmd: SetBudget) -> None:
+    if cmd.budget.usd is None and cmd.budget.tokens is None:
+        raise Rejected("a budget needs usd, tokens or both")
+    experiment = facts.experiments[cmd.experiment_id]
+    if cmd.pipeline_id is None:
+        live = [facts.pipelines[pid] for pid in experiment.pipeline_ids]
+        check_priced([p.spec for p in live if p.status != "deleted"], cmd.budget)
+        return
+    pipeline = facts.pipelines[cmd.pipeline_id]
+    if pipeline.status == "deleted":
+        raise Rejected(f"pipeline {cmd.pipeline_id} is deleted")
+    check_priced([pipeline.spec], cmd.budget)
+
+
+def check_priced(specs: Iterable[PipelineSpec], budget: Budget | None) -> None:
+    """A budget in dollars holds only pipelines with prices: each one it covers has them, and
+    so does each pipeline with its own."""
+    for spec in specs:
+        for over in (budget, spec.budget):
+            if over is not None and over.usd is not None and not priced(spec):
+                raise Rejected(
+                    f"a budget in usd needs prices: pipeline {spec.pipeline_name!r} sets no"
+                    " client_config price_per_1k_prompt_tokens / price_per_1k_completion_tokens"
+                )
 
 
 def _check_create(facts: Facts, cmd: CreateExperiment) -> None:
@@ -131,6 +186,7 @@ def _check_create(facts: Facts, cmd: CreateExperiment) -> None:
     if len(cmd.experiment_name) > MAX_NAME_LENGTH:
         raise Rejected(f"experiment name is longer than {MAX_NAME_LENGTH} characters")
     check_pipeline_names((p.pipeline_name for p in cmd.pipelines), {})
+    check_priced(cmd.pipelines, cmd.budget)
 
 
 def live_names(facts: Facts, experiment_id: str) -> dict[str, int]:

@@ -11,6 +11,8 @@ Rules, in order:
    advertise the pipeline's backend, a GPU pipeline only where there is a GPU, and never more
    than an executor declares of any resource a pipeline needs (`inferno.events.resources`): the
    needs of its shards in flight, summed per key, stay within what it declares.
+4. Budgets: a shard is placed only if its reservation fits every budget over it beside what is
+   spent and held already (`inferno.events.ledger`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from inferno.events.commands import ExecutorSlot
+from inferno.events.ledger import Ledger, budgeted
 from inferno.events.resources import fits, needs, needs_gpu
 from inferno.events.state import Pipeline, State
 
@@ -74,13 +77,14 @@ def plan_assignments(
     heapq.heapify(queue)
     planned: dict[int, set[int]] = {}
     placements: list[Placement] = []
+    ledger = Ledger(state) if budgeted(state) else None
 
     while free and queue:
         in_flight, completed, pipeline_id, pipeline = heapq.heappop(queue)
         # a pipeline with no shard or no able executor left is dropped: planning only takes
         # shards, slots and resources, so it could not be placed later in this plan either
         shard = next_shard(pipeline, now, planned.setdefault(pipeline_id, set()))
-        if shard is None:
+        if shard is None or (ledger is not None and ledger.blocked(pipeline, shard)):
             continue
         wants = demand[pipeline_id]
         executor_id = _pick_executor(pipeline, wants, free, spare, by_id, loaded)
@@ -88,6 +92,8 @@ def plan_assignments(
             continue
         attempt = pipeline.attempts.get(shard, 0) + 1
         placements.append(Placement(pipeline_id, shard, attempt, executor_id))
+        if ledger is not None:
+            ledger.reserve(pipeline, shard)
         planned[pipeline_id].add(shard)
         heapq.heappush(queue, (in_flight + 1, completed, pipeline_id, pipeline))
         loaded[executor_id].add(model_key(pipeline))

@@ -18,9 +18,12 @@ from typing import Any, Literal
 
 import msgspec
 
+from inferno.events.budgets import spent
 from inferno.events.codec import UnknownEvent
 from inferno.events.events import (
     AnyEvent,
+    BudgetExhausted,
+    BudgetSet,
     Event,
     ExperimentCompleted,
     ExperimentCreated,
@@ -40,12 +43,20 @@ from inferno.events.events import (
     ShardFailed,
     ShardReleased,
 )
-from inferno.events.model import EvalSpec, MetricStats, PipelineSpec, Policy, RowOrder, ShardStats
+from inferno.events.model import (
+    Budget,
+    EvalSpec,
+    MetricStats,
+    PipelineSpec,
+    Policy,
+    RowOrder,
+    ShardStats,
+)
 from inferno.events.sequences import Prefix
 
 PipelineStatus = Literal["new", "ongoing", "stopped", "completed", "failed", "deleted"]
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "deleted"})
-STATE_VERSION = 2
+STATE_VERSION = 3
 """The shape of `State` as a snapshot stores it; a snapshot of another version is replayed."""
 
 
@@ -72,6 +83,10 @@ class Pipeline(msgspec.Struct, kw_only=True):
     sequence: Prefix | None = None
     pruned: bool = False
     exempt: bool = False  # resumed after a prune: the policy leaves it alone
+    # what its completed shards used (inferno.events.budgets), and whether a budget stopped it
+    spent_tokens: int = 0
+    spent_usd: float = 0.0
+    over_budget: bool = False
 
     @property
     def runnable(self) -> bool:
@@ -91,6 +106,8 @@ class Experiment(msgspec.Struct, kw_only=True):
     pipeline_ids: list[int] = msgspec.field(default_factory=list)
     row_order: RowOrder | None = None  # work orders carry it: executors derive their rows
     policy: Policy = msgspec.field(default_factory=Policy)
+    budget: Budget | None = None
+    prompt_tokens: int | None = None  # estimated, for budgets' reservations
 
 
 class State(msgspec.Struct, kw_only=True):
@@ -127,6 +144,8 @@ def _experiment_created(s: State, e: ExperimentCreated) -> None:
         retry_backoff_s=e.retry_backoff_s,
         row_order=e.row_order,
         policy=e.policy,
+        budget=e.budget,
+        prompt_tokens=e.prompt_tokens,
     )
     s.contexts[e.context_id] = e.experiment_id
     for offset, spec in enumerate(e.pipelines):
@@ -194,6 +213,9 @@ def _shard_completed(s: State, e: ShardCompleted) -> None:
     pipeline = s.pipelines[e.pipeline_id]
     pipeline.in_flight.pop(e.shard, None)
     pipeline.completed.add(e.shard)
+    used = spent(pipeline.spec, e.stats)
+    pipeline.spent_tokens += used.tokens
+    pipeline.spent_usd += used.usd
     prune = s.experiments[pipeline.experiment_id].policy.prune
     if prune is not None:
         pipeline.policy_metric, pipeline.sequence = policy_standing(pipeline, prune.metric, e.stats)
@@ -220,6 +242,30 @@ def _pipeline_pruned(s: State, e: PipelinePruned) -> None:
     pipeline.pruned = True
 
 
+def _budget_exhausted(s: State, e: BudgetExhausted) -> None:
+    pipeline = s.pipelines[e.pipeline_id]
+    pipeline.status = "stopped"
+    pipeline.over_budget = True
+
+
+def _budget_set(s: State, e: BudgetSet) -> None:
+    experiment = s.experiments[e.experiment_id]
+    if e.prompt_tokens is not None and experiment.prompt_tokens is None:
+        experiment.prompt_tokens = e.prompt_tokens
+    if e.pipeline_id is None:
+        experiment.budget = e.budget
+        scope = [s.pipelines[pid] for pid in experiment.pipeline_ids]
+    else:
+        pipeline = s.pipelines[e.pipeline_id]
+        pipeline.spec = msgspec.structs.replace(pipeline.spec, budget=e.budget)
+        scope = [pipeline]
+    for pipeline in scope:
+        if pipeline.over_budget and pipeline.status == "stopped":
+            pipeline.status = "ongoing"
+            pipeline.over_budget = False
+    _decided(s, e)
+
+
 def _pipeline_retried(s: State, e: PipelineRetried) -> None:
     pipeline = s.pipelines[e.pipeline_id]
     pipeline.status = "ongoing"
@@ -236,6 +282,7 @@ def _pipeline_resumed(s: State, e: PipelineResumed) -> None:
     pipeline = s.pipelines[e.pipeline_id]
     pipeline.status = "ongoing"
     pipeline.exempt = pipeline.exempt or pipeline.pruned
+    pipeline.over_budget = False
     _decided(s, e)
 
 
@@ -259,6 +306,8 @@ _APPLY: dict[type, Callable[[State, Any], None]] = {
     PipelineCreated: _pipeline_created,
     PipelineStopped: _set_status("stopped"),
     PipelinePruned: _pipeline_pruned,
+    BudgetExhausted: _budget_exhausted,
+    BudgetSet: _budget_set,
     PipelineResumed: _pipeline_resumed,
     PipelineRetried: _pipeline_retried,
     PipelineCompleted: _set_status("completed"),

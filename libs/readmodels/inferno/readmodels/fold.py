@@ -15,9 +15,13 @@ from collections.abc import Callable
 from operator import add
 from typing import Any
 
+import msgspec
+
 from inferno.events.codec import UnknownEvent
 from inferno.events.commands import AnyCommand
 from inferno.events.events import (
+    BudgetExhausted,
+    BudgetSet,
     Event,
     ExperimentCompleted,
     ExperimentCreated,
@@ -147,6 +151,8 @@ def _experiment_created(m: ReadModel, e: ExperimentCreated) -> None:
         created_at=e.at,
         row_order=e.row_order,
         policy=e.policy,
+        budget=e.budget,
+        prompt_tokens=e.prompt_tokens,
     )
     m.contexts[e.context_id] = e.experiment_id
     ids = list(range(e.first_pipeline_id, e.first_pipeline_id + len(e.pipelines)))
@@ -207,6 +213,29 @@ def _pipeline_pruned(m: ReadModel, e: PipelinePruned) -> None:
     pipeline.status, pipeline.pruned = "stopped", e.reason
 
 
+def _budget_exhausted(m: ReadModel, e: BudgetExhausted) -> None:
+    pipeline = m.pipelines[e.pipeline_id]
+    pipeline.status, pipeline.over_budget = "stopped", e.reason
+
+
+def _budget_set(m: ReadModel, e: BudgetSet) -> None:
+    experiment = m.experiments[e.experiment_id]
+    if e.prompt_tokens is not None:
+        experiment.prompt_tokens = e.prompt_tokens
+    if e.pipeline_id is None:
+        experiment.budget = e.budget
+        scope = [m.pipelines[pid] for pid in experiment.pipeline_ids]
+    else:
+        pipeline = m.pipelines[e.pipeline_id]
+        pipeline.spec = msgspec.structs.replace(pipeline.spec, budget=e.budget)
+        scope = [pipeline]
+    for pipeline in scope:
+        if pipeline.over_budget is not None and pipeline.status == "stopped":
+            pipeline.status, pipeline.over_budget = "ongoing", None
+    ids = {"pipeline_id": e.pipeline_id, "experiment_id": e.experiment_id}
+    _complete(m, e, "budget", {"budget": msgspec.to_builtins(e.budget)}, **ids)
+
+
 def _pipeline_retried(m: ReadModel, e: PipelineRetried) -> None:
     pipeline = m.pipelines[e.pipeline_id]
     pipeline.failure = None
@@ -215,7 +244,8 @@ def _pipeline_retried(m: ReadModel, e: PipelineRetried) -> None:
 
 
 def _pipeline_resumed(m: ReadModel, e: PipelineResumed) -> None:
-    m.pipelines[e.pipeline_id].pruned = None
+    pipeline = m.pipelines[e.pipeline_id]
+    pipeline.pruned = pipeline.over_budget = None
     _set_status("ongoing", "resume")(m, e)
 
 
@@ -280,6 +310,8 @@ _APPLY: dict[type, Callable[[ReadModel, Any], None]] = {
     PipelineCreated: _pipeline_created,
     PipelineStopped: _set_status("stopped", "stop"),
     PipelinePruned: _pipeline_pruned,
+    BudgetExhausted: _budget_exhausted,
+    BudgetSet: _budget_set,
     PipelineResumed: _pipeline_resumed,
     PipelineRetried: _pipeline_retried,
     PipelineCompleted: _set_status("completed"),

@@ -11,11 +11,11 @@ from typing import Any, Literal
 
 import msgspec
 
-from inferno.events.model import EvalSpec, MetricStats, PipelineSpec, Policy, RowOrder
+from inferno.events.model import Budget, EvalSpec, MetricStats, PipelineSpec, Policy, RowOrder
 from inferno.events.sequences import Prefix
 from inferno.events.state import Assignment, PipelineStatus
 
-READ_MODEL_VERSION = 3
+READ_MODEL_VERSION = 4
 OperationStatus = Literal["pending", "processing", "completed", "failed"]
 FINAL: frozenset[str] = frozenset({"completed", "failed"})
 
@@ -43,6 +43,7 @@ class Pipeline(msgspec.Struct, kw_only=True):
     row_errors: int = 0  # rows the engine failed on (they have no scores)
     sequence: Prefix | None = None  # the 0/1 metrics' confidence sequences (shuffled rows)
     pruned: str | None = None  # why the experiment's policy stopped it (until resumed)
+    over_budget: str | None = None  # why a budget stopped it (until raised or resumed)
 
 
 class Experiment(msgspec.Struct, kw_only=True):
@@ -60,6 +61,8 @@ class Experiment(msgspec.Struct, kw_only=True):
     pipeline_ids: list[int] = msgspec.field(default_factory=list)
     row_order: RowOrder | None = None
     policy: Policy = msgspec.field(default_factory=Policy)
+    budget: Budget | None = None
+    prompt_tokens: int | None = None  # estimated, when a budget needed it
 
 
 class Operation(msgspec.Struct, kw_only=True):

@@ -16,9 +16,9 @@ import string
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from inferno.events.backend_options import CHARS_PER_TOKEN, DEFAULT_MAX_TOKENS, SIM_MODEL_DEFAULTS
+from inferno.events.backend_options import CHARS_PER_TOKEN
+from inferno.events.budgets import completion_bound, estimated_cost
 from inferno.events.model import PipelineSpec, Prompt
-from inferno.stats.metrics import estimated_cost
 
 
 def prompt_parts(prompt: Prompt) -> tuple[int, list[str]]:
@@ -43,23 +43,17 @@ def prompt_chars(prompt: Prompt, rows: Iterable[Mapping[str, Any]]) -> tuple[int
     return count, total
 
 
-def completion_bound(spec: PipelineSpec) -> int:
-    sampling = spec.sampling_params
-    limit = sampling.get("max_tokens", sampling.get("max_completion_tokens"))
-    bound = limit if isinstance(limit, int) and limit >= 0 else None
-    if spec.pipeline_type == "sim":
-        per_row = spec.model_config.get("tokens_per_row", SIM_MODEL_DEFAULTS["tokens_per_row"])
-        return min(per_row, bound) if bound is not None else per_row
-    return DEFAULT_MAX_TOKENS if bound is None else bound
+def prompt_tokens(chars: int) -> int:
+    return math.ceil(chars / CHARS_PER_TOKEN)
 
 
 def estimate(pipelines: list[PipelineSpec], rows: int, chars: int) -> dict[str, Any]:
     """Per pipeline and in all: prompt tokens, the completions' bound, and the worst-case cost."""
-    prompt_tokens = math.ceil(chars / CHARS_PER_TOKEN)
+    prompt = prompt_tokens(chars)
     out, worst, unpriced = [], 0.0, []
     for spec in pipelines:
         completion = completion_bound(spec) * rows
-        cost = estimated_cost(prompt_tokens, completion, spec.client_config)
+        cost = estimated_cost(prompt, completion, spec.client_config)
         if cost is None:
             unpriced.append(spec.pipeline_name)
         else:
@@ -68,9 +62,9 @@ def estimate(pipelines: list[PipelineSpec], rows: int, chars: int) -> dict[str, 
             {
                 "pipeline_name": spec.pipeline_name,
                 "pipeline_type": spec.pipeline_type,
-                "prompt_tokens": prompt_tokens,
+                "prompt_tokens": prompt,
                 "completion_tokens_max": completion,
-                "tokens_max": prompt_tokens + completion,
+                "tokens_max": prompt + completion,
                 "cost_max": cost,
             }
         )

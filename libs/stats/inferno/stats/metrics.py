@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from statistics import NormalDist
-from typing import Any, Literal, TypeGuard
+from typing import Any, Literal
 
 from inferno.events.model import LATENCY_BUCKETS_MS, EvalSpec, MetricStats
 from inferno.events.scorers import BINARY_SCORERS
@@ -219,26 +219,6 @@ def merge_buckets(a: Sequence[int], b: Sequence[int]) -> list[int]:
     if len(a) < len(b):
         a, b = b, a
     return [x + (b[i] if i < len(b) else 0) for i, x in enumerate(a)]
-
-
-def estimated_cost(
-    prompt_tokens: int, completion_tokens: int, prices: dict[str, Any]
-) -> float | None:
-    """Tokens times the prices per 1,000 tokens in `prices` (a pipeline's client_config keys
-    `price_per_1k_prompt_tokens`, `price_per_1k_completion_tokens`; a missing one counts 0).
-    None when neither is set."""
-    prompt_price = prices.get("price_per_1k_prompt_tokens")
-    completion_price = prices.get("price_per_1k_completion_tokens")
-    if not _price(prompt_price) and not _price(completion_price):
-        return None
-    return (
-        prompt_tokens * (prompt_price if _price(prompt_price) else 0.0)
-        + completion_tokens * (completion_price if _price(completion_price) else 0.0)
-    ) / 1000
-
-
-def _price(value: object) -> TypeGuard[float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
 
 
 def rows_per_s(rows: int, busy_s: float) -> float | None:

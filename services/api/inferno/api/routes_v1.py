@@ -21,10 +21,11 @@ from inferno.api.data import load_manifest, store_rows, store_upload, stored_blo
 from inferno.api.deps import Gateway, GatewayDep, IdempotencyKey, Wait
 from inferno.api.errors import ApiError
 from inferno.api.fleet import Hosting, live
-from inferno.api.identity import CallerDep
+from inferno.api.identity import Caller, CallerDep
 from inferno.api.openapi import errors
 from inferno.api.responses import MsgspecJSONResponse, json_response
 from inferno.api.schemas import (
+    BudgetChangeBody,
     CloneBody,
     ExperimentBody,
     ReasonBody,
@@ -34,6 +35,8 @@ from inferno.api.schemas import (
     check_user_scorers,
 )
 from inferno.api.timetravel import AT_PARAMETER, model_at
+from inferno.datasets.blocks import Manifest
+from inferno.datasets.store import Row
 from inferno.events.commands import (
     AnyCommand,
     ClonePipeline,
@@ -41,12 +44,14 @@ from inferno.events.commands import (
     DeletePipeline,
     ResumePipeline,
     RetryPipeline,
+    SetBudget,
     StopPipeline,
 )
+from inferno.events.model import Prompt
 from inferno.events.state import PipelineStatus
 from inferno.jetstream.results import CompletedShard, stream_results
 from inferno.readmodels.model import OperationStatus
-from inferno.stats.estimates import estimate, prompt_chars
+from inferno.stats.estimates import estimate, prompt_chars, prompt_tokens
 
 router = APIRouter(prefix="/api/v1", tags=["v1"], default_response_class=MsgspecJSONResponse)
 
@@ -88,6 +93,7 @@ async def create_experiment(
     else:  # the manifest says all that is checked: no row is read
         manifest = await load_manifest(gw, body.dataset.ref, "dataset.ref")
         check_experiment(body, manifest.row_count, manifest.columns)
+    prompt = body.eval.spec().prompt
     command = CreateExperiment(
         experiment_id=f"exp-{uuid.uuid4().hex[:12]}",
         context_id=f"ctx-{uuid.uuid4().hex[:12]}",
@@ -101,6 +107,11 @@ async def create_experiment(
         retry_backoff_s=body.retry_backoff_s,
         row_order=body.row_order(idempotency_key),
         policy=body.policy.policy(),
+        budget=body.budget.budget() if body.budget else None,
+        # a budget reserves each shard's prompts: read them once now (a stored dataset's blocks)
+        prompt_tokens=await _prompt_tokens(gw, prompt, body.dataset.rows, manifest)
+        if body.budgeted
+        else None,
     )
     command = caller.stamp(command, body.reason)
     op = await submit(gw, command, idempotency_key=idempotency_key, wait=wait)
@@ -110,17 +121,34 @@ async def create_experiment(
 async def _estimate(body: ExperimentBody, gw: Gateway) -> dict[str, Any]:
     pipelines = [p.spec() for p in body.pipelines]
     prompt = body.eval.spec().prompt
+    manifest = None
     if body.dataset.rows is not None:
         check_experiment(body, len(body.dataset.rows), body.dataset.rows[0])
-        rows, chars = prompt_chars(prompt, body.dataset.rows)
     else:
         manifest = await load_manifest(gw, body.dataset.ref, "dataset.ref")
         check_experiment(body, manifest.row_count, manifest.columns)
-        rows = chars = 0
-        async for block in stored_blocks(gw, manifest):
-            more_rows, more_chars = prompt_chars(prompt, block)
-            rows, chars = rows + more_rows, chars + more_chars
+    rows, chars = await _prompt_chars(gw, prompt, body.dataset.rows, manifest)
     return estimate(pipelines, rows, chars)
+
+
+async def _prompt_chars(
+    gw: Gateway, prompt: Prompt, rows: list[Row] | None, manifest: Manifest | None
+) -> tuple[int, int]:
+    """(rows, Σ prompt characters): over inline `rows`, else over the stored dataset's blocks."""
+    if rows is not None:
+        return prompt_chars(prompt, rows)
+    assert manifest is not None
+    count = chars = 0
+    async for block in stored_blocks(gw, manifest):
+        more_rows, more_chars = prompt_chars(prompt, block)
+        count, chars = count + more_rows, chars + more_chars
+    return count, chars
+
+
+async def _prompt_tokens(
+    gw: Gateway, prompt: Prompt, rows: list[Row] | None, manifest: Manifest | None
+) -> int:
+    return prompt_tokens((await _prompt_chars(gw, prompt, rows, manifest))[1])
 
 
 _UPLOAD_BODY = {
@@ -262,6 +290,62 @@ async def pipeline_results(pipeline_id: int, gw: GatewayDep) -> StreamingRespons
 async def _issue(gw: GatewayDep, command: AnyCommand, key: str | None, wait: float) -> Response:
     op = await submit(gw, command, idempotency_key=key, wait=wait)
     return json_response(views.operation(op))
+
+
+@router.post("/experiments/{experiment_id}/budget", responses=_WRITE_ERRORS)
+async def set_experiment_budget(
+    experiment_id: str,
+    body: BudgetChangeBody,
+    gw: GatewayDep,
+    caller: CallerDep,
+    idempotency_key: IdempotencyKey = None,
+    wait: Wait = 0,
+) -> Response:
+    """Set the budget all the experiment's pipelines share: the fields given replace the
+    current ones. Pipelines the budget stopped run again (docs/evaluation.md, "Budgets")."""
+    return await _set_budget(gw, caller, body, experiment_id, None, idempotency_key, wait)
+
+
+@router.post("/pipelines/{pipeline_id}/budget", responses=_WRITE_ERRORS)
+async def set_pipeline_budget(
+    pipeline_id: int,
+    body: BudgetChangeBody,
+    gw: GatewayDep,
+    caller: CallerDep,
+    idempotency_key: IdempotencyKey = None,
+    wait: Wait = 0,
+) -> Response:
+    """Set this pipeline's own budget; if it stopped the pipeline, the pipeline runs again."""
+    pipeline = gw.projection.model.pipelines.get(pipeline_id)
+    if pipeline is None:
+        raise ApiError(404, f"pipeline {pipeline_id} not found")
+    experiment_id = pipeline.experiment_id
+    return await _set_budget(gw, caller, body, experiment_id, pipeline_id, idempotency_key, wait)
+
+
+async def _set_budget(
+    gw: Gateway,
+    caller: Caller,
+    body: BudgetChangeBody,
+    experiment_id: str,
+    pipeline_id: int | None,
+    key: str | None,
+    wait: float,
+) -> Response:
+    experiment = gw.projection.model.experiments.get(experiment_id)
+    if experiment is None:
+        raise ApiError(404, f"experiment {experiment_id} not found")
+    tokens = None
+    if experiment.prompt_tokens is None:  # its first budget: estimate the prompts once
+        manifest = await load_manifest(gw, experiment.dataset_ref, "experiment_id")
+        tokens = await _prompt_tokens(gw, experiment.eval.prompt, None, manifest)
+    command = SetBudget(
+        experiment_id=experiment_id,
+        pipeline_id=pipeline_id,
+        budget=body.budget(),
+        prompt_tokens=tokens,
+    )
+    return await _issue(gw, caller.stamp(command, body.reason), key, wait)
 
 
 @router.post("/pipelines/{pipeline_id}/stop", responses=_WRITE_ERRORS)

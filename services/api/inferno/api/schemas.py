@@ -27,11 +27,13 @@ from pydantic import (
 
 from inferno.api.errors import bad_field
 from inferno.api.identity import Reason
+from inferno.events.budgets import priced
 from inferno.events.model import (
     MAX_ATTEMPTS,
     MAX_NAME_LENGTH,
     MAX_RATE_LIMIT,
     MAX_RETRY_BACKOFF_S,
+    Budget,
     EndpointLimit,
     EvalSpec,
     PipelineChanges,
@@ -120,6 +122,28 @@ class EndpointLimitBody(_Closed):
         return EndpointLimit(name=self.name, rpm_limit=self.rpm_limit, tpm_limit=self.tpm_limit)
 
 
+class BudgetBody(_Closed):
+    """The most a run may spend: dollars (with the pipelines' prices), tokens, or both."""
+
+    usd: float | None = Field(default=None, ge=0, le=1e9)
+    tokens: Annotated[int, Field(ge=0, le=10**15), BeforeValidator(_integral)] | None = None
+
+    @model_validator(mode="after")
+    def _limits_something(self) -> BudgetBody:
+        if self.usd is None and self.tokens is None:
+            raise ValueError("give usd, tokens or both")
+        return self
+
+    def budget(self) -> Budget:
+        return Budget(usd=self.usd, tokens=self.tokens)
+
+
+class BudgetChangeBody(BudgetBody):
+    """A new budget: the fields given replace the current ones. `reason` says why."""
+
+    reason: Reason = None
+
+
 class _Knobs(BaseModel):
     """What a pipeline can set; `model_config` is pydantic's own name, hence the alias."""
 
@@ -132,6 +156,7 @@ class _Knobs(BaseModel):
     tpm_limit: RateLimit | None = None
     resources: Needs = Field(default_factory=dict)
     endpoint_limit: EndpointLimitBody | None = None
+    budget: BudgetBody | None = None
 
     @field_validator("client_config")
     @classmethod
@@ -149,6 +174,7 @@ class _Knobs(BaseModel):
             tpm_limit=self.tpm_limit,
             resources=self.resources,
             endpoint_limit=self.endpoint_limit.limit() if self.endpoint_limit else None,
+            budget=self.budget.budget() if self.budget else None,
         )
 
 
@@ -186,6 +212,7 @@ class CloneBody(_Closed):
     tpm_limit: RateLimit | None = None
     resources: Needs | None = None
     endpoint_limit: EndpointLimitBody | None = None
+    budget: BudgetBody | None = None
 
     @field_validator("client_config")
     @classmethod
@@ -203,6 +230,7 @@ class CloneBody(_Closed):
             tpm_limit=self.tpm_limit,
             resources=self.resources,
             endpoint_limit=self.endpoint_limit.limit() if self.endpoint_limit else None,
+            budget=self.budget.budget() if self.budget else None,
         )
 
 
@@ -326,7 +354,12 @@ class ExperimentBody(_Closed):
     shuffle: bool = True  # rows in a seeded random order (unbiased early metrics)
     shuffle_seed: int | None = Field(default=None, ge=0, lt=2**63)  # drawn when not given
     policy: PolicyBody = Field(default_factory=PolicyBody)
+    budget: BudgetBody | None = None  # all pipelines together
     reason: Reason = None
+
+    @property
+    def budgeted(self) -> bool:
+        return self.budget is not None or any(p.budget is not None for p in self.pipelines)
 
     def row_order(self, idempotency_key: str | None) -> RowOrder | None:
         """Where the seed is drawn: the command carries it, so replaying decides the same. A
@@ -418,6 +451,21 @@ def check_policy(body: ExperimentBody) -> None:
         raise bad_field("policy.prune", "the dominated rule needs shuffled rows (shuffle: true)")
 
 
+def check_budgets(body: ExperimentBody) -> None:
+    """A budget in dollars needs the prices of every pipeline it covers."""
+    for i, pipeline in enumerate(body.pipelines):
+        for field, budget in (
+            ("budget.usd", body.budget),
+            (f"pipelines.{i}.budget.usd", pipeline.budget),
+        ):
+            if budget is not None and budget.usd is not None and not priced(pipeline.spec()):
+                raise bad_field(
+                    field,
+                    f"pipeline {pipeline.pipeline_name!r} has no prices: set client_config"
+                    f" {' or '.join(PRICE_KEYS)} (per 1,000 tokens)",
+                )
+
+
 def check_experiment(body: ExperimentBody, row_count: int, columns: Collection[str]) -> None:
     """What needs the dataset: enough rows for the shards, and every field the prompt and the
     scorers use among its `columns` (the first row's fields, which stand for all rows')."""
@@ -437,6 +485,7 @@ def check_experiment(body: ExperimentBody, row_count: int, columns: Collection[s
             if name not in columns:
                 raise bad_field(field, f"uses {{{name}}}, which the rows lack (they have: {have})")
     check_policy(body)
+    check_budgets(body)
     for i, scorer in enumerate(body.eval.scorers):
         if scorer.target is not None and scorer.target not in columns:
             raise bad_field(

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from inferno.api.fleet import Hosting
+from inferno.events.budgets import estimated_cost
 from inferno.events.model import MetricStats
 from inferno.events.resources import SLOTS
 from inferno.events.work import ExecutorInfo
@@ -71,7 +72,7 @@ def live_metrics(p: Pipeline, e: Experiment) -> dict[str, Any]:
             "p95": metrics.latency_percentile(buckets, 0.95),
         },
         "tokens": {"prompt": p.prompt_tokens, "completion": p.completion_tokens},
-        "estimated_cost": metrics.estimated_cost(
+        "estimated_cost": estimated_cost(
             p.prompt_tokens, p.completion_tokens, p.spec.client_config
         ),
         "row_errors": p.row_errors,
@@ -90,6 +91,8 @@ def pipeline(p: Pipeline, e: Experiment, unschedulable: str | None = None) -> di
         "status": p.status,
         "error": p.failure,
         "pruned": p.pruned,
+        "over_budget": p.over_budget,
+        "budget": msgspec.to_builtins(spec.budget),
         "shards_completed": len(p.completed),
         "num_shards": p.num_shards,
         "rows_processed": p.rows_processed,
@@ -136,6 +139,7 @@ def experiment(e: Experiment) -> dict[str, Any]:
         "max_attempts": e.max_attempts,
         "retry_backoff_s": e.retry_backoff_s,
         "policy": msgspec.to_builtins(e.policy),
+        "budget": msgspec.to_builtins(e.budget),
         "shuffle": e.row_order is not None,
         "row_order": None
         if e.row_order is None
@@ -149,7 +153,18 @@ def experiment_detail(model: ReadModel, e: Experiment, hosting: Hosting) -> dict
     pipelines = [
         pipeline(model.pipelines[i], e, hosting.why(model.pipelines[i])) for i in e.pipeline_ids
     ]
-    return {**experiment(e), "pipelines": pipelines}
+    return {**experiment(e), "spent": spent(model, e), "pipelines": pipelines}
+
+
+def spent(model: ReadModel, e: Experiment) -> dict[str, Any]:
+    """What the experiment's completed shards used, all pipelines together (deleted ones too:
+    their spend was real); `usd` counts the priced pipelines only."""
+    tokens, usd = 0, 0.0
+    for i in e.pipeline_ids:
+        p = model.pipelines[i]
+        tokens += p.prompt_tokens + p.completion_tokens
+        usd += estimated_cost(p.prompt_tokens, p.completion_tokens, p.spec.client_config) or 0.0
+    return {"tokens": tokens, "usd": usd}
 
 
 def metric_names(model: ReadModel, e: Experiment) -> list[str]:

@@ -41,6 +41,7 @@ from inferno.events import (
 )
 from inferno.events.commands import AnyCommand, AssignWork, Report
 from inferno.events.events import Event, OperationFailed, ShardAssigned
+from inferno.events.ledger import budgeted
 from inferno.events.names import Names
 from inferno.events.state import STATE_VERSION
 from inferno.events.work import WorkOrder, queue_capacity, work_order
@@ -285,7 +286,8 @@ class Term:
         """Fill `assign`'s free slots; True when the batch limit cut it short, and the next
         message index."""
         state = self.state
-        if not any(slot.free_slots for slot in assign.executors):
+        # with no free slot nothing is placed, but a budget may still stop a pipeline
+        if not any(slot.free_slots for slot in assign.executors) and not budgeted(state):
             return False, index
         events = decide(state, assign, now=now)
         if not events:

@@ -108,6 +108,12 @@ function lineage(pipelines) {
   return out;
 }
 
+// Why the scheduler stopped it on its own: the prune policy's or a budget's reason.
+function stoppedBy(p) {
+  const why = p.pruned ? `pruned: ${p.pruned}` : p.over_budget ? `over budget: ${p.over_budget}` : null;
+  return why ? h("small", { class: "stopped-by" }, ` ${why}`) : null;
+}
+
 function progress(p, rowCount) {
   const share = p.num_shards ? p.shards_completed / p.num_shards : 0;
   return h("div", { class: "progress", title: `${p.shards_completed}/${p.num_shards} shards, ${p.rows_processed}/${rowCount} rows` },
@@ -150,7 +156,8 @@ function drawPipelines() {
     return h("tr", { id: `pipeline-${p.pipeline_id}`, dataset: { pipelineId: p.pipeline_id, status: p.status } },
       h("td", {}, p.pipeline_id),
       h("td", { class: "name", style: { paddingLeft: `${0.5 + depth * 1.2}rem` } }, depth ? "└ " : "", h("span", { class: "swatch", style: { background: colorOf(p.pipeline_id) } }), p.pipeline_name, h("small", {}, ` ${p.pipeline_type}`)),
-      h("td", {}, h("span", { class: `status ${p.status}` }, p.status), p.error ? h("small", { class: "error" }, ` ${p.error}`) : null),
+      h("td", {}, h("span", { class: `status ${p.status}` }, p.status), p.error ? h("small", { class: "error" }, ` ${p.error}`) : null,
+        stoppedBy(p)),
       h("td", {}, progress(p, detail.row_count)),
       h("td", {}, metricCell(p.metrics[metric])),
       h("td", {}, number(p.rows_per_s, 1)),
