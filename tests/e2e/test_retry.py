@@ -1,6 +1,7 @@
 """`inferno retry` on a real cluster: an `openai` pipeline fails while its endpoint is down; once
 the endpoint is back, a retry runs only the shards it had not completed, and every row ends
-answered exactly once."""
+answered exactly once. A pipeline that completed with rows the endpoint failed on is retried for
+just those rows, and its results and metrics then cover every row once."""
 
 from __future__ import annotations
 
@@ -76,3 +77,56 @@ async def test_retry_runs_only_the_incomplete_shards_after_a_failure(
         "/api/v1/events", pipeline_id=pid, type="retry_pipeline,pipeline_retried"
     )
     assert [e["type"] for e in history["entries"]] == ["retry_pipeline", "pipeline_retried"]
+
+
+async def test_retry_answers_the_rows_a_completed_pipeline_failed_on(
+    shared_live: Live, openai_server: Any
+) -> None:
+    live = shared_live
+    broken = {"5 + 1", "17 + 1"}
+    answer = openai_server.answer
+
+    def patchy(prompt: str) -> str:
+        if prompt in broken:
+            raise ValueError("this prompt fails today")
+        return answer(prompt)
+
+    body = {
+        "experiment_name": "patchy",
+        "num_shards": 8,
+        "dataset": {"rows": ROWS},
+        "eval": {"prompt": "{question}", "scorers": [{"name": "numeric", "target": "answer"}]},
+        "pipelines": [live.openai(openai_server, client={"max_attempts": 1})],
+    }
+    openai_server.answer = patchy
+    try:
+        created = await live.create_experiment(body)
+        pid = created["pipelines"][0]["pipeline_id"]
+        [patched] = await live.settled(pid, timeout=120)
+    finally:
+        openai_server.answer = answer
+    assert (patched["status"], patched["row_errors"]) == ("completed", 2), patched
+    assert patched["metrics"]["numeric"]["count"] == len(ROWS) - 2
+
+    token = next(c for c in live.cluster.children if c.name == "api").env.get("INFERNO_TOKEN")
+    argv = ["--api", live.cluster.api_url, *(["--token", token] if token else [])]
+    out = io.StringIO()
+    code = await asyncio.to_thread(main, [*argv, "retry", str(pid), "--wait", "30"], out=out)
+    assert code == 0, out.getvalue()
+    [done] = await live.settled(pid, timeout=120)
+    assert (done["status"], done["row_errors"]) == ("completed", 0), done
+    assert done["metrics"]["numeric"]["count"] == len(ROWS)
+    assert done["metrics"]["numeric"]["value"] == 1.0
+
+    response = await live.http.get(f"/api/v1/pipelines/{pid}/results")
+    rows = [json.loads(line) for line in response.content.splitlines()]
+    assert sorted(r["row_index"] for r in rows) == list(range(len(ROWS)))  # each row once
+    assert all(r.get("error") is None for r in rows), rows
+    repaired = {r["row_index"]: r["output"] for r in rows if r["row_index"] in (5, 17)}
+    assert repaired == {5: "6", 17: "18"}, repaired
+    completions = [
+        e for _, e in await live.events() if isinstance(e, ShardCompleted) and e.pipeline_id == pid
+    ]
+    repairs = [e.stats.rows for e in completions if e.attempt > 1]
+    assert len(completions) == 8 + len(repairs)  # only the shards with a failed row ran again
+    assert sum(repairs) == 2  # and in them only those rows

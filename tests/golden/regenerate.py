@@ -160,7 +160,43 @@ def scenario() -> tuple[list[bytes], list[bytes]]:
     policy_run(step, state, executors)
     retry_run(step, state, executors, stats)
     budget_run(step, state, executors)
+    repair_run(step, state, executors)
     return commands, log
+
+
+def repair_run(step, state, executors) -> None:  # type: ignore[no-untyped-def]
+    """v6: a pipeline completes with a row the engine failed on; a retry runs just that row."""
+    step(
+        CreateExperiment(
+            experiment_id="exp-repair",
+            context_id="ctx-repair",
+            experiment_name="repair",
+            dataset_ref="sha256-0f00",
+            row_count=4,
+            num_shards=2,
+            pipelines=[PipelineSpec(pipeline_name="patchy", pipeline_type="sim")],
+            issued_at=50.0,
+        ),
+        50.5,
+        "cmd",
+    )
+    pid = state.experiments["exp-repair"].pipeline_ids[0]
+    scored = {"exact_match": MetricStats(2, 2.0, 2.0, 1.0, 1.0)}
+
+    def finish(shard: int, stats: ShardStats, now: float) -> None:
+        a = state.pipelines[pid].in_flight[shard]
+        report = ShardFinished(
+            executor_id=a.executor_id, pipeline_id=pid, shard=shard, attempt=a.attempt, stats=stats
+        )
+        step(report, now, "rpt")
+
+    step(AssignWork(executors=executors), 51.0)
+    finish(0, ShardStats(rows=2, metrics=scored), 51.5)
+    one = {"exact_match": MetricStats(1, 1.0, 1.0, 1.0, 1.0)}
+    finish(1, ShardStats(rows=2, metrics=one, errors=1, error_rows=[3]), 51.6)
+    step(RetryPipeline(pipeline_id=pid, issued_at=52.0, reason="the endpoint is back"), 52.1, "cmd")
+    step(AssignWork(executors=executors), 52.5)
+    finish(1, ShardStats(rows=1, metrics=one), 53.0)
 
 
 def budget_run(step, state, executors) -> None:  # type: ignore[no-untyped-def]

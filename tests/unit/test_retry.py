@@ -20,8 +20,10 @@ from inferno.events.events import (
     ShardAssigned,
     ShardCompleted,
 )
-from inferno.events.model import PipelineSpec, ShardStats
+from inferno.events.model import MetricStats, PipelineSpec, ShardStats
 from inferno.events.preconditions import refusal
+from inferno.events.work import work_order
+from inferno.readmodels import ReadModel, apply_event
 
 SLOT = ExecutorSlot(executor_id="x", backends=frozenset({"sim"}), free_slots=1)
 
@@ -103,15 +105,55 @@ def test_a_failed_pipeline_retries_its_incomplete_shards_with_fresh_attempts():
     assert run.state.experiments["e"].status == "completed"
 
 
-def test_only_a_failed_pipeline_can_be_retried():
+def test_only_a_failed_or_patchy_pipeline_can_be_retried():
     run = Run(shards=1, max_attempts=3)
     refused = refusal(run.state, RetryPipeline(pipeline_id=1))
     assert refused is not None
     assert refused.reason == (
-        "cannot retry pipeline 1: it is new; only failed pipelines can be retried"
+        "cannot retry pipeline 1: it is new; only failed pipelines and completed ones with row"
+        " errors can be retried"
     )
     [failed] = run(RetryPipeline(pipeline_id=1))
     assert isinstance(failed, OperationFailed)
     missing = refusal(run.state, RetryPipeline(pipeline_id=9))
     assert missing is not None
     assert missing.missing == "pipeline 9"
+
+
+def test_a_completed_pipeline_with_row_errors_retries_just_those_rows():
+    run = Run(shards=2, max_attempts=3)
+    ids = {"executor_id": "x", "pipeline_id": 1}
+    clean = run.assign()
+    run(ShardFinished(**ids, shard=clean.shard, attempt=1, stats=ShardStats(rows=1)))
+    patchy = run.assign()
+    stats = ShardStats(rows=1, errors=1, error_rows=[1])
+    run(ShardFinished(**ids, shard=patchy.shard, attempt=1, stats=stats))
+    assert run.state.pipelines[1].status == "completed"
+    model = ReadModel()
+    for seq, event in enumerate(run.log, 1):
+        apply_event(model, seq, event)  # type: ignore[arg-type]
+    assert (model.pipelines[1].row_errors, model.pipelines[1].repairable) == (1, True)
+
+    [retried] = run(RetryPipeline(pipeline_id=1))
+    assert isinstance(retried, PipelineRetried)
+    repair = run.assign()
+    assert (repair.shard, repair.attempt) == (1, 2)  # only the shard with the failed row
+    order = work_order(run.state.experiments["e"], run.state.pipelines[1], repair.shard)
+    assert order.rows == [1]  # and only that row
+    assert run(AssignWork(executors=(SLOT,))) == []  # nothing else to run
+    fixed = ShardStats(rows=1, metrics={"exact_match": MetricStats(1, 1.0, 1.0, 1.0, 1.0)})
+    events = run(ShardFinished(**ids, shard=1, attempt=2, stats=fixed))
+    assert [type(e).__name__ for e in events] == [
+        "ShardCompleted",
+        "PipelineCompleted",
+        "ExperimentCompleted",
+    ]
+    for seq, event in enumerate(events, len(run.log) - len(events) + 1):
+        apply_event(model, seq, event)  # type: ignore[arg-type]
+    p = model.pipelines[1]
+    assert (p.status, p.row_errors, p.rows_processed, p.repairable) == ("completed", 0, 2, False)
+    assert p.metrics["exact_match"].count == 1  # the repaired row's score joins the rest
+    assert list(p.repairs) == [1]
+    again = refusal(run.state, RetryPipeline(pipeline_id=1))
+    assert again is not None
+    assert again.reason.startswith("cannot retry pipeline 1: it is completed with every row")

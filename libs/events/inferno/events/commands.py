@@ -102,8 +102,9 @@ class ResumePipeline(PipelineCommand, tag="resume_pipeline"):
 
 
 class RetryPipeline(PipelineCommand, tag="retry_pipeline"):
-    """Run a failed pipeline's failed shards again, and the shards it never ran; its completed
-    shards stand. Each retried shard gets the experiment's `max_attempts` anew."""
+    """Run a failed pipeline's failed shards again, and the shards it never ran, and the rows
+    its completed shards have no answer for (a completed pipeline with row errors too); what
+    was answered stands. Each retried shard gets the experiment's `max_attempts` anew."""
 
     operation = action = "retry"
 

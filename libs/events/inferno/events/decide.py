@@ -258,7 +258,9 @@ def _report(report: AnyReport, state: State, now: float, seq: int) -> list[Event
                 report_seq=seq,
             )
         ]
-        completes = len(pipeline.completed) + 1 == pipeline.num_shards
+        done = len(pipeline.completed) + (report.shard not in pipeline.completed)
+        repairs_left = len(pipeline.repair) - (report.shard in pipeline.repair)
+        completes = done == pipeline.num_shards and not repairs_left
         if completes:
             events.append(PipelineCompleted(at=now, pipeline_id=pipeline.pipeline_id))
             events += _experiment_done(
@@ -291,7 +293,7 @@ def _pruned(
         done = len(other.completed)
         if pid == pipeline.pipeline_id:
             metric, sequence = policy_standing(other, prune.metric, report.stats)
-            done += 1
+            done += report.shard not in other.completed
         bounds = None
         if sequence is not None:
             confidence = experiment.eval.confidence_level

@@ -159,8 +159,9 @@ class PipelineResumed(Outcome, tag="pipeline_resumed"):
 
 
 class PipelineRetried(Outcome, tag="pipeline_retried"):
-    """A failed pipeline runs again: every shard it has not completed is pending, each with
-    `max_attempts` tries anew (the failed ones are in the log as `shard_failed`)."""
+    """A failed pipeline, or a completed one with row errors, runs again: every shard it has
+    not completed is pending, and so is every completed one with rows the engine failed on (for
+    just those rows), each with `max_attempts` tries anew."""
 
     kind = "retried"
     pipeline_id: int

@@ -148,6 +148,8 @@ class ShardStats(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     latency_ms_buckets: list[int] = []
     errors: int = 0
     sequence: SequenceTerms | None = None
+    error_rows: list[int] = []
+    """The rows (their indices) the engine failed on: a retry runs just these again."""
 
 
 # Upper bounds (inclusive, ms) of `ShardStats.latency_ms_buckets`: bucket i counts the rows with

@@ -41,6 +41,8 @@ class PipelineFacts(Protocol):
     def experiment_id(self) -> str: ...
     @property
     def spec(self) -> PipelineSpec: ...
+    @property
+    def repairable(self) -> bool: ...
 
 
 class ExperimentFacts(Protocol):
@@ -123,9 +125,13 @@ def _check(facts: Facts, command: AnyCommand) -> None:
                 f"cannot resume pipeline {pid}: it is {status}; "
                 "only stopped pipelines can be resumed"
             )
-        if isinstance(command, RetryPipeline) and status != "failed":
+        if isinstance(command, RetryPipeline) and not (
+            status == "failed" or (status == "completed" and pipeline.repairable)
+        ):
+            every = " with every row answered" if status == "completed" else ""
             raise Rejected(
-                f"cannot retry pipeline {pid}: it is {status}; only failed pipelines can be retried"
+                f"cannot retry pipeline {pid}: it is {status}{every}; only failed pipelines and"
+                " completed ones with row errors can be retried"
             )
         if isinstance(command, DeletePipeline) and status == "deleted":
             raise Rejected(f"pipeline {pid} is already deleted")

@@ -50,10 +50,12 @@ def model_key(pipeline: Pipeline) -> str:
 def next_shard(
     pipeline: Pipeline, now: float, skip: frozenset[int] | set[int] = frozenset()
 ) -> int | None:
-    """The first shard not completed, not in flight, and past its retry time."""
+    """The first shard not completed (or completed and to be repaired), not in flight, and past
+    its retry time."""
     done, busy, retry_at = pipeline.completed, pipeline.in_flight, pipeline.retry_at
+    repair = pipeline.repair
     for shard in range(pipeline.num_shards):
-        if shard in done or shard in busy or shard in skip:
+        if (shard in done and shard not in repair) or shard in busy or shard in skip:
             continue
         if retry_at.get(shard, 0.0) <= now:
             return shard

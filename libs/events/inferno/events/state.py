@@ -87,10 +87,18 @@ class Pipeline(msgspec.Struct, kw_only=True):
     spent_tokens: int = 0
     spent_usd: float = 0.0
     over_budget: bool = False
+    # completed shards with rows the engine failed on (their indices), and those a retry repairs
+    errored: dict[int, list[int]] = msgspec.field(default_factory=dict)
+    repair: set[int] = msgspec.field(default_factory=set)
 
     @property
     def runnable(self) -> bool:
         return self.status in ("new", "ongoing")
+
+    @property
+    def repairable(self) -> bool:
+        """Completed shards have rows without answers that a retry could run again."""
+        return bool(self.errored)
 
 
 class Experiment(msgspec.Struct, kw_only=True):
@@ -213,6 +221,12 @@ def _shard_completed(s: State, e: ShardCompleted) -> None:
     pipeline = s.pipelines[e.pipeline_id]
     pipeline.in_flight.pop(e.shard, None)
     pipeline.completed.add(e.shard)
+    if pipeline.repair:
+        pipeline.repair.discard(e.shard)
+    if e.stats.error_rows:  # a repair's are the rows still failing
+        pipeline.errored[e.shard] = e.stats.error_rows
+    elif pipeline.errored:
+        pipeline.errored.pop(e.shard, None)
     used = spent(pipeline.spec, e.stats)
     pipeline.spent_tokens += used.tokens
     pipeline.spent_usd += used.usd
@@ -271,8 +285,9 @@ def _pipeline_retried(s: State, e: PipelineRetried) -> None:
     pipeline.status = "ongoing"
     pipeline.retry_at.clear()
     pipeline.retries += 1
+    pipeline.repair = set(pipeline.errored)
     for shard, attempt in pipeline.attempts.items():
-        if shard not in pipeline.completed:
+        if shard not in pipeline.completed or shard in pipeline.repair:
             pipeline.tries_before[shard] = attempt
     s.experiments[pipeline.experiment_id].status = "running"
     _decided(s, e)

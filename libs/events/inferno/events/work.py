@@ -33,6 +33,9 @@ class WorkOrder(msgspec.Struct, kw_only=True, omit_defaults=True):
     row_count: int = 0  # the dataset's rows (0 in orders sent before rows were shuffled)
     row_order: RowOrder | None = None
     retries: int = 0  # of the pipeline so far: an executor aborts orders only of the run that ended
+    rows: list[int] = []
+    """A repair after a retry: just these rows (indices) of the completed shard, which the
+    engine had failed on; their results go beside the shard's (`repair_results_name`)."""
 
     @property
     def msg_id(self) -> str:
@@ -43,6 +46,12 @@ class WorkOrder(msgspec.Struct, kw_only=True, omit_defaults=True):
 def results_name(experiment_id: str, pipeline_id: int, shard: int) -> str:
     """A shard's per-row outputs and scores in INFERNO_RESULTS (JSONL, one row a line)."""
     return f"{experiment_id}/{pipeline_id}/{shard}.jsonl"
+
+
+def repair_results_name(experiment_id: str, pipeline_id: int, shard: int, attempt: int) -> str:
+    """A repair's results, when too large for its report: one object per attempt, so the
+    shard's own results stay as they are."""
+    return f"{experiment_id}/{pipeline_id}/{shard}.repair-{attempt}.jsonl"
 
 
 def work_order(experiment: Experiment, pipeline: Pipeline, shard: int) -> WorkOrder:
@@ -62,6 +71,7 @@ def work_order(experiment: Experiment, pipeline: Pipeline, shard: int) -> WorkOr
         row_count=experiment.row_count,
         row_order=experiment.row_order,
         retries=pipeline.retries,
+        rows=pipeline.errored[shard] if shard in pipeline.repair else [],
     )
 
 

@@ -21,7 +21,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from inferno.events.names import Names
-from inferno.events.work import results_name
+from inferno.events.work import repair_results_name, results_name
 
 INLINE_RESULTS_MAX = 256 * 1024
 """Results up to this many bytes go inside the report (nats-server's default max_payload is
@@ -42,6 +42,19 @@ class CompletedShard(NamedTuple):
     pipeline_id: int
     shard: int
     report_seq: int  # of the INFERNO_EXEC report that completed it
+    repairs: tuple[int, ...] = ()  # the reports of its repairs after retries, oldest first
+
+
+class _Attempt(msgspec.Struct):
+    attempt: int = 0
+
+
+class _Row(msgspec.Struct):
+    row_index: int = -1
+
+
+_attempt_decoder = msgspec.json.Decoder(_Attempt)
+_row_decoder = msgspec.json.Decoder(_Row)
 
 
 def inline_payload(rows: list[bytes], limit: int) -> list[msgspec.Raw] | None:
@@ -57,22 +70,49 @@ def jsonl(rows: Iterable[bytes]) -> bytes:
 
 async def shard_results(js: JetStreamContext, names: Names, shard: CompletedShard) -> bytes | None:
     """The shard's results as JSONL; None when neither the report nor the object has them
-    (removed by hand), which is logged."""
-    if shard.report_seq:
-        try:
-            report = await js.get_msg(names.exec_stream, shard.report_seq)
-        except NotFoundError:
-            report = None
-        inline = _inline_decoder.decode(report.data).results if report and report.data else []
+    (removed by hand), which is logged. A repaired shard's rows are its own with each repair's
+    rows in their place (a repair ran only rows that had failed), in the shard's row order."""
+    name = results_name(shard.experiment_id, shard.pipeline_id, shard.shard)
+    data = await _report_results(js, names, shard.report_seq, name)
+    if data is None or not shard.repairs:
+        return data
+    rows = data.splitlines()
+    place = {_row_decoder.decode(row).row_index: i for i, row in enumerate(rows)}
+    for seq in shard.repairs:
+        report = await _report(js, names, seq)
+        attempt = _attempt_decoder.decode(report).attempt if report else 0
+        object_name = repair_results_name(
+            shard.experiment_id, shard.pipeline_id, shard.shard, attempt
+        )
+        for row in (await _report_results(js, names, seq, object_name) or b"").splitlines():
+            index = place.get(_row_decoder.decode(row).row_index)
+            if index is not None:
+                rows[index] = row
+    return jsonl(rows)
+
+
+async def _report(js: JetStreamContext, names: Names, seq: int) -> bytes | None:
+    try:
+        return (await js.get_msg(names.exec_stream, seq)).data or None
+    except NotFoundError:
+        return None
+
+
+async def _report_results(
+    js: JetStreamContext, names: Names, report_seq: int, name: str
+) -> bytes | None:
+    """The results inside the report at `report_seq`, else those of object `name`."""
+    if report_seq:
+        report = await _report(js, names, report_seq)
+        inline = _inline_decoder.decode(report).results if report else []
         if inline:
             return jsonl(bytes(row) for row in inline)
-    name = results_name(shard.experiment_id, shard.pipeline_id, shard.shard)
     buffer = io.BytesIO()  # chunk by chunk: `.data` would be concatenated, O(n²)
     try:
         store = await js.object_store(names.results_store)
         await store.get(name, writeinto=buffer)
     except NotFoundError:
-        _log.warning("results missing", name=name, report_seq=shard.report_seq)
+        _log.warning("results missing", name=name, report_seq=report_seq)
         return None
     data = buffer.getvalue()
     return data if not data or data.endswith(b"\n") else data + b"\n"

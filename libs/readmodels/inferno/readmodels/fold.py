@@ -273,12 +273,20 @@ def _shard_assigned(m: ReadModel, e: ShardAssigned) -> None:
 def _shard_completed(m: ReadModel, e: ShardCompleted) -> None:
     pipeline = m.pipelines[e.pipeline_id]
     pipeline.in_flight.pop(e.shard, None)
-    pipeline.completed[e.shard] = e.report_seq  # where its results are (inferno.jetstream.results)
     stats = e.stats
+    if stats.error_rows:
+        pipeline.errored.add(e.shard)
+    else:
+        pipeline.errored.discard(e.shard)
+    if e.shard in pipeline.completed:  # a repair: its rows had no answers, now some have
+        pipeline.repairs.setdefault(e.shard, []).append(e.report_seq)
+        pipeline.row_errors -= stats.rows
+    else:
+        pipeline.completed[e.shard] = e.report_seq  # where its results are (jetstream.results)
+        pipeline.rows_processed += stats.rows
     if stats.sequence is not None:
         pipeline.sequence = pipeline.sequence or Prefix()
         pipeline.sequence.absorb(stats.sequence)
-    pipeline.rows_processed += stats.rows
     pipeline.prompt_tokens += stats.prompt_tokens
     pipeline.completion_tokens += stats.completion_tokens
     pipeline.busy_s += stats.duration_s

@@ -44,6 +44,13 @@ class Pipeline(msgspec.Struct, kw_only=True):
     sequence: Prefix | None = None  # the 0/1 metrics' confidence sequences (shuffled rows)
     pruned: str | None = None  # why the experiment's policy stopped it (until resumed)
     over_budget: str | None = None  # why a budget stopped it (until raised or resumed)
+    errored: set[int] = msgspec.field(default_factory=set)  # completed shards with row errors
+    repairs: dict[int, list[int]] = msgspec.field(default_factory=dict)
+    """shard -> the reports of its repairs (after retries), whose rows replace the shard's"""
+
+    @property
+    def repairable(self) -> bool:
+        return bool(self.errored)
 
 
 class Experiment(msgspec.Struct, kw_only=True):

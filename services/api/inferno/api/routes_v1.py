@@ -279,7 +279,13 @@ async def pipeline_results(pipeline_id: int, gw: GatewayDep) -> StreamingRespons
     if pipeline is None:
         raise ApiError(404, f"pipeline {pipeline_id} not found")
     shards = [
-        CompletedShard(pipeline.experiment_id, pipeline_id, shard, report_seq)
+        CompletedShard(
+            pipeline.experiment_id,
+            pipeline_id,
+            shard,
+            report_seq,
+            tuple(pipeline.repairs.get(shard, ())),
+        )
         for shard, report_seq in sorted(pipeline.completed.items())
     ]
     return StreamingResponse(
@@ -385,7 +391,8 @@ async def retry_pipeline(
     idempotency_key: IdempotencyKey = None,
     wait: Wait = 0,
 ) -> Response:
-    """Run a failed pipeline's failed and never-run shards again; completed ones stand."""
+    """Run a failed pipeline's failed and never-run shards again, and the rows its completed
+    shards have no answer for (a completed pipeline with row errors too); the rest stands."""
     command = caller.stamp(RetryPipeline(pipeline_id=pipeline_id), (body or ReasonBody()).reason)
     return await _issue(gw, command, idempotency_key, wait)
 

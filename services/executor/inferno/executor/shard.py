@@ -35,8 +35,7 @@ from inferno.events.model import SequenceTerms, ShardStats
 from inferno.events.rows import positions_rows
 from inferno.events.scorers import BINARY_SCORERS
 from inferno.events.sequences import shard_terms
-from inferno.events.work import WorkOrder
-from inferno.events.work import results_name as work_results_name
+from inferno.events.work import WorkOrder, repair_results_name, results_name
 from inferno.executor.backends.base import (
     EndpointUnavailable,
     EngineConfigError,
@@ -82,8 +81,12 @@ class Runtime:
     inline_results_max: int = INLINE_RESULTS_MAX  # bytes of results carried in the report
 
 
-def results_name(order: WorkOrder) -> str:
-    return work_results_name(order.experiment_id, order.pipeline_id, order.shard)
+def _results_name(order: WorkOrder) -> str:
+    if order.rows:
+        return repair_results_name(
+            order.experiment_id, order.pipeline_id, order.shard, order.attempt
+        )
+    return results_name(order.experiment_id, order.pipeline_id, order.shard)
 
 
 def sequence_terms(order: WorkOrder, results: list[RowResult]) -> SequenceTerms:
@@ -151,7 +154,8 @@ async def _run(
     started = time.monotonic()
     scorers = check_eval(order.eval, rt.scorer_modules)
     positions = range(order.row_start, order.row_end)
-    indices = positions_rows(order.row_count, positions, order.row_order)
+    # a repair runs only the rows the engine failed on
+    indices = order.rows or positions_rows(order.row_count, positions, order.row_order)
     rows = await rt.datasets.rows(order.dataset_ref, indices)
     # every prompt first: a template that fails on some row fails before any model loads
     prompts = [render(order.eval.prompt, row) for row in rows]
@@ -199,13 +203,16 @@ async def _run(
     if (failure := endpoint_failure(endpoint_errors, len(rows))) is not None:
         raise EndpointUnavailable(failure)
     stats = stats_of(results, duration_s=time.monotonic() - started)
-    if order.row_order is not None and results:  # positions are a random order of the rows
+    stats.error_rows = [r.row_index for r in results if r.error is not None]
+    # positions are a random order of the rows; a repair's rows are no sample of anything, and
+    # the shard's terms stand (they count a row without an answer at both extremes)
+    if order.row_order is not None and results and not order.rows:
         stats.sequence = sequence_terms(order, results)
     await started_later.settle()
     encoded = [_encode(r) for r in results]
     inline = inline_payload(encoded, rt.inline_results_max)
     if inline is None:
-        await rt.store_results(results_name(order), jsonl(encoded))
+        await rt.store_results(_results_name(order), jsonl(encoded))
     finished = ShardFinished(**ids, at=time.time(), stats=stats, results=inline or [])
     await rt.report(finished)
     return stats
