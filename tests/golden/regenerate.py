@@ -37,6 +37,7 @@ from inferno.events.commands import (
     DeletePipeline,
     ExecutorSlot,
     ExpireExecutor,
+    ExtendExperiment,
     ResumePipeline,
     RetryPipeline,
     SetBudget,
@@ -52,6 +53,7 @@ from inferno.events.model import (
     Policy,
     PrunePolicy,
     RowOrder,
+    Segment,
     ShardStats,
 )
 from inferno.events.sequences import shard_terms
@@ -161,7 +163,53 @@ def scenario() -> tuple[list[bytes], list[bytes]]:
     retry_run(step, state, executors, stats)
     budget_run(step, state, executors)
     repair_run(step, state, executors)
+    extend_run(step, state, executors)
     return commands, log
+
+
+def extend_run(step, state, executors) -> None:  # type: ignore[no-untyped-def]
+    """v6: a completed experiment gets 10 more rows as 2 more shards, in their own order."""
+    step(
+        CreateExperiment(
+            experiment_id="exp-extend",
+            context_id="ctx-extend",
+            experiment_name="extend",
+            dataset_ref="sha256-0f00",
+            row_count=10,
+            num_shards=1,
+            pipelines=[PipelineSpec(pipeline_name="grows", pipeline_type="sim")],
+            row_order=RowOrder(seed=3),
+            issued_at=60.0,
+        ),
+        60.5,
+        "cmd",
+    )
+    pid = state.experiments["exp-extend"].pipeline_ids[0]
+
+    def finish(shard: int, start: int, rows: int, segment: int, now: float) -> None:
+        a = state.pipelines[pid].in_flight[shard]
+        scores = {"exact_match": [1.0] * rows}
+        terms = shard_terms(scores, start, 10, 0.95)
+        terms.segment = segment
+        stats = ShardStats(
+            rows=rows,
+            metrics={"exact_match": MetricStats(rows, rows, rows, 1.0, 1.0)},
+            sequence=terms,
+        )
+        report = ShardFinished(
+            executor_id=a.executor_id, pipeline_id=pid, shard=shard, attempt=a.attempt, stats=stats
+        )
+        step(report, now, "rpt")
+
+    step(AssignWork(executors=executors), 61.0)
+    finish(0, 0, 10, 0, 61.5)
+    more = Segment(
+        dataset_ref="sha256-0f01", row_count=10, num_shards=2, row_order=RowOrder(seed=4)
+    )
+    step(ExtendExperiment(experiment_id="exp-extend", rows=more, issued_at=62.0), 62.1, "cmd")
+    step(AssignWork(executors=executors), 62.5)
+    finish(1, 0, 5, 1, 63.0)
+    finish(2, 5, 5, 1, 63.1)
 
 
 def repair_run(step, state, executors) -> None:  # type: ignore[no-untyped-def]

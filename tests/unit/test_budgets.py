@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from inferno.client.tables import automatic_stop, in_order
-from inferno.events import State, decide, evolve
+from inferno.events import State
 from inferno.events.budgets import Spend, completion_bound, reservation, spent
 from inferno.events.commands import (
     AssignWork,
@@ -22,6 +22,7 @@ from inferno.events.commands import (
 from inferno.events.events import BudgetExhausted, BudgetSet, OperationFailed, ShardAssigned
 from inferno.events.model import Budget, PipelineChanges, PipelineSpec, ShardStats
 from inferno.events.preconditions import refusal
+from tests.deciding import Decided
 
 PRICES = {"price_per_1k_prompt_tokens": 1.0, "price_per_1k_completion_tokens": 2.0}
 # 8 rows in 4 shards; 16 prompt tokens in all (2 a row); 6 completion tokens a row:
@@ -39,9 +40,9 @@ def sim(name: str, **parts: object) -> PipelineSpec:
     )
 
 
-class Run:
+class Run(Decided):
     def __init__(self, *pipelines: PipelineSpec, budget: Budget | None = None) -> None:
-        self.state, self.seq, self.log = State(), 0, []
+        super().__init__()
         self(
             CreateExperiment(
                 experiment_id="e",
@@ -55,14 +56,6 @@ class Run:
                 prompt_tokens=16,
             )
         )
-
-    def __call__(self, message: object) -> list[object]:
-        self.seq += 1
-        events = decide(self.state, message, now=float(self.seq), seq=self.seq)  # type: ignore[arg-type]
-        for event in events:
-            evolve(self.state, event)
-        self.log += events
-        return events
 
     def assign(self, slots: int = 8) -> list[ShardAssigned]:
         slot = ExecutorSlot(executor_id="x", backends=frozenset({"sim"}), free_slots=slots)

@@ -19,7 +19,7 @@ def shard(correct: int, rows: int = 12) -> ShardStats:
 
 def test_a_point_per_shard_ending_at_the_pipelines_metric():
     shards = [(1, shard(12)), (2, shard(3)), (1, shard(6)), (9, shard(1)), (2, shard(9))]
-    history = metric_history([1, 2], shards, SPEC, 96)["exact_match"]
+    history = metric_history([1, 2], shards, SPEC, [96])["exact_match"]
     assert set(history) == {"1", "2"}  # pipeline 9 is another experiment's
     assert [p["shards"] for p in history["1"]] == [1, 2]
     assert [p["value"] for p in history["1"]] == [1.0, 0.75]

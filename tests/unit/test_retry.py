@@ -3,7 +3,6 @@ completed shards stand."""
 
 from __future__ import annotations
 
-from inferno.events import State, decide, evolve
 from inferno.events.commands import (
     AssignWork,
     CreateExperiment,
@@ -24,15 +23,16 @@ from inferno.events.model import MetricStats, PipelineSpec, ShardStats
 from inferno.events.preconditions import refusal
 from inferno.events.work import work_order
 from inferno.readmodels import ReadModel, apply_event
+from tests.deciding import Decided
 
 SLOT = ExecutorSlot(executor_id="x", backends=frozenset({"sim"}), free_slots=1)
 
 
-class Run:
+class Run(Decided):
     """An experiment of one sim pipeline with one row per shard, decided and folded."""
 
     def __init__(self, *, shards: int, max_attempts: int) -> None:
-        self.state, self.log, self.seq = State(), [], 0
+        super().__init__()
         self(
             CreateExperiment(
                 experiment_id="e",
@@ -46,14 +46,6 @@ class Run:
                 pipelines=[PipelineSpec(pipeline_name="p", pipeline_type="sim")],
             )
         )
-
-    def __call__(self, message: object) -> list[object]:
-        self.seq += 1
-        events = decide(self.state, message, now=float(self.seq), seq=self.seq)  # type: ignore[arg-type]
-        for event in events:
-            evolve(self.state, event)
-        self.log += events
-        return events
 
     def assign(self) -> ShardAssigned:
         [assigned] = [

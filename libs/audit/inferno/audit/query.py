@@ -39,6 +39,8 @@ EXPERIMENT_LEVEL = frozenset(
         "operation_started",
         "set_budget",
         "budget_set",
+        "extend_experiment",
+        "experiment_extended",
     }
 )
 """Entries about a whole experiment that belong to each of its pipelines' stories."""

@@ -111,6 +111,12 @@ def _failed(entry: Entry, p: dict[str, Any], pid: int) -> str | None:
     return f"{operation} refused{_by(entry)}{_ic(entry)}: {p.get('error')}"
 
 
+def _extended(entry: Entry, rows: dict[str, Any]) -> str:
+    first, count, shards = rows.get("first_shard", 0), rows.get("row_count"), rows.get("num_shards")
+    where = f"shards {first}-{first + shards - 1}" if isinstance(shards, int) else "new shards"
+    return f"extended by {count} rows as {where}{_by(entry)}{_ic(entry)}"
+
+
 def _budget_set(entry: Entry, p: dict[str, Any], pid: int) -> str:
     scope = "its own budget" if p.get("pipeline_id") is not None else "the experiment's budget"
     return f"{scope} set to {_budget(p.get('budget'))}{_by(entry)}{_ic(entry)}"
@@ -133,6 +139,7 @@ _TELLERS: dict[str, Callable[[Entry, dict[str, Any], int], str | None]] = {
     ),
     "budget_exhausted": lambda e, p, pid: f"stopped by its budget: {p.get('reason')}",
     "budget_set": _budget_set,
+    "experiment_extended": lambda e, p, pid: _extended(e, p.get("rows") or {}),
     "pipeline_resumed": _settled("resumed"),
     "pipeline_retried": _settled("retried (its incomplete shards run again)"),
     "pipeline_deleted": _settled("deleted"),

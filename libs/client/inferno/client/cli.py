@@ -44,6 +44,7 @@ from inferno.client.tables import (
     pipelines_table,
 )
 from inferno.client.terminal import clip, json_safe, printable
+from inferno.datasets.store import REF_PATTERN
 from inferno.events.provenance import check_reason
 from inferno.events.state import PipelineStatus
 
@@ -178,6 +179,26 @@ def cmd_control(args: argparse.Namespace, out: TextIO) -> int:
                 continue
             failed += _report(out, what, op, client if args.wait else None)
     return 1 if failed else 0
+
+
+def cmd_extend(args: argparse.Namespace, out: TextIO) -> int:
+    with _client(args) as client:
+        experiment_id = resolve_experiment(args.experiment, client.experiments())
+        ref = args.dataset
+        if not REF_PATTERN.match(ref):
+            path = Path(ref).expanduser()
+            if not path.is_file():
+                return _fail(f"{ref}: no such file (a JSONL, CSV or Parquet file, or a ref)", 2)
+            ref = client.upload_dataset_file(path)["dataset_ref"]
+        op = client.extend(
+            experiment_id, args.shards, ref=ref, shuffle_seed=args.seed, wait=args.wait,
+            reason=args.reason,
+        )  # fmt: skip
+        result = op.get("result") or {}
+        where = f" → shards from {result['first_shard']}" if "first_shard" in result else ""
+        return _report(
+            out, f"extend experiment {experiment_id}{where}", op, client if args.wait else None
+        )
 
 
 def cmd_budget(args: argparse.Namespace, out: TextIO) -> int:
@@ -575,6 +596,18 @@ def build_parser() -> argparse.ArgumentParser:
         )
         wait_flag(p)
         reason_flag(p)
+
+    p = add("extend", cmd_extend, "add rows to an experiment: more shards of every pipeline")
+    p.add_argument("experiment", metavar="EXPERIMENT", help="id or unique name prefix")
+    p.add_argument(
+        "dataset", metavar="DATASET", help="the rows: a JSONL, CSV or Parquet file, or a ref"
+    )
+    p.add_argument("--shards", type=_number(int, 1), required=True, metavar="N", help="new shards")
+    p.add_argument(
+        "--seed", type=_number(int, 0), metavar="S", help="their random order's seed (drawn)"
+    )
+    wait_flag(p)
+    reason_flag(p)
 
     p = add(
         "budget",

@@ -183,6 +183,29 @@ class Client:
         """Run a failed pipeline's failed and never-run shards again."""
         return self._control(pipeline_id, "retry", None, wait, idempotency_key, reason)
 
+    def extend(
+        self,
+        experiment_id: str,
+        num_shards: int,
+        *,
+        rows: list[dict[str, Any]] | None = None,
+        ref: str | None = None,
+        shuffle_seed: int | None = None,
+        wait: float | None = None,
+        idempotency_key: str | None = None,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        """Add `rows` (or the stored dataset `ref`) to the experiment as `num_shards` more
+        shards of every pipeline; completed work stands."""
+        if (rows is None) == (ref is None):
+            raise ValueError("give rows or ref")
+        dataset = {"rows": rows} if rows is not None else {"ref": ref}
+        body: dict[str, Any] = {"dataset": dataset, "num_shards": num_shards}
+        if shuffle_seed is not None:
+            body["shuffle_seed"] = shuffle_seed
+        path = f"{API}/experiments/{experiment_id}/extend"
+        return self._request("POST", path, wire.control_body(body, reason), wait, idempotency_key)
+
     def set_budget(
         self,
         experiment_id: str | None = None,

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 
 Row = dict[str, Any]
+REF_PATTERN = re.compile(r"^sha256-[0-9a-f]{64}$")
+"""What `dataset_ref` names look like."""
 _rows_decoder = msgspec.json.Decoder(Row)
 
 

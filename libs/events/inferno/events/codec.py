@@ -17,6 +17,7 @@ from inferno.events.events import (
     Event,
     ExperimentCompleted,
     ExperimentCreated,
+    ExperimentExtended,
     OperationCompleted,
     OperationFailed,
     OperationStarted,
@@ -91,7 +92,7 @@ def _op_subject(names: Names, e: Event) -> str:
     return names.op_evt(e.ic_id, e.kind)  # type: ignore[attr-defined]
 
 
-@_route(ExperimentCreated, ExperimentCompleted)
+@_route(ExperimentCreated, ExperimentExtended, ExperimentCompleted)
 def _experiment_subject(names: Names, e: Event) -> str:
     return names.experiment_evt(e.experiment_id, e.kind)  # type: ignore[attr-defined]
 

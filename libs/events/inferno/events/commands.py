@@ -17,6 +17,7 @@ from inferno.events.model import (
     PipelineSpec,
     Policy,
     RowOrder,
+    Segment,
     ShardStats,
 )
 from inferno.events.names import Names
@@ -120,6 +121,23 @@ class ClonePipeline(PipelineCommand, tag="clone_pipeline"):
     changes: PipelineChanges = msgspec.field(default_factory=PipelineChanges)
 
 
+class ExtendExperiment(Command, tag="extend_experiment", kw_only=True):
+    """Add rows to an experiment: `rows` (their own dataset, shards and order; the api leaves
+    `first_row` and `first_shard` to the decider) run as new shards of every pipeline, after
+    the ones it has; completed work stands."""
+
+    operation = action = "extend"
+    experiment_id: str
+    rows: Segment
+
+    @property
+    def target(self) -> Target:
+        return Target(experiment_id=self.experiment_id)
+
+    def subject(self, names: Names) -> str:
+        return names.experiment_cmd(self.experiment_id, self.action)
+
+
 class SetBudget(Command, tag="set_budget", kw_only=True):
     """Set an experiment's budget, or one pipeline's (`pipeline_id`): what `budget` gives
     replaces that field, the rest stands. The pipelines a budget stopped in its scope run again
@@ -165,6 +183,7 @@ AnyCommand = (
     | ClonePipeline
     | CloneIntoContext
     | SetBudget
+    | ExtendExperiment
 )
 
 

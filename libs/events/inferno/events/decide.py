@@ -23,6 +23,7 @@ from inferno.events.commands import (
     CreateExperiment,
     DeletePipeline,
     ExpireExecutor,
+    ExtendExperiment,
     Report,
     ResumePipeline,
     RetryPipeline,
@@ -38,6 +39,7 @@ from inferno.events.events import (
     Event,
     ExperimentCompleted,
     ExperimentCreated,
+    ExperimentExtended,
     OperationFailed,
     PipelineCompleted,
     PipelineCreated,
@@ -53,7 +55,7 @@ from inferno.events.events import (
     ShardReleased,
 )
 from inferno.events.ledger import Ledger, budgeted
-from inferno.events.model import MAX_RETRY_BACKOFF_S, PipelineChanges, PipelineSpec
+from inferno.events.model import MAX_RETRY_BACKOFF_S, PipelineChanges, PipelineSpec, extended
 from inferno.events.policy import Standing, to_prune
 from inferno.events.preconditions import clone_name, live_names, refusal
 from inferno.events.scheduling import next_shard, plan_assignments
@@ -108,6 +110,13 @@ def _(cmd: ResumePipeline, state: State, stamp: Stamp) -> list[Event]:
 @_handle.register
 def _(cmd: RetryPipeline, state: State, stamp: Stamp) -> list[Event]:
     return [PipelineRetried(**stamp._asdict(), pipeline_id=cmd.pipeline_id)]
+
+
+@_handle.register
+def _(cmd: ExtendExperiment, state: State, stamp: Stamp) -> list[Event]:
+    experiment = state.experiments[cmd.experiment_id]
+    rows = extended(experiment, cmd.rows)
+    return [ExperimentExtended(**stamp._asdict(), experiment_id=cmd.experiment_id, rows=rows)]
 
 
 @_handle.register

@@ -18,7 +18,15 @@ from typing import Any, ClassVar
 import msgspec
 
 from inferno.events.commands import SCHEMA_VERSION
-from inferno.events.model import Budget, EvalSpec, PipelineSpec, Policy, RowOrder, ShardStats
+from inferno.events.model import (
+    Budget,
+    EvalSpec,
+    PipelineSpec,
+    Policy,
+    RowOrder,
+    Segment,
+    ShardStats,
+)
 
 
 class Event(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=True, gc=False):
@@ -100,6 +108,15 @@ class ExperimentCreated(Outcome, tag="experiment_created"):
     policy: Policy = msgspec.field(default_factory=Policy)
     budget: Budget | None = None
     prompt_tokens: int | None = None  # estimated over all rows, for budgets' reservations
+
+
+class ExperimentExtended(Outcome, tag="experiment_extended", kw_only=True):
+    """Rows added: `rows` says where they begin (`first_row`, `first_shard`). Every pipeline
+    has its shards more; a completed one runs again over them, and so does the experiment."""
+
+    kind = "extended"
+    experiment_id: str
+    rows: Segment
 
 
 class ExperimentCompleted(Event, tag="experiment_completed"):
@@ -233,6 +250,7 @@ AnyEvent = (
     | OperationCompleted
     | OperationFailed
     | ExperimentCreated
+    | ExperimentExtended
     | ExperimentCompleted
     | PipelineCreated
     | PipelineStopped

@@ -5,7 +5,7 @@ places."""
 from __future__ import annotations
 
 from inferno.events.budgets import Spend, over, reservation
-from inferno.events.model import Budget
+from inferno.events.model import Budget, segment_of
 from inferno.events.state import Pipeline, State
 
 
@@ -64,11 +64,11 @@ class Ledger:
         return total
 
     def _reservation(self, pipeline: Pipeline, shard: int) -> Spend:
-        experiment = self._state.experiments[pipeline.experiment_id]
+        _, rows = segment_of(self._state.experiments[pipeline.experiment_id], shard)
         return reservation(
             pipeline.spec,
-            experiment.row_count,
-            experiment.num_shards,
-            experiment.prompt_tokens or 0,
-            shard,
+            rows.row_count,
+            rows.num_shards,
+            rows.prompt_tokens or 0,
+            shard - rows.first_shard,
         )

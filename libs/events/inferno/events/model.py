@@ -5,7 +5,7 @@ Everything here is stored in the log, so fields are only ever added, each with a
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
 
@@ -134,6 +134,7 @@ class SequenceTerms(msgspec.Struct, kw_only=True, gc=False):
     rows: int
     low: dict[str, SideTerms] = {}
     high: dict[str, SideTerms] = {}
+    segment: int = 0  # which rows: the experiment's own (0) or those an extension added (1, ...)
 
 
 class ShardStats(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
@@ -195,6 +196,78 @@ class RowOrder(msgspec.Struct, frozen=True, kw_only=True):
 
     seed: int
     permutation: str = PERMUTATION
+
+
+class Segment(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A run's rows, cut into shards: an experiment's own (segment 0), or rows an extension
+    added (`ExtendExperiment`), with their own dataset, shards and random order. Its row i is
+    the experiment's row `first_row + i`, its shard j the pipelines' shard `first_shard + j`."""
+
+    dataset_ref: str
+    row_count: int
+    num_shards: int
+    first_row: int = 0
+    first_shard: int = 0
+    row_order: RowOrder | None = None
+    prompt_tokens: int | None = None  # estimated, for budgets' reservations
+
+
+class Rows(Protocol):
+    """An experiment as the decider's state and the read model both hold it."""
+
+    @property
+    def dataset_ref(self) -> str: ...
+    @property
+    def row_count(self) -> int: ...
+    @property
+    def num_shards(self) -> int: ...
+    @property
+    def row_order(self) -> RowOrder | None: ...
+    @property
+    def prompt_tokens(self) -> int | None: ...
+    @property
+    def segments(self) -> list[Segment]: ...
+
+
+def own_rows(e: Rows) -> Segment:
+    """The rows the experiment was created with, as segment 0."""
+    return Segment(
+        dataset_ref=e.dataset_ref,
+        row_count=e.row_count,
+        num_shards=e.num_shards,
+        row_order=e.row_order,
+        prompt_tokens=e.prompt_tokens,
+    )
+
+
+def segment_of(e: Rows, shard: int) -> tuple[int, Segment]:
+    """The segment shard `shard` is in, and its index (0: the experiment's own rows)."""
+    for index in range(len(e.segments), 0, -1):
+        if shard >= e.segments[index - 1].first_shard:
+            return index, e.segments[index - 1]
+    return 0, own_rows(e)
+
+
+def all_segments(e: Rows) -> list[Segment]:
+    return [own_rows(e), *e.segments]
+
+
+def total_rows(e: Rows) -> int:
+    return e.row_count + sum(s.row_count for s in e.segments)
+
+
+def total_shards(e: Rows) -> int:
+    return e.num_shards + sum(s.num_shards for s in e.segments)
+
+
+def extended(e: Rows, more: Segment) -> Segment:
+    """`more` placed after the experiment's last segment: where its rows and shards begin."""
+    last = e.segments[-1] if e.segments else own_rows(e)
+    return msgspec.structs.replace(
+        more,
+        first_row=last.first_row + last.row_count,
+        first_shard=last.first_shard + last.num_shards,
+    )
 
 
 def shard_bounds(row_count: int, num_shards: int, shard: int) -> tuple[int, int]:

@@ -20,6 +20,7 @@ from inferno.events.commands import (
     ClonePipeline,
     CreateExperiment,
     DeletePipeline,
+    ExtendExperiment,
     ResumePipeline,
     RetryPipeline,
     SetBudget,
@@ -31,6 +32,7 @@ from inferno.events.model import (
     MAX_RETRY_BACKOFF_S,
     Budget,
     PipelineSpec,
+    Policy,
 )
 
 
@@ -50,6 +52,8 @@ class ExperimentFacts(Protocol):
     def pipeline_ids(self) -> list[int]: ...
     @property
     def budget(self) -> Budget | None: ...
+    @property
+    def policy(self) -> Policy: ...
 
 
 class Facts(Protocol):
@@ -82,7 +86,10 @@ def refusal(facts: Facts, command: AnyCommand) -> Refusal | None:
     if isinstance(command, CloneIntoContext) and command.context_id not in facts.contexts:
         what = f"context {command.context_id}"
         return Refusal(f"{what} does not exist", what)
-    if isinstance(command, SetBudget) and command.experiment_id not in facts.experiments:
+    if (
+        isinstance(command, SetBudget | ExtendExperiment)
+        and command.experiment_id not in facts.experiments
+    ):
         what = f"experiment {command.experiment_id}"
         return Refusal(f"{what} does not exist", what)
     if isinstance(command, SetBudget) and command.pipeline_id is not None:
@@ -112,6 +119,8 @@ def _check(facts: Facts, command: AnyCommand) -> None:
         check_priced([command.spec], facts.experiments[experiment_id].budget)
     elif isinstance(command, SetBudget):
         _check_budget(facts, command)
+    elif isinstance(command, ExtendExperiment):
+        _check_extend(facts, command)
     else:
         pipeline = facts.pipelines[command.pipeline_id]
         status, pid = pipeline.status, command.pipeline_id
@@ -146,6 +155,19 @@ def _check(facts: Facts, command: AnyCommand) -> None:
                 budget=command.changes.budget or pipeline.spec.budget,
             )
             check_priced([spec], facts.experiments[pipeline.experiment_id].budget)
+
+
+def _check_extend(facts: Facts, cmd: ExtendExperiment) -> None:
+    if facts.experiments[cmd.experiment_id].policy.prune is not None:
+        raise Rejected(
+            f"experiment {cmd.experiment_id} has a prune policy, whose bounds are over its own"
+            " rows: extending it would change what its decisions meant"
+        )
+    if not 1 <= cmd.rows.num_shards <= cmd.rows.row_count:
+        raise Rejected(
+            f"num_shards must be between 1 and the {cmd.rows.row_count} rows added,"
+            f" not {cmd.rows.num_shards}"
+        )
 
 
 def _check_budget(facts: Facts, cmd: SetBudget) -> None:

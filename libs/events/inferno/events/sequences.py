@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import msgspec
 
@@ -146,3 +147,42 @@ class Prefix(msgspec.Struct, kw_only=True):
         lower = (low.total - log_term - low.penalty) / low.scale
         upper = (high.total + log_term + high.penalty) / high.scale
         return max(lower, 0.0), min(upper, 1.0)
+
+
+class Strata(NamedTuple):
+    """Sequences over several sets of rows (an experiment's own and each extension's), each a
+    random order of its own set: the mean over all rows is between the row-weighted sums of the
+    sets' bounds, each at confidence 1 − α/k, so that all k hold together (a union bound). A
+    set none of whose rows is in yet is anywhere in [0, 1]."""
+
+    parts: tuple[tuple[Prefix | None, int], ...]  # (a set's sequence, its rows)
+
+    @property
+    def rows(self) -> int:
+        return sum(prefix.rows for prefix, _ in self.parts if prefix is not None)
+
+    def tracks(self, metric: str) -> bool:
+        return any(prefix is not None and prefix.tracks(metric) for prefix, _ in self.parts)
+
+    def bounds(self, metric: str, confidence: float, population: int) -> tuple[float, float] | None:
+        """`population`: all the sets' rows together."""
+        level = 1 - (1 - confidence) / len(self.parts)
+        lower = upper = 0.0
+        known = False
+        for prefix, rows in self.parts:
+            found = prefix.bounds(metric, level, rows) if prefix is not None else None
+            known = known or found is not None
+            low, high = found if found is not None else (0.0, 1.0)
+            lower, upper = lower + rows * low, upper + rows * high
+        return (lower / population, upper / population) if known else None
+
+
+def over_segments(
+    own: Prefix | None, added: Mapping[int, Prefix], rows: Sequence[int]
+) -> Prefix | Strata | None:
+    """The sequence for the mean over all of an experiment's rows, `rows` per segment: its own
+    rows' (`own`) while it has no others, else `Strata` of each segment's."""
+    if len(rows) == 1:
+        return own
+    others = tuple((added.get(k), n) for k, n in enumerate(rows[1:], 1))
+    return Strata(((own, rows[0]), *others))

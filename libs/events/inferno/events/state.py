@@ -27,6 +27,7 @@ from inferno.events.events import (
     Event,
     ExperimentCompleted,
     ExperimentCreated,
+    ExperimentExtended,
     OperationFailed,
     OperationStarted,
     Outcome,
@@ -50,7 +51,9 @@ from inferno.events.model import (
     PipelineSpec,
     Policy,
     RowOrder,
+    Segment,
     ShardStats,
+    total_shards,
 )
 from inferno.events.sequences import Prefix
 
@@ -116,6 +119,7 @@ class Experiment(msgspec.Struct, kw_only=True):
     policy: Policy = msgspec.field(default_factory=Policy)
     budget: Budget | None = None
     prompt_tokens: int | None = None  # estimated, for budgets' reservations
+    segments: list[Segment] = msgspec.field(default_factory=list)  # rows extensions added
 
 
 class State(msgspec.Struct, kw_only=True):
@@ -161,6 +165,18 @@ def _experiment_created(s: State, e: ExperimentCreated) -> None:
     _decided(s, e)
 
 
+def _experiment_extended(s: State, e: ExperimentExtended) -> None:
+    experiment = s.experiments[e.experiment_id]
+    experiment.segments.append(e.rows)
+    experiment.status = "running"
+    for pid in experiment.pipeline_ids:
+        pipeline = s.pipelines[pid]
+        pipeline.num_shards += e.rows.num_shards
+        if pipeline.status == "completed":
+            pipeline.status = "ongoing"
+    _decided(s, e)
+
+
 def _experiment_completed(s: State, e: ExperimentCompleted) -> None:
     s.experiments[e.experiment_id].status = "completed"
 
@@ -171,7 +187,7 @@ def _add_pipeline(s: State, pipeline_id: int, experiment_id: str, spec: Pipeline
         pipeline_id=pipeline_id,
         experiment_id=experiment_id,
         spec=spec,
-        num_shards=experiment.num_shards,
+        num_shards=total_shards(experiment),
     )
     experiment.pipeline_ids.append(pipeline_id)
     experiment.status = "running"
@@ -317,6 +333,7 @@ _APPLY: dict[type, Callable[[State, Any], None]] = {
     OperationStarted: _decided,
     OperationFailed: _decided,
     ExperimentCreated: _experiment_created,
+    ExperimentExtended: _experiment_extended,
     ExperimentCompleted: _experiment_completed,
     PipelineCreated: _pipeline_created,
     PipelineStopped: _set_status("stopped"),

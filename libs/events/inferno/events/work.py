@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import msgspec
 
 from inferno.events.commands import AssignWork, ExecutorSlot, Report, ShardProgress
-from inferno.events.model import EvalSpec, PipelineSpec, RowOrder, shard_bounds
+from inferno.events.model import EvalSpec, PipelineSpec, RowOrder, segment_of, shard_bounds
 from inferno.events.names import Names
 from inferno.events.resources import SLOTS, Capacity, in_use
 from inferno.events.scheduling import model_key
@@ -28,9 +28,13 @@ class WorkOrder(msgspec.Struct, kw_only=True, omit_defaults=True):
     dataset_ref: str
     row_start: int  # positions: with `row_order`, position p is row permuted(p)
     row_end: int
+    row_offset: int = 0
+    """Where the rows of `dataset_ref` begin among the experiment's (rows an extension added):
+    results and `rows` use the experiment's row indices, offset + the dataset's own."""
     spec: PipelineSpec
     eval: EvalSpec = msgspec.field(default_factory=EvalSpec)
     row_count: int = 0  # the dataset's rows (0 in orders sent before rows were shuffled)
+    segment: int = 0  # of the experiment's rows (`Segment`): its sequence terms say so
     row_order: RowOrder | None = None
     retries: int = 0  # of the pipeline so far: an executor aborts orders only of the run that ended
     rows: list[int] = []
@@ -56,20 +60,23 @@ def repair_results_name(experiment_id: str, pipeline_id: int, shard: int, attemp
 
 def work_order(experiment: Experiment, pipeline: Pipeline, shard: int) -> WorkOrder:
     assignment = pipeline.in_flight[shard]
-    start, end = shard_bounds(experiment.row_count, experiment.num_shards, shard)
+    index, rows = segment_of(experiment, shard)
+    start, end = shard_bounds(rows.row_count, rows.num_shards, shard - rows.first_shard)
     return WorkOrder(
         experiment_id=experiment.experiment_id,
         pipeline_id=pipeline.pipeline_id,
         shard=shard,
         attempt=assignment.attempt,
         executor_id=assignment.executor_id,
-        dataset_ref=experiment.dataset_ref,
+        dataset_ref=rows.dataset_ref,
         row_start=start,
         row_end=end,
+        row_offset=rows.first_row,
         spec=pipeline.spec,
         eval=experiment.eval,
-        row_count=experiment.row_count,
-        row_order=experiment.row_order,
+        row_count=rows.row_count,
+        segment=index,
+        row_order=rows.row_order,
         retries=pipeline.retries,
         rows=pipeline.errored[shard] if shard in pipeline.repair else [],
     )

@@ -25,6 +25,7 @@ from inferno.events.events import (
     Event,
     ExperimentCompleted,
     ExperimentCreated,
+    ExperimentExtended,
     OperationCompleted,
     OperationFailed,
     OperationStarted,
@@ -42,7 +43,7 @@ from inferno.events.events import (
     ShardFailed,
     ShardReleased,
 )
-from inferno.events.model import PipelineSpec
+from inferno.events.model import PipelineSpec, total_shards
 from inferno.events.sequences import Prefix
 from inferno.events.state import Assignment, PipelineStatus
 from inferno.readmodels.model import Experiment, Operation, Pipeline, ReadModel
@@ -163,6 +164,19 @@ def _experiment_created(m: ReadModel, e: ExperimentCreated) -> None:
     _complete(m, e, "create_experiment", result, **ids_of)
 
 
+def _experiment_extended(m: ReadModel, e: ExperimentExtended) -> None:
+    experiment = m.experiments[e.experiment_id]
+    experiment.segments.append(e.rows)
+    experiment.status = "running"
+    for pid in experiment.pipeline_ids:
+        pipeline = m.pipelines[pid]
+        pipeline.num_shards += e.rows.num_shards
+        if pipeline.status == "completed":
+            pipeline.status = "ongoing"
+    result = {"first_row": e.rows.first_row, "first_shard": e.rows.first_shard}
+    _complete(m, e, "extend", result, experiment_id=e.experiment_id)
+
+
 def _experiment_completed(m: ReadModel, e: ExperimentCompleted) -> None:
     m.experiments[e.experiment_id].status = "completed"
 
@@ -183,7 +197,7 @@ def _add_pipeline(
         experiment_id=experiment_id,
         context_id=context_id,
         spec=spec,
-        num_shards=experiment.num_shards,
+        num_shards=total_shards(experiment),
         parent_pipeline_id=parent_pipeline_id,
         source=source,
         created_at=at,
@@ -284,9 +298,12 @@ def _shard_completed(m: ReadModel, e: ShardCompleted) -> None:
     else:
         pipeline.completed[e.shard] = e.report_seq  # where its results are (jetstream.results)
         pipeline.rows_processed += stats.rows
-    if stats.sequence is not None:
-        pipeline.sequence = pipeline.sequence or Prefix()
-        pipeline.sequence.absorb(stats.sequence)
+    if (terms := stats.sequence) is not None:
+        if terms.segment:
+            pipeline.added_sequences.setdefault(terms.segment, Prefix()).absorb(terms)
+        else:
+            pipeline.sequence = pipeline.sequence or Prefix()
+            pipeline.sequence.absorb(terms)
     pipeline.prompt_tokens += stats.prompt_tokens
     pipeline.completion_tokens += stats.completion_tokens
     pipeline.busy_s += stats.duration_s
@@ -314,6 +331,7 @@ _APPLY: dict[type, Callable[[ReadModel, Any], None]] = {
     OperationCompleted: _operation_completed,
     OperationFailed: _operation_failed,
     ExperimentCreated: _experiment_created,
+    ExperimentExtended: _experiment_extended,
     ExperimentCompleted: _experiment_completed,
     PipelineCreated: _pipeline_created,
     PipelineStopped: _set_status("stopped", "stop"),

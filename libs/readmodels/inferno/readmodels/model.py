@@ -11,7 +11,15 @@ from typing import Any, Literal
 
 import msgspec
 
-from inferno.events.model import Budget, EvalSpec, MetricStats, PipelineSpec, Policy, RowOrder
+from inferno.events.model import (
+    Budget,
+    EvalSpec,
+    MetricStats,
+    PipelineSpec,
+    Policy,
+    RowOrder,
+    Segment,
+)
 from inferno.events.sequences import Prefix
 from inferno.events.state import Assignment, PipelineStatus
 
@@ -42,6 +50,8 @@ class Pipeline(msgspec.Struct, kw_only=True):
     busy_s: float = 0.0  # the completed shards' durations, summed
     row_errors: int = 0  # rows the engine failed on (they have no scores)
     sequence: Prefix | None = None  # the 0/1 metrics' confidence sequences (shuffled rows)
+    added_sequences: dict[int, Prefix] = msgspec.field(default_factory=dict)
+    """The same over the rows each extension added, by segment (1, 2, ...)."""
     pruned: str | None = None  # why the experiment's policy stopped it (until resumed)
     over_budget: str | None = None  # why a budget stopped it (until raised or resumed)
     errored: set[int] = msgspec.field(default_factory=set)  # completed shards with row errors
@@ -70,6 +80,7 @@ class Experiment(msgspec.Struct, kw_only=True):
     policy: Policy = msgspec.field(default_factory=Policy)
     budget: Budget | None = None
     prompt_tokens: int | None = None  # estimated, when a budget needed it
+    segments: list[Segment] = msgspec.field(default_factory=list)  # rows extensions added
 
 
 class Operation(msgspec.Struct, kw_only=True):

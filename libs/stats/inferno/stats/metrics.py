@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from inferno.events.model import LATENCY_BUCKETS_MS, EvalSpec, MetricStats
 from inferno.events.scorers import BINARY_SCORERS
-from inferno.events.sequences import Prefix
+from inferno.events.sequences import Prefix, Strata
 
 CiMethod = Literal["normal", "wilson", "hoeffding", "confidence_sequence"]
 CI_METHODS: tuple[str, ...] = ("normal", "wilson", "hoeffding", "confidence_sequence")
@@ -90,7 +90,7 @@ def hoeffding_interval(
     return value - half, value + half
 
 
-def method_for(spec: EvalSpec, metric: str, sequence: Prefix | None = None) -> CiMethod:
+def method_for(spec: EvalSpec, metric: str, sequence: Prefix | Strata | None = None) -> CiMethod:
     """The experiment's choice, else the confidence sequence where one tracks the metric, else
     wilson for a 0/1 scorer and normal for anything else."""
     if spec.ci_method is not None:
@@ -107,7 +107,7 @@ def summary(
     confidence: float,
     *,
     binary_scorer: bool = False,
-    sequence: Prefix | None = None,
+    sequence: Prefix | Strata | None = None,
     metric: str = "",
 ) -> dict[str, Any]:
     """`{value, lower_bound, upper_bound, confidence_level, ci_method, anytime_valid, count}`
@@ -167,7 +167,7 @@ def metric_summary(
     stats: MetricStats,
     spec: EvalSpec,
     population: int,
-    sequence: Prefix | None = None,
+    sequence: Prefix | Strata | None = None,
 ) -> dict[str, Any]:
     """`summary` of metric `name` with the experiment's interval settings; `sequence` is the
     pipeline's confidence-sequence fold, where it has one."""
@@ -186,7 +186,7 @@ def metric_summaries(
     metrics: dict[str, MetricStats],
     spec: EvalSpec,
     population: int,
-    sequence: Prefix | None = None,
+    sequence: Prefix | Strata | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Every metric of a pipeline, by name."""
     return {

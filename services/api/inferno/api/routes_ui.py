@@ -8,7 +8,7 @@ the module loads, so no request path ever reaches the file system.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,8 @@ from inferno.api.history import History
 from inferno.api.openapi import errors
 from inferno.api.responses import json_response
 from inferno.audit import query as q
-from inferno.events.model import EvalSpec, MetricStats, ShardStats
-from inferno.events.sequences import Prefix
+from inferno.events.model import EvalSpec, MetricStats, ShardStats, all_segments
+from inferno.events.sequences import Prefix, over_segments
 from inferno.stats import metrics
 
 UI_DIR = Path(__file__).parent / "ui"
@@ -79,14 +79,19 @@ async def asset(name: str) -> Response:
 
 
 def metric_history(
-    pipeline_ids: Iterable[int], shards: Iterable[tuple[int, ShardStats]], spec: EvalSpec, rows: int
+    pipeline_ids: Iterable[int],
+    shards: Iterable[tuple[int, ShardStats]],
+    spec: EvalSpec,
+    rows: Sequence[int],
 ) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """Per metric, per pipeline, one point per completed shard in the order they completed: the
     shard count and the metric's summary (value and interval) over the shards so far, the same
-    fold the read model makes, so a pipeline's last point is what `/pipelines` shows."""
+    fold the read model makes, so a pipeline's last point is what `/pipelines` shows. `rows`:
+    the experiment's rows per segment (its own, then each extension's)."""
     wanted = set(pipeline_ids)
     folded: dict[int, dict[str, MetricStats]] = {}
     sequences: dict[int, Prefix] = {}
+    added: dict[int, dict[int, Prefix]] = {}  # by pipeline, then segment
     counts: dict[int, int] = {}
     out: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for pid, stats in shards:
@@ -97,10 +102,14 @@ def metric_history(
         for name, more in stats.metrics.items():
             current = so_far.get(name)
             so_far[name] = more if current is None else current.merged(more)
-        if stats.sequence is not None:
-            sequences.setdefault(pid, Prefix()).absorb(stats.sequence)
+        if (terms := stats.sequence) is not None:
+            if terms.segment:
+                added.setdefault(pid, {}).setdefault(terms.segment, Prefix()).absorb(terms)
+            else:
+                sequences.setdefault(pid, Prefix()).absorb(terms)
+        sequence = over_segments(sequences.get(pid), added.get(pid, {}), rows)
         for name, total in so_far.items():
-            summary = metrics.metric_summary(name, total, spec, rows, sequences.get(pid))
+            summary = metrics.metric_summary(name, total, spec, sum(rows), sequence)
             point = {"shards": counts[pid], **summary}
             out.setdefault(name, {}).setdefault(str(pid), []).append(point)
     return out
@@ -133,5 +142,6 @@ async def experiment_metric_history(experiment_id: str, gw: GatewayDep) -> Respo
         raise ApiError(404, f"experiment {experiment_id!r} not found")
     ids = list(experiment.pipeline_ids)
     shards = [shard for pid in ids for shard in await _completed_shards(gw, pid)]
-    history = metric_history(ids, shards, experiment.eval, experiment.row_count)
+    rows = [segment.row_count for segment in all_segments(experiment)]
+    history = metric_history(ids, shards, experiment.eval, rows)
     return json_response({"experiment_id": experiment_id, "metrics": history})

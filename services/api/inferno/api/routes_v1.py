@@ -28,11 +28,14 @@ from inferno.api.schemas import (
     BudgetChangeBody,
     CloneBody,
     ExperimentBody,
+    ExtendBody,
     ReasonBody,
     RowsBody,
     check_experiment,
+    check_rows,
     check_unique_names,
     check_user_scorers,
+    draw_row_order,
 )
 from inferno.api.timetravel import AT_PARAMETER, model_at
 from inferno.datasets.blocks import Manifest
@@ -42,12 +45,13 @@ from inferno.events.commands import (
     ClonePipeline,
     CreateExperiment,
     DeletePipeline,
+    ExtendExperiment,
     ResumePipeline,
     RetryPipeline,
     SetBudget,
     StopPipeline,
 )
-from inferno.events.model import Prompt
+from inferno.events.model import Prompt, Segment
 from inferno.events.state import PipelineStatus
 from inferno.jetstream.results import CompletedShard, stream_results
 from inferno.readmodels.model import OperationStatus
@@ -296,6 +300,51 @@ async def pipeline_results(pipeline_id: int, gw: GatewayDep) -> StreamingRespons
 async def _issue(gw: GatewayDep, command: AnyCommand, key: str | None, wait: float) -> Response:
     op = await submit(gw, command, idempotency_key=key, wait=wait)
     return json_response(views.operation(op))
+
+
+@router.post("/experiments/{experiment_id}/extend", responses=_WRITE_ERRORS)
+async def extend_experiment(
+    experiment_id: str,
+    body: ExtendBody,
+    gw: GatewayDep,
+    caller: CallerDep,
+    idempotency_key: IdempotencyKey = None,
+    wait: Wait = 0,
+) -> Response:
+    """Add rows: inline (`dataset.rows`, stored once under their digest) or a stored dataset
+    (`dataset.ref`), as `num_shards` new shards of every pipeline after the ones it has.
+    Completed work stands; completed pipelines run again over the new rows; metrics cover
+    every row. The operation's result says where the rows begin (`first_row`, `first_shard`)."""
+    experiment = gw.projection.model.experiments.get(experiment_id)
+    if experiment is None:
+        raise ApiError(404, f"experiment {experiment_id} not found")
+    if body.dataset.rows is not None:
+        rows_given = body.dataset.rows
+        check_rows(experiment.eval, body.num_shards, len(rows_given), rows_given[0], "dataset")
+        manifest = await store_rows(gw, body.dataset.rows)
+    else:
+        manifest = await load_manifest(gw, body.dataset.ref, "dataset.ref")
+        check_rows(
+            experiment.eval, body.num_shards, manifest.row_count, manifest.columns, "dataset"
+        )
+    model = gw.projection.model
+    budgeted = experiment.budget is not None or any(
+        model.pipelines[pid].spec.budget is not None for pid in experiment.pipeline_ids
+    )
+    prompt = experiment.eval.prompt
+    rows = Segment(
+        dataset_ref=manifest.dataset_ref,
+        row_count=manifest.row_count,
+        num_shards=body.num_shards,
+        row_order=None
+        if experiment.row_order is None
+        else draw_row_order(body.shuffle_seed, idempotency_key),
+        prompt_tokens=await _prompt_tokens(gw, prompt, body.dataset.rows, manifest)
+        if budgeted or experiment.prompt_tokens is not None
+        else None,
+    )
+    command = ExtendExperiment(experiment_id=experiment_id, rows=rows)
+    return await _issue(gw, caller.stamp(command, body.reason), idempotency_key, wait)
 
 
 @router.post("/experiments/{experiment_id}/budget", responses=_WRITE_ERRORS)

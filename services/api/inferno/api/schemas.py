@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from inferno.api.errors import bad_field
+from inferno.api.errors import ApiError, bad_field
 from inferno.api.identity import Reason
 from inferno.events.budgets import priced
 from inferno.events.model import (
@@ -362,16 +362,28 @@ class ExperimentBody(_Closed):
         return self.budget is not None or any(p.budget is not None for p in self.pipelines)
 
     def row_order(self, idempotency_key: str | None) -> RowOrder | None:
-        """Where the seed is drawn: the command carries it, so replaying decides the same. A
-        retry under the same Idempotency-Key draws the same seed, so it is the same request."""
-        if not self.shuffle:
-            return None
-        if self.shuffle_seed is not None:
-            return RowOrder(seed=self.shuffle_seed)
-        if idempotency_key is None:
-            return RowOrder(seed=secrets.randbits(63))
-        digest = hashlib.sha256(b"inferno-row-order:" + idempotency_key.encode()).digest()
-        return RowOrder(seed=int.from_bytes(digest[:8], "big") >> 1)
+        return draw_row_order(self.shuffle_seed, idempotency_key) if self.shuffle else None
+
+
+def draw_row_order(seed: int | None, idempotency_key: str | None) -> RowOrder:
+    """Where the seed is drawn: the command carries it, so replaying decides the same. A retry
+    under the same Idempotency-Key draws the same seed, so it is the same request."""
+    if seed is not None:
+        return RowOrder(seed=seed)
+    if idempotency_key is None:
+        return RowOrder(seed=secrets.randbits(63))
+    digest = hashlib.sha256(b"inferno-row-order:" + idempotency_key.encode()).digest()
+    return RowOrder(seed=int.from_bytes(digest[:8], "big") >> 1)
+
+
+class ExtendBody(_Closed):
+    """Rows to add to an experiment, cut into `num_shards` new shards of every pipeline; in a
+    shuffled experiment they run in their own random order (`shuffle_seed`, else drawn)."""
+
+    dataset: DatasetBody
+    num_shards: Positive
+    shuffle_seed: int | None = Field(default=None, ge=0, lt=2**63)
+    reason: Reason = None
 
 
 def template_fields(template: str, field: str) -> set[str]:
@@ -469,26 +481,43 @@ def check_budgets(body: ExperimentBody) -> None:
 def check_experiment(body: ExperimentBody, row_count: int, columns: Collection[str]) -> None:
     """What needs the dataset: enough rows for the shards, and every field the prompt and the
     scorers use among its `columns` (the first row's fields, which stand for all rows')."""
-    if body.num_shards > row_count:
-        raise bad_field(
-            "num_shards", f"{body.num_shards} shards exceed the dataset's {row_count} rows"
-        )
+    check_rows(body.eval.spec(), body.num_shards, row_count, columns)
+    check_policy(body)
+    check_budgets(body)
+
+
+def check_rows(
+    spec: EvalSpec,
+    num_shards: int,
+    row_count: int,
+    columns: Collection[str],
+    where: str | None = None,
+) -> None:
+    """Rows fit an evaluation: enough of them for the shards, with every field its prompt and
+    scorers use. Errors name the spec's field, or `where` (`dataset`: rows an extension adds,
+    for the experiment's spec) with the spec's field in the message."""
+    if num_shards > row_count:
+        raise bad_field("num_shards", f"{num_shards} shards exceed the dataset's {row_count} rows")
     have = ", ".join(sorted(columns)) or "none"
-    prompt = body.eval.prompt
+    prompt = spec.prompt
     templates = (
         [("eval.prompt", prompt)]
         if isinstance(prompt, str)
-        else [(f"eval.prompt.{i}.content", m.content) for i, m in enumerate(prompt)]
+        else [(f"eval.prompt.{i}.content", m.get("content", "")) for i, m in enumerate(prompt)]
     )
+
+    def refuse(field: str, problem: str) -> ApiError:
+        if where is None:
+            return bad_field(field, problem)
+        return bad_field(where, f"the experiment's {field} {problem}")
+
     for field, template in templates:
         for name in sorted(template_fields(template, field)):
             if name not in columns:
-                raise bad_field(field, f"uses {{{name}}}, which the rows lack (they have: {have})")
-    check_policy(body)
-    check_budgets(body)
-    for i, scorer in enumerate(body.eval.scorers):
+                raise refuse(field, f"uses {{{name}}}, which the rows lack (they have: {have})")
+    for i, scorer in enumerate(spec.scorers):
         if scorer.target is not None and scorer.target not in columns:
-            raise bad_field(
+            raise refuse(
                 f"eval.scorers.{i}.target",
                 f"{scorer.target!r} is not a field of the rows (they have: {have})",
             )

@@ -13,8 +13,9 @@ import msgspec
 
 from inferno.api.fleet import Hosting
 from inferno.events.budgets import estimated_cost
-from inferno.events.model import MetricStats
+from inferno.events.model import MetricStats, all_segments, total_rows, total_shards
 from inferno.events.resources import SLOTS
+from inferno.events.sequences import Prefix, Strata, over_segments
 from inferno.events.work import ExecutorInfo
 from inferno.readmodels import Experiment, Operation, Pipeline, ReadModel
 from inferno.secrets.masking import mask_value
@@ -60,12 +61,18 @@ def dispatcher_ack(op: Operation) -> dict[str, Any]:
     return {"ic_id": op.ic_id, "message": message, "status": op.status}
 
 
+def sequence_of(p: Pipeline, e: Experiment) -> Prefix | Strata | None:
+    """The pipeline's confidence sequences over all the experiment's rows."""
+    rows = [segment.row_count for segment in all_segments(e)]
+    return over_segments(p.sequence, p.added_sequences, rows)
+
+
 def live_metrics(p: Pipeline, e: Experiment) -> dict[str, Any]:
     """Per metric its value and confidence interval (`inferno.stats.metrics`), and the
     pipeline's throughput, latency, tokens and cost (docs/evaluation.md)."""
     buckets = p.latency_ms_buckets
     return {
-        "metrics": metrics.metric_summaries(p.metrics, e.eval, e.row_count, p.sequence),
+        "metrics": metrics.metric_summaries(p.metrics, e.eval, total_rows(e), sequence_of(p, e)),
         "rows_per_s": metrics.rows_per_s(p.rows_processed, p.busy_s),
         "latency_ms": {
             "p50": metrics.latency_percentile(buckets, 0.5),
@@ -126,8 +133,19 @@ def experiment(e: Experiment) -> dict[str, Any]:
         "context_id": e.context_id,
         "status": e.status,
         "dataset_ref": e.dataset_ref,
-        "row_count": e.row_count,
-        "num_shards": e.num_shards,
+        "row_count": total_rows(e),
+        "num_shards": total_shards(e),
+        "extensions": [
+            {
+                "dataset_ref": s.dataset_ref,
+                "row_count": s.row_count,
+                "num_shards": s.num_shards,
+                "first_row": s.first_row,
+                "first_shard": s.first_shard,
+                "row_order": None if s.row_order is None else msgspec.to_builtins(s.row_order),
+            }
+            for s in e.segments
+        ],
         "eval": {
             "prompt": e.eval.prompt,
             "scorers": [
@@ -184,7 +202,7 @@ def leaderboard(model: ReadModel, e: Experiment, metric: str | None) -> dict[str
             continue
         name = metric or ""
         summary = metrics.metric_summary(
-            name, p.metrics.get(name, MetricStats()), e.eval, e.row_count, p.sequence
+            name, p.metrics.get(name, MetricStats()), e.eval, total_rows(e), sequence_of(p, e)
         )
         entries.append(
             {
@@ -203,7 +221,7 @@ def leaderboard(model: ReadModel, e: Experiment, metric: str | None) -> dict[str
         "experiment_id": e.experiment_id,
         "experiment_name": e.experiment_name,
         "metric": metric,
-        "row_count": e.row_count,
+        "row_count": total_rows(e),
         "pipelines": [{"rank": rank, **x} for rank, x in enumerate(entries, 1)],
     }
 

@@ -14,7 +14,6 @@ import asyncio
 import functools
 import hashlib
 import os
-import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -25,11 +24,10 @@ from nats.js.object_store import ObjectStore
 
 from inferno.datasets.blocks import Block, Manifest, pick
 from inferno.datasets.objects import StoredDatasetError, read_block, read_manifest, read_whole
-from inferno.datasets.store import Row, dataset_ref, from_jsonl
+from inferno.datasets.store import REF_PATTERN, Row, dataset_ref, from_jsonl
 from inferno.events.names import Names
 from inferno.executor import metrics
 
-_REF = re.compile(r"^sha256-[0-9a-f]{64}$")
 T = TypeVar("T")
 
 
@@ -85,7 +83,7 @@ class DatasetCache:
     async def rows(self, ref: str, indices: Sequence[int]) -> list[Row]:
         """The rows of dataset `ref` at `indices` (a shard's `range`, or any list), in that
         order. Raises `DatasetError` for a bad or unknown ref, or an index it lacks."""
-        if not _REF.match(ref):
+        if not REF_PATTERN.match(ref):
             raise DatasetError(f"dataset_ref {ref!r} is not of the form sha256-<64 hex digits>")
         manifest = await self._manifests.get(ref, lambda: self._manifest(ref))
         if manifest is None:  # stored whole

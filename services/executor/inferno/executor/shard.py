@@ -94,7 +94,9 @@ def sequence_terms(order: WorkOrder, results: list[RowResult]) -> SequenceTerms:
     a row without a score (the engine failed on it) is None."""
     names = [s.name for s in order.eval.scorers if s.name in BINARY_SCORERS]
     scores = {name: [r.scores.get(name) for r in results] for name in names}
-    return shard_terms(scores, order.row_start, order.row_count, order.eval.confidence_level)
+    terms = shard_terms(scores, order.row_start, order.row_count, order.eval.confidence_level)
+    terms.segment = order.segment
+    return terms
 
 
 def endpoint_failure(endpoint_errors: Counter[str], rows: int) -> str | None:
@@ -154,9 +156,13 @@ async def _run(
     started = time.monotonic()
     scorers = check_eval(order.eval, rt.scorer_modules)
     positions = range(order.row_start, order.row_end)
+    offset = order.row_offset  # results name the experiment's rows, not the dataset's
     # a repair runs only the rows the engine failed on
-    indices = order.rows or positions_rows(order.row_count, positions, order.row_order)
-    rows = await rt.datasets.rows(order.dataset_ref, indices)
+    own = [row - offset for row in order.rows] or positions_rows(
+        order.row_count, positions, order.row_order
+    )
+    rows = await rt.datasets.rows(order.dataset_ref, own)
+    indices = [offset + row for row in own] if offset else own
     # every prompt first: a template that fails on some row fails before any model loads
     prompts = [render(order.eval.prompt, row) for row in rows]
     results: list[RowResult] = []
