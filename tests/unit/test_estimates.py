@@ -7,7 +7,7 @@ import pytest
 from inferno.client.tables import estimate_table
 from inferno.events.backend_options import DEFAULT_MAX_TOKENS
 from inferno.events.budgets import completion_bound
-from inferno.events.model import PipelineSpec
+from inferno.events.model import Budget, PipelineSpec
 from inferno.stats.estimates import estimate, prompt_chars, prompt_parts
 
 ROWS = [{"question": "2+2?", "answer": "4"}, {"question": "10+10?", "answer": "20"}]
@@ -49,7 +49,33 @@ def test_cost_is_worst_case_where_priced_and_the_total_names_what_is_not():
     )
     assert gpt["cost_max"] == pytest.approx(1.0 + 2.0)
     assert (sim["completion_tokens_max"], sim["cost_max"]) == (800, None)
-    assert answer["total"] == {"tokens_max": 2000 + 1800, "cost_max": 3.0, "unpriced": ["p-sim"]}
+    assert answer["total"] == {
+        "tokens_max": 2000 + 1800,
+        "cost_max": 3.0,
+        "unpriced": ["p-sim"],
+        "budget": None,
+        "within_budget": None,
+    }
     text = estimate_table(answer)
     assert text.splitlines()[0] == "dry run over 100 rows: nothing was created"
     assert "total: at most 3800 tokens, at most 3.0000 in cost (no prices for p-sim)" in text
+    assert "budget" not in text
+
+
+def test_a_dry_run_says_whether_the_worst_case_fits_each_budget():
+    capped = PipelineSpec(
+        pipeline_name="gpt",
+        pipeline_type="openai",
+        sampling_params={"max_tokens": 10},
+        client_config={"price_per_1k_completion_tokens": 2.0},
+        budget=Budget(tokens=1500),
+    )
+    answer = estimate([capped], rows=100, chars=4000, budget=Budget(usd=5.0))
+    [gpt] = answer["pipelines"]
+    assert (gpt["budget"], gpt["within_budget"]) == ({"tokens": 1500}, False)  # 2000 tokens
+    assert (answer["total"]["budget"], answer["total"]["within_budget"]) == ({"usd": 5.0}, True)
+    lines = estimate_table(answer).splitlines()
+    assert lines[-2:] == [
+        "budget $5.00: the worst case fits",
+        "gpt's budget 1,500 tokens: the worst case is over it: the run stops before it passes it",
+    ]

@@ -324,4 +324,18 @@ def estimate_table(answer: dict[str, Any]) -> str:
         + (f" (no prices for {', '.join(map(str, unpriced))})" if unpriced else ""),
         f"({answer.get('method')})",
     ]
+    budgets = [("", total.get("budget"), total.get("within_budget"))]
+    budgets += [
+        (f"{e.get('pipeline_name')}'s ", e.get("budget"), e.get("within_budget")) for e in entries
+    ]
+    for whose, budget, fits in budgets:
+        if budget:
+            verdict = "fits" if fits else "is over it: the run stops before it passes it"
+            lines.append(f"{whose}budget {_budget(budget)}: the worst case {verdict}")
     return "\n".join(lines)
+
+
+def _budget(budget: dict[str, Any]) -> str:
+    parts = [f"${budget['usd']:,.2f}" if budget.get("usd") is not None else ""]
+    parts.append(f"{budget['tokens']:,} tokens" if budget.get("tokens") is not None else "")
+    return " and ".join(p for p in parts if p)

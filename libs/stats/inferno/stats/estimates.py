@@ -16,9 +16,11 @@ import string
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import msgspec
+
 from inferno.events.backend_options import CHARS_PER_TOKEN
 from inferno.events.budgets import completion_bound, estimated_cost
-from inferno.events.model import PipelineSpec, Prompt
+from inferno.events.model import Budget, PipelineSpec, Prompt
 
 
 def prompt_parts(prompt: Prompt) -> tuple[int, list[str]]:
@@ -47,8 +49,20 @@ def prompt_tokens(chars: int) -> int:
     return math.ceil(chars / CHARS_PER_TOKEN)
 
 
-def estimate(pipelines: list[PipelineSpec], rows: int, chars: int) -> dict[str, Any]:
-    """Per pipeline and in all: prompt tokens, the completions' bound, and the worst-case cost."""
+def within(budget: Budget | None, tokens: int, cost: float | None) -> bool | None:
+    """Whether a worst case of `tokens` and `cost` fits `budget` (None: no budget to fit)."""
+    if budget is None:
+        return None
+    if budget.tokens is not None and tokens > budget.tokens:
+        return False
+    return budget.usd is None or (cost is not None and cost <= budget.usd)
+
+
+def estimate(
+    pipelines: list[PipelineSpec], rows: int, chars: int, budget: Budget | None = None
+) -> dict[str, Any]:
+    """Per pipeline and in all: prompt tokens, the completions' bound, and the worst-case cost;
+    where a budget applies (the pipeline's, the experiment's `budget`), whether that fits it."""
     prompt = prompt_tokens(chars)
     out, worst, unpriced = [], 0.0, []
     for spec in pipelines:
@@ -66,16 +80,22 @@ def estimate(pipelines: list[PipelineSpec], rows: int, chars: int) -> dict[str, 
                 "completion_tokens_max": completion,
                 "tokens_max": prompt + completion,
                 "cost_max": cost,
+                "budget": msgspec.to_builtins(spec.budget),
+                "within_budget": within(spec.budget, prompt + completion, cost),
             }
         )
+    tokens = sum(p["tokens_max"] for p in out)
+    cost_max = worst if len(unpriced) < len(out) else None
     return {
         "dry_run": True,
         "rows": rows,
         "pipelines": out,
         "total": {
-            "tokens_max": sum(p["tokens_max"] for p in out),
-            "cost_max": worst if len(unpriced) < len(out) else None,
+            "tokens_max": tokens,
+            "cost_max": cost_max,
             "unpriced": unpriced,
+            "budget": msgspec.to_builtins(budget),
+            "within_budget": within(budget, tokens, cost_max),
         },
         "method": f"prompt tokens ~ characters / {CHARS_PER_TOKEN}; completions at their bound",
     }

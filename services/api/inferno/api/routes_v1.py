@@ -132,7 +132,7 @@ async def _estimate(body: ExperimentBody, gw: Gateway) -> dict[str, Any]:
         manifest = await load_manifest(gw, body.dataset.ref, "dataset.ref")
         check_experiment(body, manifest.row_count, manifest.columns)
     rows, chars = await _prompt_chars(gw, prompt, body.dataset.rows, manifest)
-    return estimate(pipelines, rows, chars)
+    return estimate(pipelines, rows, chars, body.budget.budget() if body.budget else None)
 
 
 async def _prompt_chars(
