@@ -339,8 +339,10 @@ async def extend_experiment(
         row_order=None
         if experiment.row_order is None
         else draw_row_order(body.shuffle_seed, idempotency_key),
+        # for budgets' reservations: inline rows are at hand; a stored dataset is read for it
+        # only when a budget (or a budget's estimate) is there already
         prompt_tokens=await _prompt_tokens(gw, prompt, body.dataset.rows, manifest)
-        if budgeted or experiment.prompt_tokens is not None
+        if budgeted or experiment.prompt_tokens is not None or body.dataset.rows is not None
         else None,
     )
     command = ExtendExperiment(experiment_id=experiment_id, rows=rows)
