@@ -340,7 +340,13 @@ class Term:
 
     async def _append(self, decisions: list[list[Outgoing]]) -> None:
         """Each decision all-or-nothing, fenced on the last EVT sequence this leader knows:
-        single events pipelined, multi-event decisions as atomic batches (Appender)."""
+        single events pipelined, multi-event decisions as atomic batches (Appender).
+
+        Retries stop when the lease may have run out: a write that lands after that could land
+        after the next leader has read the log (its fence would still match), and then the next
+        leader's chained appends meet a stream whose last id they did not expect, which
+        nats-server 2.15 takes, on a replicated stream, as a critical write error that stops the
+        stream (seen in tests/e2e/test_chaos_cluster.py: "last msgid mismatch")."""
         d = self.d
         delay = 0.1
         while True:
@@ -348,7 +354,10 @@ class Term:
                 raise _Deposed
             try:
                 results = await d.appender.append_decisions(
-                    d.names.evt_stream, decisions, expected_last_seq=self.evt_last_seq
+                    d.names.evt_stream,
+                    decisions,
+                    expected_last_seq=self.evt_last_seq,
+                    retry_for=d.lease.remaining_s,
                 )
                 break
             except LogUnavailable as error:

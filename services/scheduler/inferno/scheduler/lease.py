@@ -69,6 +69,11 @@ class Lease:
     def held(self) -> bool:
         return self._revision is not None and _monotonic() < self._valid_until
 
+    @property
+    def remaining_s(self) -> float:
+        """How long the lease is surely ours still (0 when it is not held)."""
+        return max(self._valid_until - _monotonic(), 0.0) if self._revision is not None else 0.0
+
     async def acquire(self) -> bool:
         """Take the lease if nobody holds it. `term` = the bucket's last sequence + 1, so terms
         only ever grow, across expiries and restarts."""
