@@ -207,3 +207,10 @@ async def test_cluster_survives_losing_the_stream_leader(nats_cluster) -> None:
         await js.delete_stream("R3")
     finally:
         await nc.close()
+
+
+def test_free_ports_are_never_handed_out_twice() -> None:
+    """A cluster asks for a port per child before any child binds one: the same port twice
+    made an executor exit with "address already in use" in CI."""
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)

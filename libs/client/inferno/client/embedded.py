@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Self
 
 _PR_SET_PDEATHSIG = 1
+_GIVEN: set[int] = set()  # the ports free_port handed out
 _RNG = random.SystemRandom()  # not the global one, which tests (hypothesis) may seed
 # Loopback monitoring requests must never go through an http_proxy from the environment.
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -50,16 +51,21 @@ def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port free right now, chosen below the kernel's ephemeral range. A port from that range
     can be taken as the local port of any outgoing connection (even a client reconnecting to it)
     while its server is down, and then the server cannot restart on it. Another process could
-    still take the port before the server binds it."""
+    still take the port before the server binds it; this process never gets one port twice (a
+    cluster asks for several before any child binds its own)."""
     low = _ephemeral_low()
     for _ in range(100):
         port = _RNG.randrange(10_000, low) if low > 11_000 else 0
+        if port in _GIVEN:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind((host, port))
             except OSError:
                 continue
-            return sock.getsockname()[1]
+            port = sock.getsockname()[1]
+        _GIVEN.add(port)
+        return port
     raise NatsServerError(f"no free TCP port found on {host}")
 
 
