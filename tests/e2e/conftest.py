@@ -16,6 +16,7 @@ e.g. a bearer token or a short heartbeat TTL; LocalCluster copies `os.environ` i
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import uuid
 from collections import Counter
@@ -33,6 +34,7 @@ from nats.js import JetStreamContext
 
 from bench.openai_server import OpenAIServer
 from inferno.api import views
+from inferno.client.cli import main as cli_main
 from inferno.client.embedded import wait_for_meta_leader
 from inferno.client.launcher import Child, LocalCluster
 from inferno.events import (
@@ -428,14 +430,31 @@ class Live:
             errors = [row for row in rows if json.loads(row).get("error")]
             assert not errors, f"pipeline {pid}: {errors[:3]}"
 
+    @property
+    def token(self) -> str | None:
+        return api_token(self.cluster)
+
+    async def cli(self, *args: str) -> tuple[int, str]:
+        """`inferno ARGS` against this cluster's api (with its token), in a thread: the exit
+        code and what it printed."""
+        token = self.token
+        argv = ["--api", self.cluster.api_url, *(["--token", token] if token else []), *args]
+        out = io.StringIO()
+        code = await asyncio.to_thread(cli_main, argv, out=out)
+        return code, out.getvalue()
+
     def restart(self, child: Child) -> None:
         """Start a killed child again (from the event loop's thread, which started the cluster)."""
         self.cluster.restart(child)
 
 
+def api_token(cluster: LocalCluster) -> str | None:
+    return next(c for c in cluster.children if c.name == "api").env.get("INFERNO_TOKEN")
+
+
 @asynccontextmanager
 async def connected(cluster: LocalCluster) -> AsyncIterator[Live]:
-    token = next(c for c in cluster.children if c.name == "api").env.get("INFERNO_TOKEN")
+    token = api_token(cluster)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     nc = await connect(cluster.nats_url, name="e2e-test")
     try:

@@ -8,14 +8,11 @@ $1 / $2 per 1,000 tokens. A budget of $0.08 fits three shards ($0.078), not a fo
 
 from __future__ import annotations
 
-import asyncio
-import io
 import re
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from inferno.client.cli import main
 from inferno.events.events import BudgetExhausted, BudgetSet, ShardCompleted
 
 if TYPE_CHECKING:
@@ -39,14 +36,6 @@ def body(live: Live, **extra: Any) -> dict[str, Any]:
     }
 
 
-def cli(live: Live, *args: str) -> tuple[int, str]:
-    token = next(c for c in live.cluster.children if c.name == "api").env.get("INFERNO_TOKEN")
-    argv = ["--api", live.cluster.api_url, *(["--token", token] if token else [])]
-    out = io.StringIO()
-    code = main([*argv, *args], out=out)
-    return code, out.getvalue()
-
-
 async def test_a_budget_stops_the_run_and_a_raised_one_finishes_it(shared_live: Live) -> None:
     live = shared_live
     created = await live.create_experiment(body(live, budget={"usd": 0.08}))
@@ -60,14 +49,14 @@ async def test_a_budget_stops_the_run_and_a_raised_one_finishes_it(shared_live: 
     assert detail["budget"] == {"usd": 0.08}
     assert detail["spent"] == {"tokens": 3 * 14, "usd": pytest.approx(3 * SHARD_USD)}
 
-    code, ops = await asyncio.to_thread(cli, live, "ops", "--limit", "0")
+    code, ops = await live.cli("ops", "--limit", "0")
     assert code == 0, ops
     [line] = [line for line in ops.splitlines() if "budget stop" in line]
     assert line.split()[:3] == ["-", "budget", "stop"], ops
     assert re.search(r"\bbudget +experiment budget: \$0\.0780", line), ops  # ACTOR, REASON
 
-    code, out = await asyncio.to_thread(
-        cli, live, "budget", experiment_id, "--usd", "1", "--wait", "30", "--reason", "worth it"
+    code, out = await live.cli(
+        "budget", experiment_id, "--usd", "1", "--wait", "60", "--reason", "worth it"
     )
     assert code == 0, out
     assert out.startswith(f"budget of experiment {experiment_id}: ic_id"), out
@@ -106,14 +95,12 @@ async def test_a_dollar_budget_needs_prices(shared_live: Live) -> None:
     too_small["pipelines"][0]["budget"] = {"tokens": 10}  # one shard may take 14
     created = await live.create_experiment(too_small)
     pid = created["pipelines"][0]["pipeline_id"]
-    [stopped] = await live.settled(pid, timeout=60)
+    [stopped] = await live.settled(pid, timeout=120)
     assert (stopped["status"], stopped["shards_completed"]) == ("stopped", 0), stopped
     assert stopped["over_budget"] == (
         "pipeline budget: 0 of 10 tokens used, and the next shard may take 14"
     )
-    code, out = await asyncio.to_thread(
-        cli, live, "budget", str(pid), "--pipeline", "--tokens", "1000", "--wait", "30"
-    )
+    code, out = await live.cli("budget", str(pid), "--pipeline", "--tokens", "1000", "--wait", "60")
     assert code == 0, out
     [done] = await live.settled(pid, timeout=120)
     assert (done["status"], done["budget"]) == ("completed", {"tokens": 1000}), done

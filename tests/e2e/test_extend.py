@@ -4,13 +4,10 @@ index, and the metrics and their confidence sequence cover all of them."""
 
 from __future__ import annotations
 
-import asyncio
-import io
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from inferno.client.cli import main
 from inferno.events.events import ShardCompleted
 
 if TYPE_CHECKING:
@@ -41,13 +38,10 @@ async def test_extend_runs_only_the_added_rows_and_metrics_cover_all(
 
     added = tmp_path / "more.jsonl"
     added.write_text("".join(json.dumps(row) + "\n" for row in NEW))
-    token = next(c for c in live.cluster.children if c.name == "api").env.get("INFERNO_TOKEN")
-    argv = ["--api", live.cluster.api_url, *(["--token", token] if token else [])]
-    out = io.StringIO()
-    args = ["extend", experiment_id, str(added), "--shards", "3", "--wait", "30"]
-    code = await asyncio.to_thread(main, [*argv, *args, "--reason", "more rows"], out=out)
-    assert code == 0, out.getvalue()
-    assert out.getvalue().startswith(f"extend experiment {experiment_id} → shards from 4:")
+    args = ["extend", experiment_id, str(added), "--shards", "3", "--wait", "60"]
+    code, out = await live.cli(*args, "--reason", "more rows")
+    assert code == 0, out
+    assert out.startswith(f"extend experiment {experiment_id} → shards from 4:")
 
     done = await live.settled(right, coin, timeout=120)
     for p in done:

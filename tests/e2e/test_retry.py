@@ -5,12 +5,9 @@ just those rows, and its results and metrics then cover every row once."""
 
 from __future__ import annotations
 
-import asyncio
-import io
 import json
 from typing import TYPE_CHECKING, Any
 
-from inferno.client.cli import main
 from inferno.events.events import ShardCompleted
 
 if TYPE_CHECKING:
@@ -53,12 +50,9 @@ async def test_retry_runs_only_the_incomplete_shards_after_a_failure(
     assert 2 <= before < SHARDS, failed
     print(f"failed with {before} of {SHARDS} shards done: {failed['error']}")
 
-    token = next(c for c in live.cluster.children if c.name == "api").env.get("INFERNO_TOKEN")
-    argv = ["--api", live.cluster.api_url, *(["--token", token] if token else [])]
-    out = io.StringIO()
-    code = await asyncio.to_thread(main, [*argv, "retry", str(pid), "--wait", "30"], out=out)
-    assert code == 0, out.getvalue()
-    assert out.getvalue().startswith(f"retry pipeline {pid}: ic_id"), out.getvalue()
+    code, out = await live.cli("retry", str(pid), "--wait", "60")
+    assert code == 0, out
+    assert out.startswith(f"retry pipeline {pid}: ic_id"), out
     [done] = await live.settled(pid, timeout=120)
     outcome = (done["status"], done["shards_completed"], done["error"])
     assert outcome == ("completed", SHARDS, None), outcome
@@ -108,11 +102,8 @@ async def test_retry_answers_the_rows_a_completed_pipeline_failed_on(
     assert (patched["status"], patched["row_errors"]) == ("completed", 2), patched
     assert patched["metrics"]["numeric"]["count"] == len(ROWS) - 2
 
-    token = next(c for c in live.cluster.children if c.name == "api").env.get("INFERNO_TOKEN")
-    argv = ["--api", live.cluster.api_url, *(["--token", token] if token else [])]
-    out = io.StringIO()
-    code = await asyncio.to_thread(main, [*argv, "retry", str(pid), "--wait", "30"], out=out)
-    assert code == 0, out.getvalue()
+    code, out = await live.cli("retry", str(pid), "--wait", "60")
+    assert code == 0, out
     [done] = await live.settled(pid, timeout=120)
     assert (done["status"], done["row_errors"]) == ("completed", 0), done
     assert done["metrics"]["numeric"]["count"] == len(ROWS)

@@ -85,7 +85,7 @@ def test_a_shard_reserves_its_rows_share_of_prompts_and_every_completion_at_its_
     assert completion_bound(sim("a", sampling_params={"max_tokens": 2})) == 2
     unpriced = PipelineSpec(pipeline_name="u", pipeline_type="sim")
     assert reservation(unpriced, 8, 4, 16, 0).usd == 0.0
-    assert spent(sim("a"), ShardStats(prompt_tokens=10, completion_tokens=5)) == Spend(15, 0.02)
+    assert spent(sim("a"), 10, 5) == Spend(15, 0.02)
 
 
 def test_shards_in_flight_hold_the_budget_and_a_settled_one_gives_back_its_unused_part():

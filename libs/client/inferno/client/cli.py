@@ -191,9 +191,13 @@ def cmd_extend(args: argparse.Namespace, out: TextIO) -> int:
                 return _fail(f"{ref}: no such file (a JSONL, CSV or Parquet file, or a ref)", 2)
             ref = client.upload_dataset_file(path)["dataset_ref"]
         op = client.extend(
-            experiment_id, args.shards, ref=ref, shuffle_seed=args.seed, wait=args.wait,
+            experiment_id,
+            args.shards,
+            ref=ref,
+            shuffle_seed=args.seed,
+            wait=args.wait,
             reason=args.reason,
-        )  # fmt: skip
+        )
         result = op.get("result") or {}
         where = f" → shards from {result['first_shard']}" if "first_shard" in result else ""
         return _report(

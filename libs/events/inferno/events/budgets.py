@@ -20,7 +20,7 @@ import math
 from typing import Any, NamedTuple, TypeGuard
 
 from inferno.events.backend_options import DEFAULT_MAX_TOKENS, SIM_MODEL_DEFAULTS
-from inferno.events.model import Budget, PipelineSpec, ShardStats, shard_bounds
+from inferno.events.model import Budget, PipelineSpec, shard_bounds
 
 
 class Spend(NamedTuple):
@@ -67,10 +67,11 @@ def completion_bound(spec: PipelineSpec) -> int:
     return DEFAULT_MAX_TOKENS if bound is None else bound
 
 
-def spent(spec: PipelineSpec, stats: ShardStats) -> Spend:
-    """What a completed shard used, as its executor reported it."""
-    cost = estimated_cost(stats.prompt_tokens, stats.completion_tokens, spec.client_config)
-    return Spend(stats.prompt_tokens + stats.completion_tokens, cost or 0.0)
+def spent(spec: PipelineSpec, prompt_tokens: int, completion_tokens: int) -> Spend:
+    """What these tokens cost the pipeline: its prices are fixed, so a sum of tokens is
+    priced once rather than shard by shard."""
+    cost = estimated_cost(prompt_tokens, completion_tokens, spec.client_config)
+    return Spend(prompt_tokens + completion_tokens, cost or 0.0)
 
 
 def reservation(

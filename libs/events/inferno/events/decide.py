@@ -390,7 +390,7 @@ def _over_budget(state: State, now: float) -> list[Event]:
     ledger = Ledger(state)
     events: list[Event] = []
     for pipeline in state.pipelines.values():
-        if not pipeline.runnable:
+        if not pipeline.runnable or not ledger.covers(pipeline):
             continue
         shard = next_shard(pipeline, now)
         if shard is not None and (why := ledger.blocked(pipeline, shard, held=False)):

@@ -4,7 +4,7 @@ places."""
 
 from __future__ import annotations
 
-from inferno.events.budgets import Spend, over, reservation
+from inferno.events.budgets import Spend, over, reservation, spent
 from inferno.events.model import Budget, segment_of
 from inferno.events.state import Pipeline, State
 
@@ -21,19 +21,29 @@ class Ledger:
         self._state = state
         self._committed: dict[int | str, Spend] = {}  # a pipeline's id or an experiment's
 
+    def covers(self, pipeline: Pipeline) -> bool:
+        """Whether any budget is over this pipeline (its own, its experiment's)."""
+        return bool(self._budgets(pipeline))
+
     def blocked(self, pipeline: Pipeline, shard: int, *, held: bool = True) -> str | None:
         """Why `shard` may not start: the first budget over it that it would exceed, with the
         numbers. `held=False` counts the spend alone, without what shards in flight hold."""
+        budgets = self._budgets(pipeline)
+        if not budgets:
+            return None
         more = self._reservation(pipeline, shard)
-        for key, budget, scope in self._budgets(pipeline):
+        for key, budget, scope in budgets:
             committed = self._committed_by(key, held)
             if (why := over(budget, committed, more, scope)) is not None:
                 return why
         return None
 
     def reserve(self, pipeline: Pipeline, shard: int) -> None:
+        budgets = self._budgets(pipeline)
+        if not budgets:
+            return
         more = self._reservation(pipeline, shard)
-        for key, _, _ in self._budgets(pipeline):
+        for key, _, _ in budgets:
             self._committed[key] = self._committed_by(key, True).plus(more)
 
     def _budgets(self, pipeline: Pipeline) -> list[tuple[int | str, Budget, str]]:
@@ -55,7 +65,8 @@ class Ledger:
             members = [self._state.pipelines[pid] for pid in experiment.pipeline_ids]
         total = Spend()
         for member in members:
-            total = total.plus(Spend(member.spent_tokens, member.spent_usd))
+            prompt, completion = member.spent_prompt_tokens, member.spent_completion_tokens
+            total = total.plus(spent(member.spec, prompt, completion))
             if held:
                 for shard in member.in_flight:
                     total = total.plus(self._reservation(member, shard))

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from inferno.events.commands import ExecutorSlot
-from inferno.events.ledger import Ledger, budgeted
+from inferno.events.ledger import Ledger
 from inferno.events.resources import fits, needs, needs_gpu
 from inferno.events.state import Pipeline, State
 
@@ -79,14 +79,14 @@ def plan_assignments(
     heapq.heapify(queue)
     planned: dict[int, set[int]] = {}
     placements: list[Placement] = []
-    ledger = Ledger(state) if budgeted(state) else None
+    ledger = Ledger(state)  # answers at once for a pipeline no budget is over
 
     while free and queue:
         in_flight, completed, pipeline_id, pipeline = heapq.heappop(queue)
         # a pipeline with no shard or no able executor left is dropped: planning only takes
         # shards, slots and resources, so it could not be placed later in this plan either
         shard = next_shard(pipeline, now, planned.setdefault(pipeline_id, set()))
-        if shard is None or (ledger is not None and ledger.blocked(pipeline, shard)):
+        if shard is None or ledger.blocked(pipeline, shard):
             continue
         wants = demand[pipeline_id]
         executor_id = _pick_executor(pipeline, wants, free, spare, by_id, loaded)
@@ -94,8 +94,7 @@ def plan_assignments(
             continue
         attempt = pipeline.attempts.get(shard, 0) + 1
         placements.append(Placement(pipeline_id, shard, attempt, executor_id))
-        if ledger is not None:
-            ledger.reserve(pipeline, shard)
+        ledger.reserve(pipeline, shard)
         planned[pipeline_id].add(shard)
         heapq.heappush(queue, (in_flight + 1, completed, pipeline_id, pipeline))
         loaded[executor_id].add(model_key(pipeline))

@@ -18,7 +18,6 @@ from typing import Any, Literal
 
 import msgspec
 
-from inferno.events.budgets import spent
 from inferno.events.codec import UnknownEvent
 from inferno.events.events import (
     AnyEvent,
@@ -87,8 +86,8 @@ class Pipeline(msgspec.Struct, kw_only=True):
     pruned: bool = False
     exempt: bool = False  # resumed after a prune: the policy leaves it alone
     # what its completed shards used (inferno.events.budgets), and whether a budget stopped it
-    spent_tokens: int = 0
-    spent_usd: float = 0.0
+    spent_prompt_tokens: int = 0
+    spent_completion_tokens: int = 0
     over_budget: bool = False
     # completed shards with rows the engine failed on (their indices), and those a retry repairs
     errored: dict[int, list[int]] = msgspec.field(default_factory=dict)
@@ -243,9 +242,8 @@ def _shard_completed(s: State, e: ShardCompleted) -> None:
         pipeline.errored[e.shard] = e.stats.error_rows
     elif pipeline.errored:
         pipeline.errored.pop(e.shard, None)
-    used = spent(pipeline.spec, e.stats)
-    pipeline.spent_tokens += used.tokens
-    pipeline.spent_usd += used.usd
+    pipeline.spent_prompt_tokens += e.stats.prompt_tokens
+    pipeline.spent_completion_tokens += e.stats.completion_tokens
     prune = s.experiments[pipeline.experiment_id].policy.prune
     if prune is not None:
         pipeline.policy_metric, pipeline.sequence = policy_standing(pipeline, prune.metric, e.stats)

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from inferno.api.fleet import Hosting
-from inferno.events.budgets import estimated_cost
+from inferno.events.budgets import Spend, estimated_cost, spent
 from inferno.events.model import MetricStats, all_segments, total_rows, total_shards
 from inferno.events.resources import SLOTS
 from inferno.events.sequences import Prefix, Strata, over_segments
@@ -171,18 +171,17 @@ def experiment_detail(model: ReadModel, e: Experiment, hosting: Hosting) -> dict
     pipelines = [
         pipeline(model.pipelines[i], e, hosting.why(model.pipelines[i])) for i in e.pipeline_ids
     ]
-    return {**experiment(e), "spent": spent(model, e), "pipelines": pipelines}
+    return {**experiment(e), "spent": experiment_spent(model, e), "pipelines": pipelines}
 
 
-def spent(model: ReadModel, e: Experiment) -> dict[str, Any]:
+def experiment_spent(model: ReadModel, e: Experiment) -> dict[str, Any]:
     """What the experiment's completed shards used, all pipelines together (deleted ones too:
     their spend was real); `usd` counts the priced pipelines only."""
-    tokens, usd = 0, 0.0
+    total = Spend()
     for i in e.pipeline_ids:
         p = model.pipelines[i]
-        tokens += p.prompt_tokens + p.completion_tokens
-        usd += estimated_cost(p.prompt_tokens, p.completion_tokens, p.spec.client_config) or 0.0
-    return {"tokens": tokens, "usd": usd}
+        total = total.plus(spent(p.spec, p.prompt_tokens, p.completion_tokens))
+    return {"tokens": total.tokens, "usd": total.usd}
 
 
 def metric_names(model: ReadModel, e: Experiment) -> list[str]:
