@@ -58,8 +58,13 @@ from inferno.client.sdk import Client
 from inferno.events import Names, State, decode_event, decode_report, encode, evolve, subject_for
 from inferno.events.commands import ShardFinished, ShardStarted
 from inferno.events.events import ShardAssigned, ShardCompleted
-from inferno.events.work import WorkOrder, report_msg_id, report_subject, work_order
-from inferno.executor.shard import results_name
+from inferno.events.work import (
+    WorkOrder,
+    report_msg_id,
+    report_subject,
+    results_name,
+    work_order,
+)
 from inferno.jetstream import Appender, Outgoing, connect, ensure_log, replay
 from inferno.jetstream.results import jsonl
 from inferno.runtime.logs import configure_logging
@@ -176,7 +181,13 @@ async def read_log(nats_url: str, ic_id: int) -> tuple[Log, float]:
     log.result = jsonl(bytes(row) for row in finished.results)
     if not log.result:  # too large for the report: the object the executor stored
         results = await js.object_store(names.results_store)
-        log.result = (await results.get(results_name(sample.order))).data or b""
+        log.result = (
+            await results.get(
+                results_name(
+                    sample.order.experiment_id, sample.order.pipeline_id, sample.order.shard
+                )
+            )
+        ).data or b""
     await nc.close()
     assert created.time is not None
     assert last.time is not None
@@ -285,7 +296,12 @@ class Flow:
         )
 
     def put(self, attempt: Attempt) -> Awaitable[object]:
-        return self.results.put(results_name(attempt.order), self.log.result)
+        return self.results.put(
+            results_name(
+                attempt.order.experiment_id, attempt.order.pipeline_id, attempt.order.shard
+            ),
+            self.log.result,
+        )
 
     async def wave(self, attempts: list[Attempt]) -> None:
         wave = [(a, {step: self.message(a, step) for step in self.steps}) for a in attempts]
