@@ -182,10 +182,15 @@ class Projection:
 
     async def wait_for_operation(self, ic_id: int, timeout: float) -> Operation | None:
         """The operation once it is completed or failed, or as it is after `timeout`."""
-        op = self.model.operations.get(ic_id)
-        if (op is None or op.status not in FINAL) and timeout > 0:
+        if not self._answered(ic_id) and timeout > 0:
             await self._wait(self._op_waiters, ic_id, timeout)
         return self.model.operations.get(ic_id)
+
+    def _answered(self, ic_id: int) -> bool:
+        """Its outcome and its command are both folded: the two tails run apart, and an
+        outcome folded first leaves the operation without what it was (operation, target)."""
+        op = self.model.operations.get(ic_id)
+        return op is not None and op.status in FINAL and self.model.cmd_seq >= ic_id
 
     async def _wait(
         self, waiters: dict[int, set[asyncio.Future[None]]], key: int, timeout: float
@@ -221,15 +226,16 @@ class Projection:
         if self._cmd_waiters:
             for ic_id in [i for i in self._cmd_waiters if i <= seq]:
                 self._wake(self._cmd_waiters.pop(ic_id))
+        if self._op_waiters:  # an outcome that folded before its command
+            for ic_id in [i for i in self._op_waiters if i <= seq and self._answered(i)]:
+                self._wake(self._op_waiters.pop(ic_id))
 
     def _on_event(self, data: bytes, seq: int) -> None:
         event = decode_event(data)
         apply_event(self.model, seq, event)
         ic_id = getattr(event, "ic_id", 0)  # the operation this event may have settled
-        if ic_id and ic_id in self._op_waiters:
-            op = self.model.operations.get(ic_id)
-            if op is not None and op.status in FINAL:
-                self._wake(self._op_waiters.pop(ic_id))
+        if ic_id and ic_id in self._op_waiters and self._answered(ic_id):
+            self._wake(self._op_waiters.pop(ic_id))
 
     async def _watch_executors(self, watcher: KeyValue.KeyWatcher) -> None:
         async for entry in watcher:
