@@ -56,9 +56,11 @@ from workload import sim_experiment
 from inferno.client.launcher import ClusterError, LocalCluster
 from inferno.client.sdk import Client
 from inferno.events import Names, State, decode_event, decode_report, encode, evolve, subject_for
-from inferno.events.commands import ShardFinished, ShardStarted
+from inferno.events.batches import expanded
+from inferno.events.commands import ShardFinished, ShardsFinished, ShardStarted
 from inferno.events.events import ShardAssigned, ShardCompleted
 from inferno.events.work import (
+    WorkBatch,
     WorkOrder,
     report_msg_id,
     report_subject,
@@ -78,7 +80,7 @@ OLD_MESSAGES_PER_SHARD = 7  # EVT 2, WORK 1, EXEC 2 (started, finished), results
 BASELINES = {
     "scheduler_writes": "baseline: the scheduler's writes alone",
     "whole_flow": "reference: every write of a shard, old protocol (7)",
-    "new_flow": "the same for this protocol's writes",
+    "new_flow": "the same, one message a shard each way (4)",
 }
 
 
@@ -127,7 +129,8 @@ class Log:
     """What the bench reads back from the log after the run."""
 
     state: State = field(default_factory=State)
-    events: list[tuple[bool, bytes]] = field(default_factory=list)  # (ShardAssigned?, payload)
+    # (the orders its work message carried, payload) per EVT message
+    events: list[tuple[list[WorkOrder], bytes]] = field(default_factory=list)
     attempts: dict[tuple[int, int, int], Attempt] = field(default_factory=dict)  # as assigned
     completions: Counter[tuple[int, int]] = field(default_factory=Counter)
     last_completed_seq: int = 0
@@ -145,28 +148,33 @@ async def read_log(nats_url: str, ic_id: int) -> tuple[Log, float]:
     state, attempts = log.state, log.attempts
 
     def on_event(data: bytes, seq: int) -> None:
-        event = decode_event(data)
-        evolve(state, event)
-        log.events.append((isinstance(event, ShardAssigned), data))
-        if isinstance(event, ShardAssigned | ShardCompleted):
+        stored = decode_event(data)
+        evolve(state, stored)
+        orders = []
+        for event in expanded(stored):  # a batch event as one per shard, for the references
+            if not isinstance(event, ShardAssigned | ShardCompleted):
+                continue
             key = (event.pipeline_id, event.shard, event.attempt)
             if isinstance(event, ShardAssigned):
                 pipeline = state.pipelines[event.pipeline_id]
                 experiment = state.experiments[pipeline.experiment_id]
                 attempts[key] = Attempt(work_order(experiment, pipeline, event.shard))
+                orders.append(attempts[key].order)
             else:
                 log.completions[event.pipeline_id, event.shard] += 1
                 log.last_completed_seq = seq
-            attempts[key].messages[event.kind] = data
+            attempts[key].messages[event.kind] = encode(event)
             attempts[key].at[event.kind] = event.at
+        log.events.append((orders, data))
 
     def on_report(data: bytes, seq: int) -> None:
-        report = decode_report(data)
-        if isinstance(report, ShardStarted | ShardFinished):
-            step = "started" if isinstance(report, ShardStarted) else "finished"
-            attempt = attempts[report.pipeline_id, report.shard, report.attempt]
-            attempt.messages[step] = data
-            attempt.at[step] = report.at
+        stored = decode_report(data)
+        for report in stored.reports if isinstance(stored, ShardsFinished) else [stored]:
+            if isinstance(report, ShardStarted | ShardFinished):
+                step = "started" if isinstance(report, ShardStarted) else "finished"
+                attempt = attempts[report.pipeline_id, report.shard, report.attempt]
+                attempt.messages[step] = encode(report)
+                attempt.at[step] = report.at
 
     await replay(js, names.evt_stream, on_event)
     await replay(js, names.exec_stream, on_report)
@@ -231,7 +239,6 @@ async def scheduler_writes_alone(nats_url: str, log: Log, cycle: int) -> dict[st
         Outgoing(subject_for(names, decode_event(data)), data, f"baseline-{i}")
         for i, (_, data) in enumerate(log.events)
     ]
-    orders = iter([attempt.order for attempt in log.attempts.values()])
     last_seq = 0
     start_cpu, start = time.process_time(), time.perf_counter()
     for first in range(0, len(messages), cycle):
@@ -240,16 +247,16 @@ async def scheduler_writes_alone(nats_url: str, log: Log, cycle: int) -> dict[st
             names.evt_stream, decisions, expected_last_seq=last_seq
         )
         last_seq = results[-1].last_seq
-        sent = [next(orders) for assigned, _ in log.events[first : first + cycle] if assigned]
+        sent = [WorkBatch(orders=o) for o, _ in log.events[first : first + cycle] if o]
         await asyncio.gather(
             *(
                 js.publish(
-                    names.work(order.executor_id),
-                    encode(order),
+                    names.work(work.orders[0].executor_id),
+                    encode(work),
                     stream=names.work_stream,
-                    headers={"Nats-Msg-Id": order.msg_id},
+                    headers={"Nats-Msg-Id": work.msg_id},
                 )
-                for order in sent
+                for work in sent
             )
         )
     elapsed, cpu = time.perf_counter() - start, time.process_time() - start_cpu

@@ -46,6 +46,7 @@ from inferno.client.launcher import LocalCluster
 from inferno.client.sdk import Client
 from inferno.client.wire import InfernoError
 from inferno.events import Names, State, decode_command, decode_event, evolve
+from inferno.events.batches import expanded
 from inferno.events.events import ShardCompleted
 from inferno.jetstream import connect, replay
 from inferno.readmodels import ReadModel, apply_command, apply_event
@@ -152,8 +153,8 @@ async def read_log(nats_url: str, ic_id: int, op_ids: set[int]) -> LogFacts:
         event = decode_event(data)
         evolve(state, event)
         apply_event(model, seq, event)
-        if isinstance(event, ShardCompleted):
-            last_completed[:] = [last_completed[0] + 1, seq]
+        if done := sum(isinstance(e, ShardCompleted) for e in expanded(event)):
+            last_completed[:] = [last_completed[0] + done, seq]
         elif (op := getattr(event, "ic_id", None)) in op_ids and op not in outcome_seq:
             outcome_seq[op] = seq
 

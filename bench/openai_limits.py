@@ -41,6 +41,7 @@ from openai_server import OpenAIServer, count_tokens
 
 from inferno.client.embedded import EmbeddedNats
 from inferno.datasets.store import dataset_ref, to_jsonl
+from inferno.events.batches import members
 from inferno.events.codec import decode_report, encode
 from inferno.events.commands import AnyReport, ShardErrored, ShardFinished
 from inferno.events.model import EndpointLimit, EvalSpec, PipelineSpec, Scorer, shard_bounds
@@ -145,11 +146,11 @@ async def executor_run(
         done = asyncio.Event()
 
         def on_report(payload: bytes, _seq: int) -> None:
-            report = decode_report(payload)
-            if isinstance(report, ShardFinished | ShardErrored):
-                finals.append(report)
-                if len(finals) == shards * pipelines:
-                    done.set()
+            for report in members(decode_report(payload)):
+                if isinstance(report, ShardFinished | ShardErrored):
+                    finals.append(report)
+            if len(finals) == shards * pipelines:
+                done.set()
 
         follower = await follow(js, NAMES.exec_stream, on_report, start_seq=1)
         stop = asyncio.Event()

@@ -38,6 +38,7 @@ from typing import Any
 
 from inferno.client.embedded import EmbeddedNats
 from inferno.datasets.store import dataset_ref, to_jsonl
+from inferno.events.batches import members
 from inferno.events.codec import decode_report, encode
 from inferno.events.commands import ShardErrored, ShardFinished
 from inferno.events.model import EvalSpec, PipelineSpec, Scorer
@@ -87,13 +88,13 @@ async def executor_pass(
     done: asyncio.Future[ShardFinished] = asyncio.get_running_loop().create_future()
 
     async def on_report(msg: Any) -> None:
-        report = decode_report(msg.data)
-        if report.pipeline_id != pipeline_id or done.done():
-            return
-        if isinstance(report, ShardFinished):
-            done.set_result(report)
-        elif isinstance(report, ShardErrored):
-            done.set_exception(RuntimeError(f"the shard failed: {report.error}"))
+        for report in members(decode_report(msg.data)):
+            if report.pipeline_id != pipeline_id or done.done():
+                continue
+            if isinstance(report, ShardFinished):
+                done.set_result(report)
+            elif isinstance(report, ShardErrored):
+                done.set_exception(RuntimeError(f"the shard failed: {report.error}"))
 
     sub = await nc.subscribe(NAMES.exec_report(EXECUTOR, "*"), cb=on_report)
     order = WorkOrder(

@@ -1,6 +1,7 @@
 """Reading a shard's results in tests as the api does (`inferno.jetstream.results`): from the
 report that finished it, else from INFERNO_RESULTS. Tests without a scheduler have no
-`ShardCompleted` to name the report, so the last `ShardFinished` for the shard stands in."""
+`ShardCompleted` to name the report, so the last `ShardFinished` for the shard (alone, or in a
+`ShardsFinished`) stands in."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from nats.js.errors import NotFoundError
 
 from inferno.datasets.store import from_jsonl
 from inferno.events import Names
+from inferno.events.batches import members
 from inferno.events.codec import decode_report
 from inferno.events.commands import ShardFinished
 from inferno.jetstream import replay
@@ -24,12 +26,12 @@ async def finished_seq(js: JetStreamContext, names: Names, pipeline_id: int, sha
 
     def keep(data: bytes, seq: int) -> None:
         nonlocal last
-        report = decode_report(data)
-        if isinstance(report, ShardFinished) and (report.pipeline_id, report.shard) == (
-            pipeline_id,
-            shard,
-        ):
-            last = seq
+        for report in members(decode_report(data)):
+            if isinstance(report, ShardFinished) and (report.pipeline_id, report.shard) == (
+                pipeline_id,
+                shard,
+            ):
+                last = seq
 
     await replay(js, names.exec_stream, keep)
     return last

@@ -45,6 +45,7 @@ from inferno.events import (
     decode_report,
     fold,
 )
+from inferno.events.batches import expanded, members
 from inferno.events.commands import AnyCommand, AnyReport
 from inferno.events.events import AnyEvent, ShardCompleted
 from inferno.jetstream import connect, replay
@@ -332,11 +333,13 @@ class Live:
     # the log
 
     async def events(self) -> list[tuple[int, AnyEvent]]:
-        """INFERNO_EVT from sequence 1: (seq, event)."""
+        """INFERNO_EVT from sequence 1: (seq, event), a batch event as one per shard."""
         out: list[tuple[int, Any]] = []
-        await replay(
-            self.js, self.names.evt_stream, lambda data, seq: out.append((seq, decode_event(data)))
-        )
+
+        def collect(data: bytes, seq: int) -> None:
+            out.extend((seq, event) for event in expanded(decode_event(data)))
+
+        await replay(self.js, self.names.evt_stream, collect)
         return out
 
     async def state(self) -> State:
@@ -356,8 +359,8 @@ class Live:
         """INFERNO_EXEC: what executors reported, (seq, report)."""
         out: list[tuple[int, AnyReport]] = []
 
-        def keep(data: bytes, seq: int) -> None:
-            out.append((seq, decode_report(data)))
+        def keep(data: bytes, seq: int) -> None:  # a ShardsFinished as its members
+            out.extend((seq, report) for report in members(decode_report(data)))
 
         await replay(self.js, self.names.exec_stream, keep)
         return out

@@ -14,6 +14,7 @@ from nats.js import JetStreamContext
 
 from bench import openai_server as fake
 from inferno.datasets.store import dataset_ref, to_jsonl
+from inferno.events.batches import members
 from inferno.events.codec import decode_report, encode
 from inferno.events.commands import ShardErrored, ShardFinished
 from inferno.events.model import EndpointLimit, EvalSpec, PipelineSpec, Scorer, shard_bounds
@@ -90,7 +91,7 @@ async def run_fleet(
             found: list[Any] = []
 
             def keep(data: bytes, _seq: int) -> None:
-                found.append(decode_report(data))
+                found.extend(members(decode_report(data)))
 
             await replay(js, names.exec_stream, keep)
             done = [r for r in found if isinstance(r, ShardFinished | ShardErrored)]

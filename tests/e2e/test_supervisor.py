@@ -30,6 +30,7 @@ from inferno.client.embedded import free_port
 from inferno.client.launcher import LocalCluster, is_running, read_state
 from inferno.client.restarts import Backoff
 from inferno.events import Names, decode_event, fold
+from inferno.events.batches import expanded
 from inferno.events.events import ShardCompleted
 from inferno.jetstream import connect, replay
 from tests.waiting import until_blocking
@@ -149,7 +150,7 @@ def shard_completions(nats_url: str) -> tuple[Counter[tuple[int, int]], Any]:
             await replay(
                 nc.jetstream(),
                 Names("inferno").evt_stream,
-                lambda data, _seq: events.append(decode_event(data)),
+                lambda data, _seq: events.extend(expanded(decode_event(data))),
             )
             return events
         finally:

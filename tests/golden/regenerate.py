@@ -29,6 +29,7 @@ from inferno.events import (
     fold,
     snapshot,
 )
+from inferno.events.batches import decide_each, group_assignments, group_completions
 from inferno.events.commands import (
     AssignWork,
     CloneIntoContext,
@@ -43,6 +44,7 @@ from inferno.events.commands import (
     SetBudget,
     ShardErrored,
     ShardFinished,
+    ShardsFinished,
     StopPipeline,
 )
 from inferno.events.model import (
@@ -77,7 +79,14 @@ def scenario() -> tuple[list[bytes], list[bytes]]:
             seq = seqs[kind]
         if kind == "cmd":
             commands.append(encode(message))
-        for event in decide(state, message, now=now, seq=seq):
+        if isinstance(message, ShardsFinished):  # as the scheduler stores them (v7)
+            decided = decide_each(state, message, now=now, seq=seq)
+            log.extend(encode(e) for e in group_completions([e for _, es in decided for e in es]))
+            return
+        events = decide(state, message, now=now, seq=seq)
+        if isinstance(message, AssignWork):
+            events = group_assignments(events)
+        for event in events:
             evolve(state, event)
             log.append(encode(event))
 
@@ -164,7 +173,40 @@ def scenario() -> tuple[list[bytes], list[bytes]]:
     budget_run(step, state, executors)
     repair_run(step, state, executors)
     extend_run(step, state, executors)
+    batch_run(step, state)
     return commands, log
+
+
+def batch_run(step, state) -> None:  # type: ignore[no-untyped-def]
+    """v7: a tick gives one executor three shards of a pipeline (one `shards_assigned`), and
+    one report finishes two of them (one `shards_completed`) and then the last."""
+    spec = PipelineSpec(pipeline_name="batched", pipeline_type="sim", model_config={"model": "b"})
+    step(
+        CreateExperiment(
+            experiment_id="exp-batch",
+            context_id="ctx-batch",
+            experiment_name="batched",
+            dataset_ref="sha256-0b0b",
+            row_count=6,
+            num_shards=3,
+            pipelines=[spec],
+            issued_at=70.0,
+        ),
+        70.1,
+        "cmd",
+    )
+    pid = max(state.pipelines)
+    slots = (ExecutorSlot(executor_id="ex-4", backends=frozenset({"sim"}), free_slots=3),)
+    step(AssignWork(executors=slots), 70.5)
+
+    def finished(shard: int) -> ShardFinished:
+        stats = ShardStats(rows=2, metrics={"exact_match": MetricStats(2, 1.0, 1.0, 0.0, 1.0)})
+        return ShardFinished(
+            executor_id="ex-4", pipeline_id=pid, shard=shard, attempt=1, stats=stats
+        )
+
+    step(ShardsFinished(executor_id="ex-4", reports=[finished(0), finished(1)]), 71.0, "rpt")
+    step(ShardsFinished(executor_id="ex-4", reports=[finished(2)]), 71.5, "rpt")
 
 
 def extend_run(step, state, executors) -> None:  # type: ignore[no-untyped-def]
@@ -299,7 +341,7 @@ def budget_run(step, state, executors) -> None:  # type: ignore[no-untyped-def]
 
 def retry_run(step, state, executors, stats) -> None:  # type: ignore[no-untyped-def]
     """v5: the pipeline that failed ("bad") is retried and completes."""
-    step(RetryPipeline(pipeline_id=2, issued_at=30.0, actor="ana@lab", reason="fixed"), 30.1, "cmd")
+    step(RetryPipeline(pipeline_id=2, issued_at=70.0, actor="ana@lab", reason="fixed"), 70.1, "cmd")
     for now in (30.5, 31.5):
         step(AssignWork(executors=executors), now)
         for shard, a in sorted(state.pipelines[2].in_flight.items()):

@@ -26,6 +26,7 @@ from inferno.api.app import create_app
 from inferno.client import cli
 from inferno.client.embedded import free_port
 from inferno.events import decode_event
+from inferno.events.batches import expanded
 from inferno.events.events import ShardFailed, ShardReleased
 from inferno.events.names import Names
 from inferno.executor.backends import openai as openai_backend
@@ -121,7 +122,7 @@ async def settled(http: httpx.AsyncClient, pipeline_id: int) -> dict[str, Any]:
 
 async def events(js: JetStreamContext, names: Names) -> list[Any]:
     out: list[Any] = []
-    await replay(js, names.evt_stream, lambda data, seq: out.append(decode_event(data)))
+    await replay(js, names.evt_stream, lambda data, seq: out.extend(expanded(decode_event(data))))
     return out
 
 

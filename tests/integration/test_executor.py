@@ -19,6 +19,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 
 from inferno.datasets.store import dataset_ref, from_jsonl, to_jsonl
+from inferno.events.batches import members
 from inferno.events.codec import decode_report, encode, subject_for
 from inferno.events.commands import (
     AnyReport,
@@ -26,13 +27,14 @@ from inferno.events.commands import (
     ShardErrored,
     ShardFinished,
     ShardProgress,
+    ShardsFinished,
     ShardStarted,
 )
 from inferno.events.events import PipelineDeleted
 from inferno.events.model import EvalSpec, PipelineSpec, RowOrder, Scorer
 from inferno.events.names import Names
 from inferno.events.rows import positions_rows
-from inferno.events.work import ExecutorInfo, WorkOrder
+from inferno.events.work import ExecutorInfo, WorkBatch, WorkOrder
 from inferno.executor.backends import default_backends
 from inferno.executor.backends.base import Backend, GenerationRequest
 from inferno.executor.backends.sim import SimConfig, answer
@@ -52,6 +54,16 @@ async def wait_until(check: Callable[[], Awaitable[Any]], timeout: float = 30.0)
 
 
 async def reports(js: JetStreamContext, names: Names) -> list[AnyReport]:
+    """EXEC's reports, a `ShardsFinished` as its members."""
+    found: list[AnyReport] = []
+    await replay(
+        js, names.exec_stream, lambda data, _seq: found.extend(members(decode_report(data)))
+    )
+    return found
+
+
+async def stored_reports(js: JetStreamContext, names: Names) -> list[AnyReport]:
+    """EXEC's messages as stored."""
     found: list[AnyReport] = []
     await replay(js, names.exec_stream, lambda data, _seq: found.append(decode_report(data)))
     return found
@@ -470,3 +482,68 @@ async def test_backends_are_pluggable_and_engine_failures_are_retryable(start, l
     [report] = await wait_until(errored)
     assert report.error == "RuntimeError: CUDA error: device-side assert triggered"
     assert report.retryable
+
+
+async def test_a_work_message_of_several_orders_is_reported_in_one_message(
+    start, log, names, dataset
+):
+    """Three orders of three pipelines in one `WorkBatch` through two slots: one
+    `ShardsFinished` holds all three (each with its results), and the message is acked once."""
+    await start("ex1", slots=2, report_linger_s=60.0)
+    orders = [order(dataset, pipeline_id=pid) for pid in (1, 2, 3)]
+    work = WorkBatch(orders=orders)
+    await log.publish(
+        names.work("ex1"),
+        encode(work),
+        stream=names.work_stream,
+        headers={"Nats-Msg-Id": work.msg_id},
+    )
+
+    async def reported() -> list[AnyReport]:
+        return [r for r in await stored_reports(log, names) if isinstance(r, ShardsFinished)]
+
+    [batch] = await wait_until(reported)
+    assert [(r.pipeline_id, r.shard, r.stats.rows) for r in batch.reports] == [
+        (1, 0, 32),
+        (2, 0, 32),
+        (3, 0, 32),
+    ]
+    for pid in (1, 2, 3):
+        rows = await results_rows(log, names, "exp1", pid)
+        assert [row["row_index"] for row in rows] == list(range(8, 40))
+
+    async def acked() -> bool:
+        info = await log.consumer_info(names.work_stream, "executor-ex1")
+        return info.num_ack_pending == 0 and info.num_pending == 0
+
+    await wait_until(acked)
+    assert (await log.stream_info(names.work_stream)).state.messages == 0  # work queue: gone
+
+
+async def test_a_finished_shard_does_not_wait_for_a_long_one_past_the_linger(
+    start, log, names, dataset
+):
+    await start("ex1", slots=2, report_linger_s=0.2)
+    # one engine (an executor runs one model at a time): 32 rows of 200 ms, and one row
+    slow = order(dataset, pipeline_id=1, model_config={"latency_ms_per_row": 200})
+    quick = order(dataset, pipeline_id=2, row_end=9, model_config={"latency_ms_per_row": 200})
+    work = WorkBatch(orders=[slow, quick])
+    await log.publish(
+        names.work("ex1"),
+        encode(work),
+        stream=names.work_stream,
+        headers={"Nats-Msg-Id": work.msg_id},
+    )
+
+    async def quick_reported() -> list[AnyReport]:
+        return of(await reports(log, names), ShardFinished, pipeline_id=2)
+
+    await wait_until(quick_reported)
+    assert not of(await reports(log, names), ShardFinished, pipeline_id=1)  # still running
+
+    async def slow_reported() -> list[AnyReport]:
+        return of(await reports(log, names), ShardFinished, pipeline_id=1)
+
+    await wait_until(slow_reported)
+    stored = await stored_reports(log, names)
+    assert not [r for r in stored if isinstance(r, ShardsFinished)]  # each went out alone

@@ -17,6 +17,7 @@ from nats.js import JetStreamContext
 from bench import openai_server as fake
 from inferno.datasets.store import dataset_ref, to_jsonl
 from inferno.events.backend_options import OPENAI_TUNING_KEYS
+from inferno.events.batches import members
 from inferno.events.codec import decode_report, encode
 from inferno.events.commands import AnyReport, ShardErrored, ShardFinished
 from inferno.events.model import EvalSpec, PipelineSpec, Scorer
@@ -112,7 +113,9 @@ async def final_report(
     while True:
         found: list[AnyReport] = []
         await replay(
-            js, names.exec_stream, lambda data, _seq, into=found: into.append(decode_report(data))
+            js,
+            names.exec_stream,
+            lambda data, _seq, into=found: into.extend(members(decode_report(data))),
         )
         final = [
             r

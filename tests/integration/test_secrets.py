@@ -23,6 +23,7 @@ from nats.js import JetStreamContext
 from inferno.api.app import create_app
 from inferno.datasets.store import dataset_ref, to_jsonl
 from inferno.events import Names, State, decide, decode_command, encode, evolve, subject_for
+from inferno.events.batches import members
 from inferno.events.codec import decode_report
 from inferno.events.commands import AnyReport, ShardErrored, ShardFinished
 from inferno.events.model import EvalSpec, PipelineSpec, Scorer
@@ -511,9 +512,9 @@ async def test_the_executor_opens_engines_with_resolved_secrets_only(
         found: dict[int, AnyReport] = {}
 
         def keep(data: bytes, _seq: int) -> None:
-            report = decode_report(data)
-            if isinstance(report, ShardFinished | ShardErrored):
-                found[report.pipeline_id] = report
+            for report in members(decode_report(data)):
+                if isinstance(report, ShardFinished | ShardErrored):
+                    found[report.pipeline_id] = report
 
         await replay(js, names.exec_stream, keep)
         return found if len(found) == len(orders) else {}

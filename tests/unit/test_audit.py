@@ -10,13 +10,19 @@ import msgspec
 import pytest
 
 from inferno.audit import query as q
-from inferno.audit.entries import Entry, Ids, build, rfc3339, settled_by
+from inferno.audit.entries import Entry, Ids, build, each_shard, rfc3339, settled_by
 from inferno.audit.story import story
 from inferno.audit.verify import as_text, report
 from inferno.events import encode
-from inferno.events.commands import ClonePipeline, ShardFinished, StopPipeline
-from inferno.events.events import PipelineStopped
-from inferno.events.model import PipelineChanges
+from inferno.events.commands import ClonePipeline, ShardFinished, ShardsFinished, StopPipeline
+from inferno.events.events import (
+    AssignedShard,
+    CompletedShard,
+    PipelineStopped,
+    ShardsAssigned,
+    ShardsCompleted,
+)
+from inferno.events.model import PipelineChanges, ShardStats
 from inferno.events.names import Names
 
 GOLDEN = Path(__file__).parents[1] / "golden"
@@ -292,3 +298,54 @@ def test_the_golden_logs_hold_every_invariant(version: str):
     result = report(commands + events)
     assert result.violations == []
     assert result.counts["shard_completed"] >= 6
+
+
+def test_batch_events_and_reports_read_as_one_entry_per_shard_where_shards_are_followed():
+    """Several shards of one executor in one message (inferno.events.batches): one entry as
+    stored, found by each of its pipelines, and one per shard for verify and stories."""
+    stats = ShardStats(rows=2)
+    assigned = ShardsAssigned(
+        at=1.0,
+        executor_id="ex1",
+        shards=[AssignedShard(3, 0, 1), AssignedShard(4, 0, 1)],
+    )
+    completed = ShardsCompleted(
+        at=2.0,
+        executor_id="ex1",
+        report_seq=9,
+        shards=[
+            CompletedShard(pipeline_id=3, shard=0, attempt=1, stats=stats),
+            CompletedShard(pipeline_id=4, shard=0, attempt=1, stats=stats),
+        ],
+    )
+    rows = [msgspec.Raw(b'{"row_index": 0, "output": "long text"}')]
+    finished = ShardsFinished(
+        executor_id="ex1",
+        reports=[
+            ShardFinished(executor_id="ex1", pipeline_id=p, shard=0, attempt=1, results=rows)
+            for p in (3, 4)
+        ],
+    )
+    first, _ = build("INFERNO_EVT", 1, T0, encode(assigned))
+    second, _ = build("INFERNO_EVT", 2, T0, encode(completed))
+    again = evt(3, "shard_completed", pipeline_id=4, shard=0, attempt=1)
+    reported, _ = build("INFERNO_EXEC", 9, T0, encode(finished))
+    assert (first.type, first.ids.pipeline_id) == ("shards_assigned", None)
+    assert [r["results"] for r in reported.payload["reports"]] == [{"rows": 1}] * 2
+    shards = each_shard([first, second])
+    assert [(e.type, e.ids.pipeline_id, e.ids.shard) for e in shards] == [
+        ("shard_assigned", 3, 0),
+        ("shard_assigned", 4, 0),
+        ("shard_completed", 3, 0),
+        ("shard_completed", 4, 0),
+    ]
+    assert shards[2].payload["stats"] == {"rows": 2}
+    query = q.Query(pipeline_id=4)
+    for entry in (first, second, reported):
+        assert q.matches(entry, query, lambda pid: None)
+    assert not q.matches(second, q.Query(pipeline_id=5), lambda pid: None)
+    checked = report([first, second, again])
+    assert not checked.checks["completed_by_its_assignment"].violations
+    [twice] = checked.violations  # pipeline 4's shard 0: in the batch, and alone again
+    assert (twice.check, twice.seq) == ("shard_completed_once", 3)
+    assert story([first, second], 3)[0].endswith("shard 0 done")

@@ -8,6 +8,7 @@ secrets masked. Built from raw bytes so a type this code does not know still sho
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -95,8 +96,9 @@ def build(stream: str, seq: int, time_ns: int, data: bytes) -> tuple[Entry, Who 
         payload = _raw.decode(data)
     except msgspec.DecodeError:
         return entry, None
-    if kind == "exec" and isinstance(rows := payload.get("results"), list):
-        payload["results"] = {"rows": len(rows)}  # carried for the results route, not shown
+    for report in [payload, *payload.get("reports", [])] if kind == "exec" else []:
+        if isinstance(report, dict) and isinstance(rows := report.get("results"), list):
+            report["results"] = {"rows": len(rows)}  # carried for the results route, not shown
     entry.payload = mask_value(payload)
     entry.type = str(payload.get(_TAG_FIELD[kind], "unknown"))
     try:
@@ -118,6 +120,43 @@ def build(stream: str, seq: int, time_ns: int, data: bytes) -> tuple[Entry, Who 
             shard=getattr(message, "shard", None),
         )
     return entry, None
+
+
+_SINGLE = {"shards_assigned": "shard_assigned", "shards_completed": "shard_completed"}
+
+
+def shard_pipelines(entry: Entry) -> set[int]:
+    """The pipelines a batch event's or report's shards belong to (none for other entries)."""
+    if entry.kind == "exec" and entry.type == "shards_finished":
+        reports = entry.payload.get("reports", [])
+        return {r["pipeline_id"] for r in reports if isinstance(r.get("pipeline_id"), int)}
+    if entry.type not in _SINGLE or entry.kind != "evt":
+        return set()
+    return {one.ids.pipeline_id for one in each_shard([entry]) if one.ids.pipeline_id is not None}
+
+
+def each_shard(entries: Sequence[Entry]) -> list[Entry]:
+    """Entries with each batch event (`shards_assigned`, `shards_completed`: several shards in
+    one message, inferno.events.batches) as one entry per shard, as if stored one by one: for
+    the checks and stories that follow shards."""
+    out: list[Entry] = []
+    for entry in entries:
+        single = _SINGLE.get(entry.type)
+        if single is None or entry.kind != "evt":
+            out.append(entry)
+            continue
+        for shard in entry.payload.get("shards", []):
+            # an assignment's members are [pipeline_id, shard, attempt]; a completion's,
+            # objects with stats
+            if isinstance(shard, list):
+                shard = dict(zip(("pipeline_id", "shard", "attempt"), shard, strict=False))
+            payload = {**entry.payload, **shard}
+            payload.pop("shards")
+            ids = msgspec.structs.replace(
+                entry.ids, pipeline_id=payload.get("pipeline_id"), shard=payload.get("shard")
+            )
+            out.append(msgspec.structs.replace(entry, type=single, ids=ids, payload=payload))
+    return out
 
 
 def _target_ids(target: Target, ic_id: int | None = None) -> Ids:

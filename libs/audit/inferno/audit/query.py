@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import msgspec
 
-from inferno.audit.entries import EPOCH, KINDS, Entry, Kind
+from inferno.audit.entries import EPOCH, KINDS, Entry, Kind, shard_pipelines
 from inferno.events.commands import AnyCommand, AnyReport
 from inferno.events.events import (
     AnyEvent,
@@ -205,7 +205,7 @@ def matches(entry: Entry, query: Query, experiment_of: Callable[[int], str | Non
 
 def _about_pipeline(entry: Entry, pid: int, experiment_of: Callable[[int], str | None]) -> bool:
     ids = entry.ids
-    if ids.pipeline_id == pid:
+    if ids.pipeline_id == pid or pid in shard_pipelines(entry):
         return True
     if entry.type == "pipeline_created" and entry.payload.get("parent_pipeline_id") == pid:
         return True
@@ -234,6 +234,7 @@ def subjects(query: Query, kind: Kind, names: Names, experiment_id: str | None) 
     if kind == "evt":
         found += [f"{ns}.evt.pipeline.{pid}.{k}" for k in _PIPELINE_KINDS]
         found += [f"{ns}.evt.pipeline.*.created", f"{ns}.evt.shard.{pid}.>", f"{ns}.evt.op.>"]
+        found.append(f"{ns}.evt.executor.>")  # several shards (of any pipelines) in one event
     if experiment_id is not None:
         found.append(f"{ns}.{kind}.experiment.{experiment_id}.>")
     return found

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from inferno.audit.entries import Entry
+from inferno.audit.entries import Entry, each_shard
 
 SETTLING = frozenset(
     {
@@ -42,7 +42,7 @@ def story(entries: Sequence[Entry], pipeline_id: int) -> list[str]:
             done.clear()
 
     last_done = ""
-    for entry in entries:
+    for entry in each_shard(entries):
         if entry.type == "shard_completed" and entry.ids.pipeline_id == pipeline_id:
             done.append(int(entry.ids.shard or 0))
             last_done = entry.time

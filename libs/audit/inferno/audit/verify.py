@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import msgspec
 
-from inferno.audit.entries import Entry
+from inferno.audit.entries import Entry, each_shard
 
 WORK = frozenset({"shard_assigned", "shard_completed", "shard_failed"})
 FINAL_V1 = frozenset({"operation_completed", "operation_failed"})
@@ -170,8 +170,9 @@ def report(entries: Sequence[Entry]) -> Report:
     events = sorted(by_stream.get("evt", []), key=lambda e: e.seq)
     violations: list[Violation] = []
     checks = {}
+    shards = each_shard(events)  # the checks follow shards, several to a batch event
     for name, (what, run) in CHECKS.items():
-        found = run(commands, events)
+        found = run(commands, shards)
         checks[name] = Check(what, not found, len(found))
         violations += found
     answered = {e.ids.ic_id for e in events if e.ids.ic_id is not None}

@@ -33,6 +33,8 @@ from inferno.events.events import (
     ShardCompleted,
     ShardFailed,
     ShardReleased,
+    ShardsAssigned,
+    ShardsCompleted,
 )
 from inferno.events.names import Names
 
@@ -123,6 +125,11 @@ def _budget_subject(names: Names, e: Event) -> str:
 @_route(ShardAssigned, ShardCompleted, ShardReleased, ShardFailed)
 def _shard_subject(names: Names, e: Event) -> str:
     return names.shard_evt(e.pipeline_id, e.shard, e.kind)  # type: ignore[attr-defined]
+
+
+@_route(ShardsAssigned, ShardsCompleted)
+def _executor_subject(names: Names, e: Event) -> str:
+    return names.executor_evt(e.executor_id, e.kind)  # type: ignore[attr-defined]
 
 
 def subject_for(names: Names, event: Event) -> str:

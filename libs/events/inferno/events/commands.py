@@ -233,7 +233,20 @@ class ShardAborted(Report, tag="shard_aborted"):
     """The executor gave the attempt up (shutdown, engine abort): the shard goes back to pending."""
 
 
-AnyReport = ShardStarted | ShardProgress | ShardFinished | ShardErrored | ShardAborted
+class ShardsFinished(msgspec.Struct, tag_field="report", tag="shards_finished", kw_only=True):
+    """The finished shards of one work message (`inferno.events.work.WorkBatch`) in one report:
+    one fsynced message for all of them (`inferno.events.batches`). The decider decides each
+    member as it would the member alone."""
+
+    v: int = SCHEMA_VERSION
+    executor_id: str
+    at: float = 0.0
+    reports: list[ShardFinished]
+
+
+AnyReport = (
+    ShardStarted | ShardProgress | ShardFinished | ShardErrored | ShardAborted | ShardsFinished
+)
 
 
 class ExecutorSlot(msgspec.Struct, kw_only=True, frozen=True):

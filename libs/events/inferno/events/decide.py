@@ -31,6 +31,7 @@ from inferno.events.commands import (
     ShardAborted,
     ShardErrored,
     ShardFinished,
+    ShardsFinished,
     StopPipeline,
 )
 from inferno.events.events import (
@@ -70,6 +71,8 @@ def decide(
         return _tick(message, state, now)
     if isinstance(message, Report):
         return _report(message, state, now, seq)
+    if isinstance(message, ShardsFinished):
+        raise TypeError("a ShardsFinished is decided member by member, evolving between them")
     return _command(state, message, now, seq)
 
 
@@ -234,7 +237,7 @@ def _experiment_done(
 # executor reports
 
 
-def _current_attempt(state: State, report: AnyReport) -> Pipeline | None:
+def _current_attempt(state: State, report: Report) -> Pipeline | None:
     """The pipeline, if this report is about the live attempt of a shard; otherwise None."""
     pipeline = state.pipelines.get(report.pipeline_id)
     if pipeline is None or pipeline.status in ("deleted", "failed"):
@@ -249,8 +252,10 @@ def _current_attempt(state: State, report: AnyReport) -> Pipeline | None:
     return pipeline
 
 
-def _report(report: AnyReport, state: State, now: float, seq: int) -> list[Event]:
-    if seq and seq <= state.last_report_seq:
+def _report(report: Report, state: State, now: float, seq: int) -> list[Event]:
+    # `<`: the members of one ShardsFinished share its sequence; a report decided already
+    # finds its attempt no longer in flight
+    if seq and seq < state.last_report_seq:
         return []
     pipeline = _current_attempt(state, report)
     if pipeline is None:

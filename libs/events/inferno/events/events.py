@@ -224,6 +224,65 @@ class ShardCompleted(Event, tag="shard_completed"):
     report_seq: int = 0
 
 
+class AssignedShard(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    pipeline_id: int
+    shard: int
+    attempt: int
+
+
+class ShardsAssigned(Event, tag="shards_assigned"):
+    """Several shards given to one executor by one tick: one message for what would be as
+    many `ShardAssigned`, each of which stands alone (`each`); the executor gets them as one
+    work message (`inferno.events.work.WorkBatch`)."""
+
+    kind = "assigned"
+    executor_id: str
+    shards: list[AssignedShard]
+
+    def each(self) -> list[ShardAssigned]:
+        return [
+            ShardAssigned(
+                at=self.at,
+                pipeline_id=s.pipeline_id,
+                shard=s.shard,
+                attempt=s.attempt,
+                executor_id=self.executor_id,
+            )
+            for s in self.shards
+        ]
+
+
+class CompletedShard(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    pipeline_id: int
+    shard: int
+    attempt: int
+    stats: ShardStats = msgspec.field(default_factory=ShardStats)
+
+
+class ShardsCompleted(Event, tag="shards_completed"):
+    """Several shards completed by one report of one executor (`ShardsFinished`, at
+    `report_seq`): one message for what would be as many `ShardCompleted` (`each`)."""
+
+    kind = "completed"
+    executor_id: str
+    shards: list[CompletedShard]
+    report_seq: int = 0
+
+    def each(self) -> list[ShardCompleted]:
+        return [
+            ShardCompleted(
+                at=self.at,
+                pipeline_id=s.pipeline_id,
+                shard=s.shard,
+                attempt=s.attempt,
+                executor_id=self.executor_id,
+                stats=s.stats,
+                report_seq=self.report_seq,
+            )
+            for s in self.shards
+        ]
+
+
 class ShardReleased(Event, tag="shard_released"):
     """The attempt ended without a result; the shard is pending again from `retry_at` on."""
 
@@ -264,6 +323,8 @@ AnyEvent = (
     | PipelineFailed
     | ShardAssigned
     | ShardCompleted
+    | ShardsAssigned
+    | ShardsCompleted
     | ShardReleased
     | ShardFailed
 )

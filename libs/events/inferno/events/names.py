@@ -113,6 +113,10 @@ class Names:
     def shard_evt(self, pipeline_id: int, shard: int, kind: str) -> str:
         return f"{self.namespace}.evt.shard.{pipeline_id}.{shard}.{kind}"
 
+    def executor_evt(self, executor_id: str, kind: str) -> str:
+        """Several shards of one executor in one event (`ShardsAssigned`, `ShardsCompleted`)."""
+        return f"{self.namespace}.evt.executor.{check_token(executor_id, 'executor id')}.{kind}"
+
     def op_evt(self, ic_id: int, kind: str) -> str:
         return f"{self.namespace}.evt.op.{ic_id}.{kind}"
 

@@ -18,6 +18,7 @@ p → E(p) → E(E(p)) → … (cycle walking; 2^b < 4N keeps it short).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 
@@ -73,5 +74,11 @@ def positions_rows(row_count: int, positions: range, order: RowOrder | None) -> 
         return positions
     if order.permutation != PERMUTATION:
         raise ValueError(f"unknown row permutation {order.permutation!r}")
-    permuted = Permutation(row_count, order.seed)
-    return [permuted(p) for p in positions]
+    return _permuted(row_count, order.seed, positions.start, positions.stop)
+
+
+@functools.lru_cache(maxsize=1024)
+def _permuted(row_count: int, seed: int, start: int, stop: int) -> tuple[int, ...]:
+    """Every pipeline of an experiment runs the same shards: an executor permutes each once."""
+    permuted = Permutation(row_count, seed)
+    return tuple(permuted(p) for p in range(start, stop))

@@ -79,12 +79,13 @@ def shard_terms(
     rows = {len(values) for values in scores.values()}
     if len(rows) > 1:
         raise ValueError(f"every metric needs a score or None for each row, not {sorted(rows)}")
-    return SequenceTerms(
-        start=start,
-        rows=rows.pop() if rows else 0,
-        low={m: _side(v, 0.0, start, population, log_term) for m, v in scores.items()},
-        high={m: _side(v, 1.0, start, population, log_term) for m, v in scores.items()},
-    )
+    low, high = {}, {}
+    for metric, values in scores.items():
+        low[metric] = _side(values, 0.0, start, population, log_term)
+        # the sides differ only in what a missing score counts as
+        missing = None in values
+        high[metric] = _side(values, 1.0, start, population, log_term) if missing else low[metric]
+    return SequenceTerms(start=start, rows=rows.pop() if rows else 0, low=low, high=high)
 
 
 class _Sums(msgspec.Struct, array_like=True, gc=False):

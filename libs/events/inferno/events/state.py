@@ -42,6 +42,8 @@ from inferno.events.events import (
     ShardCompleted,
     ShardFailed,
     ShardReleased,
+    ShardsAssigned,
+    ShardsCompleted,
 )
 from inferno.events.model import (
     Budget,
@@ -250,6 +252,16 @@ def _shard_completed(s: State, e: ShardCompleted) -> None:
     _reported(s, e.report_seq)
 
 
+def _each(apply: Callable[[State, Any], None]) -> Callable[[State, Any], None]:
+    """A batch event (`ShardsAssigned`, `ShardsCompleted`) as the single events it stands for."""
+
+    def apply_each(s: State, e: ShardsAssigned | ShardsCompleted) -> None:
+        for one in e.each():
+            apply(s, one)
+
+    return apply_each
+
+
 def policy_standing(
     pipeline: Pipeline, metric: str, stats: ShardStats
 ) -> tuple[MetricStats | None, Prefix | None]:
@@ -345,11 +357,16 @@ _APPLY: dict[type, Callable[[State, Any], None]] = {
     PipelineFailed: _pipeline_ended("failed"),
     ShardAssigned: _shard_assigned,
     ShardCompleted: _shard_completed,
+    ShardsAssigned: _each(_shard_assigned),
+    ShardsCompleted: _each(_shard_completed),
     ShardReleased: _shard_released,
     ShardFailed: _shard_failed,
 }
 _IGNORED: frozenset[type] = frozenset({t for t in AnyEvent.__args__ if t not in _APPLY})
 """Known events that change nothing `decide` reads (v1's OperationCompleted)."""
+
+
+_BATCHES = (ShardsAssigned, ShardsCompleted)
 
 
 def evolve(state: State, event: Event | UnknownEvent) -> State:
@@ -359,7 +376,8 @@ def evolve(state: State, event: Event | UnknownEvent) -> State:
         apply(state, event)
     elif type(event) not in _IGNORED:
         state.unknown_events += 1
-    state.events_applied += 1
+    # a batch event counts as its members: the leader folds a tick's assignments one by one
+    state.events_applied += len(event.shards) if isinstance(event, _BATCHES) else 1
     return state
 
 

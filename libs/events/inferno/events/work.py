@@ -6,11 +6,20 @@ again from it at any time), an `ExecutorInfo` is a heartbeat in the INFERNO_EXEC
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 
 import msgspec
 
-from inferno.events.commands import AssignWork, ExecutorSlot, Report, ShardProgress
+from inferno.events.commands import (
+    AssignWork,
+    ExecutorSlot,
+    Report,
+    ShardFinished,
+    ShardProgress,
+    ShardsFinished,
+)
+from inferno.events.events import ShardAssigned, ShardsAssigned
 from inferno.events.model import EvalSpec, PipelineSpec, RowOrder, segment_of, shard_bounds
 from inferno.events.names import Names
 from inferno.events.resources import SLOTS, Capacity, in_use
@@ -45,6 +54,63 @@ class WorkOrder(msgspec.Struct, kw_only=True, omit_defaults=True):
     def msg_id(self) -> str:
         """One order per attempt: resending it after a scheduler failover stores nothing new."""
         return f"work-{self.pipeline_id}-{self.shard}-{self.attempt}"
+
+
+class WorkBatch(msgspec.Struct, kw_only=True):
+    """One work message: the orders of one `ShardsAssigned` (or of one `ShardAssigned`), acked
+    once all of them have reported, their finished shards reported together
+    (`ShardsFinished`)."""
+
+    orders: list[WorkOrder]
+
+    @property
+    def msg_id(self) -> str:
+        """The lone order's id; a batch's names its members, so sending it again (a new term
+        regroups the shards in flight the same way) stores nothing new."""
+        if len(self.orders) == 1:
+            return self.orders[0].msg_id
+        return f"work-{self.orders[0].executor_id}-{_digest(self.orders)}"
+
+
+def _digest(orders: list[WorkOrder] | list[ShardFinished]) -> str:
+    """The members, in any order: a new term regroups a batch from the state's dicts."""
+    members = ",".join(sorted(f"{o.pipeline_id}.{o.shard}.{o.attempt}" for o in orders))
+    return f"n{len(orders)}-{hashlib.sha256(members.encode()).hexdigest()[:16]}"
+
+
+_work_decoder = msgspec.json.Decoder(WorkBatch)
+_order_decoder = msgspec.json.Decoder(WorkOrder)
+
+
+def decode_work(data: bytes) -> list[WorkOrder]:
+    """A work message's orders: a `WorkBatch`, or a lone `WorkOrder` as tools send it."""
+    try:
+        return _work_decoder.decode(data).orders
+    except msgspec.ValidationError:
+        return [_order_decoder.decode(data)]
+
+
+def assigned_batch(state: State, event: ShardAssigned | ShardsAssigned) -> WorkBatch:
+    """The work message of an assignment event, from the state it was folded into."""
+    orders = []
+    for one in [event] if isinstance(event, ShardAssigned) else event.each():
+        pipeline = state.pipelines[one.pipeline_id]
+        experiment = state.experiments[pipeline.experiment_id]
+        orders.append(work_order(experiment, pipeline, one.shard))
+    return WorkBatch(orders=orders)
+
+
+def in_flight_batches(state: State) -> list[WorkBatch]:
+    """Every shard in flight as the work messages its assignments were sent as: one per
+    executor and tick (`Assignment.assigned_at`), so a new term's re-send of a batch whose
+    shards are all still in flight has the original's id."""
+    ticks: dict[tuple[str, float], list[WorkOrder]] = {}
+    for pipeline in state.pipelines.values():
+        experiment = state.experiments[pipeline.experiment_id]
+        for shard, assignment in pipeline.in_flight.items():
+            key = (assignment.executor_id, assignment.assigned_at)
+            ticks.setdefault(key, []).append(work_order(experiment, pipeline, shard))
+    return [WorkBatch(orders=orders) for orders in ticks.values()]
 
 
 def results_name(experiment_id: str, pipeline_id: int, shard: int) -> str:
@@ -151,16 +217,18 @@ def queue_capacity(
     return AssignWork(executors=tuple(slots))
 
 
-work_order_decoder = msgspec.json.Decoder(WorkOrder)
 executor_info_decoder = msgspec.json.Decoder(ExecutorInfo)
 
 
-def report_subject(names: Names, report: Report) -> str:
+def report_subject(names: Names, report: Report | ShardsFinished) -> str:
     return names.exec_report(report.executor_id, report.__struct_config__.tag)  # type: ignore[arg-type]
 
 
-def report_msg_id(report: Report) -> str:
+def report_msg_id(report: Report | ShardsFinished) -> str:
     """Deterministic, so an executor that re-sends a report after a reconnect stores it once."""
+    if isinstance(report, ShardsFinished):
+        digest = _digest(report.reports)
+        return f"{report.executor_id}-{digest}-{report.__struct_config__.tag}"
     base = f"{report.executor_id}-{report.pipeline_id}-{report.shard}-{report.attempt}"
     rows = f"-{report.rows_done}" if isinstance(report, ShardProgress) else ""
     return f"{base}-{report.__struct_config__.tag}{rows}"

@@ -30,11 +30,20 @@ INLINE_RESULTS_MAX = 256 * 1024
 _log = structlog.get_logger("inferno.results")
 
 
-class _Inline(msgspec.Struct):
+class _Member(msgspec.Struct):
+    pipeline_id: int = 0
+    shard: int = 0
+    attempt: int = 0
     results: list[msgspec.Raw] = msgspec.field(default_factory=list)
 
 
-_inline_decoder = msgspec.json.Decoder(_Inline)
+class _Stored(_Member):
+    """A report as stored: one shard's (`ShardFinished`), or several (`ShardsFinished`)."""
+
+    reports: list[_Member] = msgspec.field(default_factory=list)
+
+
+_stored_decoder = msgspec.json.Decoder(_Stored)
 
 
 class CompletedShard(NamedTuple):
@@ -45,15 +54,10 @@ class CompletedShard(NamedTuple):
     repairs: tuple[int, ...] = ()  # the reports of its repairs after retries, oldest first
 
 
-class _Attempt(msgspec.Struct):
-    attempt: int = 0
-
-
 class _Row(msgspec.Struct):
     row_index: int = -1
 
 
-_attempt_decoder = msgspec.json.Decoder(_Attempt)
 _row_decoder = msgspec.json.Decoder(_Row)
 
 
@@ -73,46 +77,56 @@ async def shard_results(js: JetStreamContext, names: Names, shard: CompletedShar
     (removed by hand), which is logged. A repaired shard's rows are its own with each repair's
     rows in their place (a repair ran only rows that had failed), in the shard's row order."""
     name = results_name(shard.experiment_id, shard.pipeline_id, shard.shard)
-    data = await _report_results(js, names, shard.report_seq, name)
+    member = await _member(js, names, shard.report_seq, shard)
+    data = await _results(js, names, member, name)
     if data is None or not shard.repairs:
         return data
     rows = data.splitlines()
     place = {_row_decoder.decode(row).row_index: i for i, row in enumerate(rows)}
     for seq in shard.repairs:
-        report = await _report(js, names, seq)
-        attempt = _attempt_decoder.decode(report).attempt if report else 0
+        repair = await _member(js, names, seq, shard)
+        attempt = repair.attempt if repair else 0
         object_name = repair_results_name(
             shard.experiment_id, shard.pipeline_id, shard.shard, attempt
         )
-        for row in (await _report_results(js, names, seq, object_name) or b"").splitlines():
+        for row in (await _results(js, names, repair, object_name) or b"").splitlines():
             index = place.get(_row_decoder.decode(row).row_index)
             if index is not None:
                 rows[index] = row
     return jsonl(rows)
 
 
-async def _report(js: JetStreamContext, names: Names, seq: int) -> bytes | None:
+async def _member(
+    js: JetStreamContext, names: Names, seq: int, shard: CompletedShard
+) -> _Member | None:
+    """What the report at `seq` says of `shard`: the report, or its member for the shard."""
+    if not seq:
+        return None
     try:
-        return (await js.get_msg(names.exec_stream, seq)).data or None
+        data = (await js.get_msg(names.exec_stream, seq)).data
     except NotFoundError:
         return None
+    if not data:
+        return None
+    stored = _stored_decoder.decode(data)
+    for member in stored.reports:
+        if (member.pipeline_id, member.shard) == (shard.pipeline_id, shard.shard):
+            return member
+    return stored
 
 
-async def _report_results(
-    js: JetStreamContext, names: Names, report_seq: int, name: str
+async def _results(
+    js: JetStreamContext, names: Names, member: _Member | None, name: str
 ) -> bytes | None:
-    """The results inside the report at `report_seq`, else those of object `name`."""
-    if report_seq:
-        report = await _report(js, names, report_seq)
-        inline = _inline_decoder.decode(report).results if report else []
-        if inline:
-            return jsonl(bytes(row) for row in inline)
+    """The results inside the report's member, else those of object `name`."""
+    if member is not None and member.results:
+        return jsonl(bytes(row) for row in member.results)
     buffer = io.BytesIO()  # chunk by chunk: `.data` would be concatenated, O(n²)
     try:
         store = await js.object_store(names.results_store)
         await store.get(name, writeinto=buffer)
     except NotFoundError:
-        _log.warning("results missing", name=name, report_seq=report_seq)
+        _log.warning("results missing", name=name)
         return None
     data = buffer.getvalue()
     return data if not data or data.endswith(b"\n") else data + b"\n"

@@ -22,6 +22,7 @@ from inferno.api.history import History
 from inferno.api.openapi import errors
 from inferno.api.responses import json_response
 from inferno.audit import query as q
+from inferno.audit.entries import each_shard
 from inferno.events.model import EvalSpec, MetricStats, ShardStats, all_segments
 from inferno.events.sequences import Prefix, over_segments
 from inferno.stats import metrics
@@ -118,12 +119,13 @@ def metric_history(
 async def _completed_shards(gw: Gateway, pipeline_id: int) -> list[tuple[int, ShardStats]]:
     """The pipeline's shard_completed events from the log, oldest first (its subjects only)."""
     history = History(gw.js, gw.names, gw.projection)
-    query = q.Query(streams=("evt",), pipeline_id=pipeline_id, types=frozenset({"shard_completed"}))
+    types = frozenset({"shard_completed", "shards_completed"})
+    query = q.Query(streams=("evt",), pipeline_id=pipeline_id, types=types)
     cursor: q.Cursor = {}
     found: list[tuple[int, ShardStats]] = []
     while True:
         page = await history.page(query, cursor, HISTORY_PAGE)
-        for entry in page.entries:
+        for entry in each_shard(page.entries):
             payload = entry.payload
             if payload.get("pipeline_id") == pipeline_id:
                 found.append((pipeline_id, msgspec.convert(payload.get("stats", {}), ShardStats)))

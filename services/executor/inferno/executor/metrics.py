@@ -70,7 +70,7 @@ class SlotsCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         executor = self.executor
-        busy = len(executor.running)
+        busy = executor.busy_slots()
         yield GaugeMetricFamily(
             "inferno_executor_slots", "Shards this executor runs at once", value=executor.slots
         )
@@ -80,6 +80,6 @@ class SlotsCollector(Collector):
         if self.work_pending is not None:
             yield GaugeMetricFamily(
                 "inferno_executor_work_pending",
-                "Work orders sent to this executor and not yet acked (its backlog)",
+                "Work messages (a tick's orders each) sent to this executor, not yet acked",
                 value=self.work_pending,
             )

@@ -1,12 +1,16 @@
 """The executor process: wiring, the work loop, heartbeats, aborts and shutdown (DESIGN §1, §5).
 
 - Work: the durable pull consumer `executor-<id>` on `names.work(id)`, up to `slots` shards at
-  once. The heartbeat offers `queue` more (default: as many as `slots`): the scheduler assigns
-  them once every slot is full, and they wait in the consumer, so a freed slot fetches its next
-  shard at once instead of waiting for a decision cycle. Every shard ends with exactly one
-  final report (finished, errored or aborted) and then the ack; `msg.in_progress()` keeps a long
-  shard's ack alive. A stale attempt is harmless: `decide` ignores its reports, so the executor
-  never coordinates with anyone.
+  once. A work message (`WorkBatch`) holds the orders one tick gave this executor for one
+  pipeline; they run through the slots, and the next message is fetched once fewer orders than
+  slots are left. The heartbeat offers `queue` more (default: as many as `slots`): the
+  scheduler assigns them once every slot is full, and they wait in the consumer, so a freed slot
+  fetches its next shard at once instead of waiting for a decision cycle. Every shard ends with
+  exactly one final report (finished, errored or aborted); the finished ones of a message go
+  out together (`ShardsFinished`, one fsynced message: `_Delivery`), and the message is acked
+  once all its orders have reported; `msg.in_progress()` keeps a long shard's ack alive. A
+  stale attempt is harmless: `decide` ignores its reports, so the executor never coordinates
+  with anyone.
 - Heartbeat: `ExecutorInfo` in the EXECUTORS bucket every `heartbeat_ttl_s / 3`.
 - Aborts: a core subscription to `pipeline.*.deleted` and `pipeline.*.failed` events cancels that
   pipeline's shards, and its orders still queued once they are fetched. They still report
@@ -42,16 +46,23 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from inferno.events.codec import decode_event, encode
-from inferno.events.commands import Report, ReportIds, ShardAborted, ShardErrored
+from inferno.events.commands import (
+    Report,
+    ReportIds,
+    ShardAborted,
+    ShardErrored,
+    ShardFinished,
+    ShardsFinished,
+)
 from inferno.events.events import PipelineDeleted, PipelineFailed
 from inferno.events.model import ShardStats
 from inferno.events.names import Names
 from inferno.events.work import (
     ExecutorInfo,
     WorkOrder,
+    decode_work,
     report_msg_id,
     report_subject,
-    work_order_decoder,
 )
 from inferno.executor import metrics
 from inferno.executor.backends import Backends, default_backends
@@ -61,6 +72,13 @@ from inferno.executor.datasets import DatasetCache
 from inferno.executor.engines import EngineCache
 from inferno.executor.fleet_ledgers import Ledgers
 from inferno.executor.fleet_limits import FleetRates
+from inferno.executor.reporting import (
+    ACK_WAIT_S,
+    REPORT_LINGER_S,
+    Delivery,
+    Outbox,
+    SendFinished,
+)
 from inferno.executor.secrets import Secrets
 from inferno.executor.shard import PERMANENT, Runtime, run_shard
 from inferno.jetstream import Appender, Outgoing, durable_pull
@@ -74,15 +92,14 @@ from inferno.secrets.masking import mask_text
 
 _log = structlog.get_logger("inferno.executor")
 
-ACK_WAIT_S = 30.0
 MAX_DELIVER = 100  # a message that crashes the executor every time must not loop forever
 
 
 @dataclass(eq=False)
 class _Running:
     order: WorkOrder
-    msg: Msg
-    work: asyncio.Task[ShardStats]  # the shard itself; aborts cancel this task only
+    delivery: Delivery
+    work: asyncio.Task[ShardFinished]  # the shard itself; aborts cancel this task only
     abort: str | None = None  # why the executor cancelled it
 
 
@@ -98,8 +115,12 @@ class Executor:
         poll_s: float = 1.0,
         gpus: list[dict[str, object]] | None = None,
         resources: dict[str, float] | None = None,
+        send_finished: SendFinished,
+        linger_s: float = REPORT_LINGER_S,
     ) -> None:
         self.rt, self.slots, self.queue, self.poll_s = rt, slots, queue, poll_s
+        self.outbox = Outbox(send_finished, self.working, linger_s)
+        self._slots = asyncio.Semaphore(slots)  # orders of a message beyond them wait here
         self.gpus = gpus or []
         self.resources = declared_resources({}, self.gpus) if resources is None else resources
         self.running: dict[asyncio.Task[None], _Running] = {}
@@ -116,10 +137,9 @@ class Executor:
         stopping = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
-                if len(self.running) >= self.slots:
-                    await asyncio.wait(
-                        {*self.running, stopping}, return_when=asyncio.FIRST_COMPLETED
-                    )
+                if self.working() >= self.slots:  # a finished shard's report may still wait
+                    working = {r.work for r in self.running.values() if not r.work.done()}
+                    await asyncio.wait({*working, stopping}, return_when=asyncio.FIRST_COMPLETED)
                     continue
                 try:
                     messages = await sub.fetch(1, timeout=self.poll_s)
@@ -139,28 +159,42 @@ class Executor:
 
     def _start(self, msg: Msg) -> None:
         try:
-            order = work_order_decoder.decode(msg.data)
+            orders = decode_work(msg.data)
         except msgspec.DecodeError as error:
             _log.error("undecodable work order, dropped", error=str(error), data=msg.data[:200])
             asyncio.create_task(msg.term())  # noqa: RUF006 (fire and forget: nothing to wait for)
             return
-        # both tasks copy the context as it is here, so every line they log carries the ids
-        with structlog.contextvars.bound_contextvars(
-            executor_id=self.rt.executor_id,
-            experiment_id=order.experiment_id,
-            pipeline_id=order.pipeline_id,
-            shard=order.shard,
-            attempt=order.attempt,
-        ):
-            running = _Running(order, msg, asyncio.create_task(run_shard(self.rt, order)))
-            task = asyncio.create_task(self._finish(running))
-        self.running[task] = running
-        task.add_done_callback(self._done)
-        pid = order.pipeline_id
-        self.retries[pid] = max(self.retries.get(pid, 0), order.retries)
-        ended = self.ended.get(pid)
-        if ended is not None and order.retries <= ended[1]:
-            self._abort(running, ended[0])  # reported like any abort, before it ran a row
+        delivery = Delivery(msg, len(orders))
+        for order in orders:
+            # both tasks copy the context as it is here, so every line they log carries the ids
+            with structlog.contextvars.bound_contextvars(
+                executor_id=self.rt.executor_id,
+                experiment_id=order.experiment_id,
+                pipeline_id=order.pipeline_id,
+                shard=order.shard,
+                attempt=order.attempt,
+            ):
+                running = _Running(order, delivery, asyncio.create_task(self._run(order)))
+                task = asyncio.create_task(self._finish(running))
+            self.running[task] = running
+            task.add_done_callback(self._done)
+            pid = order.pipeline_id
+            self.retries[pid] = max(self.retries.get(pid, 0), order.retries)
+            ended = self.ended.get(pid)
+            if ended is not None and order.retries <= ended[1]:
+                self._abort(running, ended[0])  # reported like any abort, before it ran a row
+
+    def working(self) -> int:
+        """Orders whose shard has not finished: running, or waiting for a slot."""
+        return sum(not r.work.done() for r in self.running.values())
+
+    def busy_slots(self) -> int:
+        """Slots running a shard: orders of a message beyond the slots wait for one."""
+        return min(self.working(), self.slots)
+
+    async def _run(self, order: WorkOrder) -> ShardFinished:
+        async with self._slots:
+            return await run_shard(self.rt, order)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         running = self.running.pop(task)
@@ -173,49 +207,61 @@ class Executor:
             )
 
     async def _finish(self, running: _Running) -> None:
-        """Wait for the shard, send its one final report, ack, and log its canonical line."""
-        order, msg = running.order, running.msg
+        """Wait for the shard, send its one final report, and log its canonical line; the
+        work message is acked once all its orders have reported."""
+        order, delivery = running.order, running.delivery
+        started = time.monotonic()
+        rows = order.row_end - order.row_start
+        try:
+            report, fields = await self._outcome(running)
+            if isinstance(report, ShardFinished):
+                await self.outbox.finished(report)
+                rows = report.stats.rows
+            else:
+                await self.rt.report(report)
+                await self.outbox.settle()
+        except BaseException:
+            delivery.abandon()
+            raise
+        await delivery.reported()
+        emit = _log.warning if fields["outcome"] == "errored" else _log.info
+        emit("shard", rows=rows, duration_s=round(time.monotonic() - started, 3), **fields)
+
+    async def _outcome(self, running: _Running) -> tuple[Report, dict[str, object]]:
+        """The shard's final report, and what its canonical line says."""
+        order = running.order
         ids: ReportIds = {
             "executor_id": self.rt.executor_id,
             "pipeline_id": order.pipeline_id,
             "shard": order.shard,
             "attempt": order.attempt,
         }
-        keep_alive = asyncio.create_task(_keep_alive(msg))
-        started = time.monotonic()
-        rows = order.row_end - order.row_start
         try:
-            stats = await running.work
-            fields: dict[str, object] = {"outcome": "finished", "metrics": _means(stats)}
-            rows = stats.rows
-            metrics.shard_ended("finished", stats)
+            finished = await running.work
         except asyncio.CancelledError:
             if running.abort is None or asyncio.current_task().cancelling():  # type: ignore[union-attr]
                 raise  # not an abort: someone cancelled the executor itself
-            fields = {"outcome": "aborted", "reason": running.abort}
-            await self.rt.report(ShardAborted(**ids, at=time.time()))
             metrics.shard_ended("aborted")
+            return ShardAborted(**ids, at=time.time()), {
+                "outcome": "aborted",
+                "reason": running.abort,
+            }
         except Exception as error:
             if running.abort is not None:  # e.g. EngineAborted at shutdown
-                fields = {"outcome": "aborted", "reason": running.abort}
-                await self.rt.report(ShardAborted(**ids, at=time.time()))
                 metrics.shard_ended("aborted")
-            else:
-                permanent = isinstance(error, PERMANENT)
-                text = str(error) if permanent else f"{type(error).__name__}: {error}"
-                text = mask_text(text)  # to INFERNO_EXEC and the log: it may quote a secret
-                fields = {"outcome": "errored", "error": text, "retryable": not permanent}
-                if not permanent and not isinstance(error, EndpointUnavailable):
-                    fields["exc_info"] = error  # a bug: the traceback helps (an outage: no)
-                await self.rt.report(
-                    ShardErrored(**ids, at=time.time(), error=text, retryable=not permanent)
-                )
-                metrics.shard_ended("errored")
-        finally:
-            keep_alive.cancel()
-        await msg.ack()
-        emit = _log.warning if fields["outcome"] == "errored" else _log.info
-        emit("shard", rows=rows, duration_s=round(time.monotonic() - started, 3), **fields)
+                aborted = ShardAborted(**ids, at=time.time())
+                return aborted, {"outcome": "aborted", "reason": running.abort}
+            permanent = isinstance(error, PERMANENT)
+            text = str(error) if permanent else f"{type(error).__name__}: {error}"
+            text = mask_text(text)  # to INFERNO_EXEC and the log: it may quote a secret
+            fields: dict[str, object] = {"outcome": "errored", "error": text}
+            fields["retryable"] = not permanent
+            if not permanent and not isinstance(error, EndpointUnavailable):
+                fields["exc_info"] = error  # a bug: the traceback helps (an outage: no)
+            metrics.shard_ended("errored")
+            return ShardErrored(**ids, at=time.time(), error=text, retryable=not permanent), fields
+        metrics.shard_ended("finished", finished.stats)
+        return finished, {"outcome": "finished", "metrics": _means(finished.stats)}
 
     # aborts
 
@@ -262,7 +308,7 @@ class Executor:
             backends=backends,
             slots=self.slots,
             queue=self.queue,
-            busy=len(self.running),
+            busy=self.busy_slots(),
             loaded_models=self.rt.engines.loaded_models,
             has_gpu=has_gpu(self.resources),
             gpus=self.gpus,
@@ -293,11 +339,19 @@ def local_gpus() -> list[dict[str, object]]:
     ]
 
 
-async def _keep_alive(msg: Msg) -> None:
-    while True:
-        await asyncio.sleep(ACK_WAIT_S / 3)
-        with contextlib.suppress(nats.errors.Error):
-            await msg.in_progress()
+def _packed(reports: list[ShardFinished], limit: int) -> list[list[ShardFinished]]:
+    """Reports in messages of up to about `limit` bytes of results each (every report's own
+    results fit in one: `Runtime.inline_results_max`), in their order."""
+    parts: list[list[ShardFinished]] = []
+    size = 0
+    for report in reports:
+        weight = sum(len(row) for row in report.results) + len(report.results)
+        if not parts or size + weight > limit:
+            parts.append([])
+            size = 0
+        parts[-1].append(report)
+        size += weight
+    return parts
 
 
 def _means(stats: ShardStats) -> dict[str, float]:
@@ -342,11 +396,13 @@ async def run(
     poll_s: float = 1.0,
     metrics_port: int = 0,
     inline_results_max: int = INLINE_RESULTS_MAX,
+    report_linger_s: float = REPORT_LINGER_S,
 ) -> None:
     """Run an executor until `stop` is set (default: until SIGTERM or SIGINT); serve /metrics
     on `settings.metrics_host`:`metrics_port` (0: not at all). `queue`: orders held beyond the
     slots (None: as many as `slots`). `inline_results_max`: bytes of a shard's results sent in
-    its report (more go to INFERNO_RESULTS; 0: always there)."""
+    its report (more go to INFERNO_RESULTS; 0: always there). `report_linger_s`: how long a
+    finished shard's report may wait for the others of the executor (`reporting.Outbox`)."""
     if slots < 1:
         raise ValueError(f"slots must be at least 1, not {slots}")
     queue = slots if queue is None else queue
@@ -366,9 +422,14 @@ async def run(
         resources.push_async_callback(_close, nc)
         appender = Appender(nc)
 
-        async def report(r: Report) -> None:
+        async def report(r: Report | ShardsFinished) -> None:
             outgoing = Outgoing(report_subject(names, r), encode(r), report_msg_id(r))
             await appender.append(names.exec_stream, [outgoing])
+
+        async def send_finished(reports: list[ShardFinished]) -> None:
+            for part in _packed(reports, nc.max_payload // 2):
+                one = ShardsFinished(executor_id=executor_id, at=time.time(), reports=part)
+                await report(part[0] if len(part) == 1 else one)
 
         fleet = None
         if settings.rate_limits == "fleet":
@@ -391,7 +452,14 @@ async def run(
         gpus = await asyncio.to_thread(local_gpus)
         declared = declared_resources(dict(settings.executor_resources), gpus)
         executor = Executor(
-            rt, slots=slots, queue=queue, poll_s=poll_s, gpus=gpus, resources=declared
+            rt,
+            slots=slots,
+            queue=queue,
+            poll_s=poll_s,
+            gpus=gpus,
+            resources=declared,
+            send_finished=send_finished,
+            linger_s=report_linger_s,
         )
         _log.info("executor resources", slots=slots, **declared)
         sub = await durable_pull(

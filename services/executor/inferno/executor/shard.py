@@ -4,7 +4,8 @@
 `ShardFinished` implies it, so a short shard stores one report instead of two, and a long one
 still shows it is alive before its first progress report. Results that fit in one message go in
 the `ShardFinished` report itself, larger ones first to INFERNO_RESULTS
-(`inferno.jetstream.results`), so most shards store one message of their own.
+(`inferno.jetstream.results`). The caller sends it, with the other finished shards of its work
+message (`ShardsFinished`), so most shards store a part of one message of their own.
 
 Failures raise; the caller decides what to report (`ShardErrored`, or `ShardAborted` when it
 cancelled the shard). Errors that would recur on every attempt (bad template, unknown scorer,
@@ -31,7 +32,7 @@ from inferno.events.commands import (
     ShardProgress,
     ShardStarted,
 )
-from inferno.events.model import SequenceTerms, ShardStats
+from inferno.events.model import SequenceTerms
 from inferno.events.rows import positions_rows
 from inferno.events.scorers import BINARY_SCORERS
 from inferno.events.sequences import shard_terms
@@ -136,7 +137,8 @@ class _StartedLater:
             self._task.cancel()
 
 
-async def run_shard(rt: Runtime, order: WorkOrder) -> ShardStats:
+async def run_shard(rt: Runtime, order: WorkOrder) -> ShardFinished:
+    """The shard's `ShardFinished`, for the caller to send (with its work message's others)."""
     ids: ReportIds = {
         "executor_id": rt.executor_id,
         "pipeline_id": order.pipeline_id,
@@ -152,7 +154,7 @@ async def run_shard(rt: Runtime, order: WorkOrder) -> ShardStats:
 
 async def _run(
     rt: Runtime, order: WorkOrder, ids: ReportIds, started_later: _StartedLater
-) -> ShardStats:
+) -> ShardFinished:
     started = time.monotonic()
     scorers = check_eval(order.eval, rt.scorer_modules)
     positions = range(order.row_start, order.row_end)
@@ -219,6 +221,4 @@ async def _run(
     inline = inline_payload(encoded, rt.inline_results_max)
     if inline is None:
         await rt.store_results(_results_name(order), jsonl(encoded))
-    finished = ShardFinished(**ids, at=time.time(), stats=stats, results=inline or [])
-    await rt.report(finished)
-    return stats
+    return ShardFinished(**ids, at=time.time(), stats=stats, results=inline or [])

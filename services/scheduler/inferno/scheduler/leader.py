@@ -39,12 +39,13 @@ from inferno.events import (
     evolve,
     subject_for,
 )
-from inferno.events.commands import AnyCommand, AssignWork, Report
-from inferno.events.events import Event, OperationFailed, ShardAssigned
+from inferno.events.batches import decide_each, group_assignments, group_completions
+from inferno.events.commands import AnyCommand, AssignWork, Report, ShardsFinished
+from inferno.events.events import Event, OperationFailed, ShardAssigned, ShardsAssigned
 from inferno.events.ledger import budgeted
 from inferno.events.names import Names
 from inferno.events.state import STATE_VERSION
-from inferno.events.work import WorkOrder, queue_capacity, work_order
+from inferno.events.work import WorkBatch, assigned_batch, in_flight_batches, queue_capacity
 from inferno.jetstream import (
     DEFAULT_CADENCE,
     MAX_BATCH,
@@ -110,7 +111,7 @@ class _Batch:
     and what the metrics count once the append succeeded."""
 
     decisions: list[list[Outgoing]] = field(default_factory=list)
-    orders: list[WorkOrder] = field(default_factory=list)
+    orders: list[WorkBatch] = field(default_factory=list)
     lines: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     commands: list[tuple[AnyCommand, str]] = field(default_factory=list)  # (command, outcome)
@@ -141,13 +142,7 @@ class Term:
     async def run(self) -> Outcome:
         d = self.d
         await self._rebuild()
-        await self._send(
-            [
-                work_order(self.state.experiments[p.experiment_id], p, shard)
-                for p in self.state.pipelines.values()
-                for shard in p.in_flight
-            ]
-        )
+        await self._send(in_flight_batches(self.state))
         queue: asyncio.Queue[Item] = asyncio.Queue()
         followers = []
         try:
@@ -238,24 +233,30 @@ class Term:
                 )
 
     async def _decide(self, batch: _Batch, kind: str, seq: int, message: Any, now: float) -> None:
+        if isinstance(message, ShardsFinished):
+            await self._decide_each(batch, seq, message, now)
+            return
         events = decide(self.state, message, now=now, seq=seq)
         if isinstance(message, Report):
-            fields: dict[str, Any] = {
-                "report": message.__struct_config__.tag,
-                "exec_seq": seq,
-                "executor_id": message.executor_id,
-                "pipeline_id": message.pipeline_id,
-                "shard": message.shard,
-                "attempt": message.attempt,
-                "events": [type(e).__name__ for e in events],
-            }
-            batch.lines.append(("debug", "report decided", fields))
+            batch.lines.append(("debug", "report decided", _report_fields(message, seq, events)))
         if events:
             await self._record(batch, events, f"{kind}-{seq}")
         if not isinstance(message, Report):
             fields = _command_fields(message, seq, events)
             batch.lines.append(("info", "command decided", fields))
             batch.commands.append((message, fields["outcome"]))
+
+    async def _decide_each(
+        self, batch: _Batch, seq: int, message: ShardsFinished, now: float
+    ) -> None:
+        """Each member as if alone, evolving between them (the next one may complete the
+        pipeline); the whole report is one decision, its completions one event per pipeline."""
+        decided: list[Event] = []
+        for report, events in decide_each(self.state, message, now=now, seq=seq):
+            batch.lines.append(("debug", "report decided", _report_fields(report, seq, events)))
+            decided += events
+        if decided:
+            await self._record(batch, group_completions(decided), f"rpt-{seq}", evolved=True)
 
     async def _tick(self, batch: _Batch, now: float, *, expire: bool) -> bool:
         """Expire lapsed executors, then fill free slots. True when capacity and work are left
@@ -274,36 +275,37 @@ class Term:
             batch.lines.append(("info", "executor expired", fields))
             await self._record(batch, events, prefix, index)
             index += len(events)
-        more, index = await self._assign(batch, assign, now, prefix, index)
+        more, placed = self._place(assign, now)
         if not more:  # slots first, then the executors' queues (ExecutorInfo.queue)
             queues = queue_capacity(state, assign, d.roster.executors)
-            more, _ = await self._assign(batch, queues, now, prefix, index)
+            more, queued = self._place(queues, now)
+            placed += queued
+        if placed:
+            # each assignment stands alone: one that lands is valid without the others; those
+            # of the tick to one executor are one event and one work message (both passes:
+            # inferno.events.batches)
+            events = group_assignments(placed)
+            await self._record(batch, events, prefix, index, separate=True, evolved=True)
+            assigned = [e for e in events if isinstance(e, ShardAssigned | ShardsAssigned)]
+            batch.orders += [assigned_batch(state, e) for e in assigned]
+            shards = sum(isinstance(e, ShardAssigned) for e in placed)
+            fields = _assign_fields(assign, shards, len(events))
+            batch.lines.append(("debug", "tick", fields))
         return more
 
-    async def _assign(
-        self, batch: _Batch, assign: AssignWork, now: float, prefix: str, index: int
-    ) -> tuple[bool, int]:
-        """Fill `assign`'s free slots; True when the batch limit cut it short, and the next
-        message index."""
+    def _place(self, assign: AssignWork, now: float) -> tuple[bool, list[Event]]:
+        """Fill `assign`'s free slots, folding each decision into the state at once (the
+        queues' pass reads the slots' pass); True when the batch limit cut it short."""
         state = self.state
         # with no free slot nothing is placed, but a budget may still stop a pipeline
         if not any(slot.free_slots for slot in assign.executors) and not budgeted(state):
-            return False, index
+            return False, []
         events = decide(state, assign, now=now)
-        if not events:
-            return False, index
         more = len(events) > MAX_BATCH
         events = events[:MAX_BATCH]
-        # each assignment stands alone: one that lands is valid without the others
-        await self._record(batch, events, prefix, index, separate=True)
         for event in events:
-            if not isinstance(event, ShardAssigned):
-                continue
-            pipeline = state.pipelines[event.pipeline_id]
-            experiment = state.experiments[pipeline.experiment_id]
-            batch.orders.append(work_order(experiment, pipeline, event.shard))
-        batch.lines.append(("debug", "tick", _assign_fields(assign, events)))
-        return more, index + len(events)
+            evolve(state, event)
+        return more, events
 
     async def _record(
         self,
@@ -313,9 +315,10 @@ class Term:
         first_index: int = 0,
         *,
         separate: bool = False,
+        evolved: bool = False,
     ) -> None:
         """Queue one decision's events for the append (`separate`: each event is a decision of
-        its own) and apply them to the state."""
+        its own) and apply them to the state (unless `evolved` already)."""
         names, state, headers = self.d.names, self.state, self._headers
         outgoing = [
             Outgoing(subject_for(names, event), encode(event), f"{id_prefix}-{index}", headers)
@@ -323,8 +326,9 @@ class Term:
         ]
         batch.decisions.extend([[o] for o in outgoing] if separate else [outgoing])
         batch.events.extend(events)
-        for event in events:
-            evolve(state, event)
+        if not evolved:
+            for event in events:
+                evolve(state, event)
 
     async def _flush(self, batch: _Batch) -> None:
         if batch.decisions:
@@ -372,16 +376,19 @@ class Term:
         status.appends += 1
         status.events_appended += sum(len(decision) for decision in decisions)
 
-    async def _send(self, orders: list[WorkOrder]) -> None:
-        """Publish work orders; each carries its own msg id, so sending one twice stores it once.
-        Retried until sent or the lease is lost (then the next leader sends them again)."""
+    async def _send(self, orders: list[WorkBatch]) -> None:
+        """Publish work messages; each carries its own msg id, so sending one twice stores it
+        once. Retried until sent or the lease is lost (then the next leader sends them again)."""
         delay = 0.05
         while orders:
             results = await asyncio.gather(
                 *(self._publish(order) for order in orders), return_exceptions=True
             )
-            failed = [o for o, r in zip(orders, results, strict=True) if isinstance(r, Exception)]
-            self.d.status.orders_sent += len(orders) - len(failed)
+            sent = [not isinstance(r, Exception) for r in results]
+            failed = [o for o, ok in zip(orders, sent, strict=True) if not ok]
+            self.d.status.orders_sent += sum(
+                len(o.orders) for o, ok in zip(orders, sent, strict=True) if ok
+            )
             if failed:
                 errors = {repr(r) for r in results if isinstance(r, Exception)}
                 _log.warning("work orders not sent", count=len(failed), errors=sorted(errors))
@@ -391,13 +398,13 @@ class Term:
                 delay = min(delay * 2, 1.0)
             orders = failed
 
-    async def _publish(self, order: WorkOrder) -> None:
+    async def _publish(self, work: WorkBatch) -> None:
         names = self.d.names
         await self.d.js.publish(
-            names.work(order.executor_id),
-            encode(order),
+            names.work(work.orders[0].executor_id),
+            encode(work),
             stream=names.work_stream,
-            headers={"Nats-Msg-Id": order.msg_id},
+            headers={"Nats-Msg-Id": work.msg_id},
         )
 
 
@@ -447,9 +454,22 @@ def _command_fields(command: AnyCommand, ic_id: int, events: list[Event]) -> dic
     return fields
 
 
-def _assign_fields(assign: AssignWork, events: list[Event]) -> dict[str, Any]:
+def _report_fields(report: Report, seq: int, events: list[Event]) -> dict[str, Any]:
     return {
-        "assigned": len(events),
+        "report": report.__struct_config__.tag,
+        "exec_seq": seq,
+        "executor_id": report.executor_id,
+        "pipeline_id": report.pipeline_id,
+        "shard": report.shard,
+        "attempt": report.attempt,
+        "events": [type(e).__name__ for e in events],
+    }
+
+
+def _assign_fields(assign: AssignWork, assigned: int, messages: int) -> dict[str, Any]:
+    return {
+        "assigned": assigned,
+        "messages": messages,
         "free_slots": sum(slot.free_slots for slot in assign.executors),
         "executors": len(assign.executors),
     }

@@ -20,6 +20,7 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from inferno.events.batches import expand_all
 from inferno.events.commands import AnyCommand
 from inferno.events.events import (
     Event,
@@ -68,7 +69,7 @@ def outcome(events: list[Event]) -> str:
 def appended(events: Iterable[Event], commands: Iterable[tuple[AnyCommand, str]]) -> None:
     """Count what one append stored: its shard events, and each command with its outcome."""
     if events:
-        for kind, count in collections.Counter(map(type, events)).items():
+        for kind, count in collections.Counter(map(type, expand_all(events))).items():
             counter = _SHARD_EVENTS.get(kind)
             if counter is not None:
                 counter.inc(count)

@@ -60,12 +60,14 @@ async function load(todo) {
 
 // What changes the experiments' list (their pipelines, their status) as well as a pipeline.
 const EXPERIMENT_CHANGES = new Set(["experiment_created", "experiment_completed", "pipeline_created"]);
+// one shard's completion, or several in one event (inferno.events.batches)
+const SHARD_COMPLETIONS = new Set(["shard_completed", "shards_completed"]);
 
 function onEntry(entry) {
   const ids = entry.ids || {};
   if (ids.ic_id) refresh(ids.ic_id);
   if (EXPERIMENT_CHANGES.has(entry.type)) refresh("experiments");
-  else if (entry.type === "shard_completed") refresh("detail", "history");
+  else if (SHARD_COMPLETIONS.has(entry.type)) refresh("detail", "history");
   else if (ids.experiment_id === state.selected || ids.pipeline_id !== undefined) refresh("detail");
 }
 
