@@ -165,6 +165,17 @@ async def send(js: JetStreamContext, names: Names, work: WorkOrder) -> None:
     )
 
 
+async def send_batch(js: JetStreamContext, names: Names, orders: list[WorkOrder]) -> None:
+    """Orders in one work message, as the scheduler sends a tick's to one executor."""
+    work = WorkBatch(orders=orders)
+    await js.publish(
+        names.work(orders[0].executor_id),
+        encode(work),
+        stream=names.work_stream,
+        headers={"Nats-Msg-Id": work.msg_id},
+    )
+
+
 def of(found: list[AnyReport], kind: type, pipeline_id: int = 1) -> list[Any]:
     return [r for r in found if isinstance(r, kind) and r.pipeline_id == pipeline_id]
 
@@ -490,14 +501,7 @@ async def test_a_work_message_of_several_orders_is_reported_in_one_message(
     """Three orders of three pipelines in one `WorkBatch` through two slots: one
     `ShardsFinished` holds all three (each with its results), and the message is acked once."""
     await start("ex1", slots=2, report_linger_s=60.0)
-    orders = [order(dataset, pipeline_id=pid) for pid in (1, 2, 3)]
-    work = WorkBatch(orders=orders)
-    await log.publish(
-        names.work("ex1"),
-        encode(work),
-        stream=names.work_stream,
-        headers={"Nats-Msg-Id": work.msg_id},
-    )
+    await send_batch(log, names, [order(dataset, pipeline_id=pid) for pid in (1, 2, 3)])
 
     async def reported() -> list[AnyReport]:
         return [r for r in await stored_reports(log, names) if isinstance(r, ShardsFinished)]
@@ -527,13 +531,7 @@ async def test_a_finished_shard_does_not_wait_for_a_long_one_past_the_linger(
     # one engine (an executor runs one model at a time): 32 rows of 200 ms, and one row
     slow = order(dataset, pipeline_id=1, model_config={"latency_ms_per_row": 200})
     quick = order(dataset, pipeline_id=2, row_end=9, model_config={"latency_ms_per_row": 200})
-    work = WorkBatch(orders=[slow, quick])
-    await log.publish(
-        names.work("ex1"),
-        encode(work),
-        stream=names.work_stream,
-        headers={"Nats-Msg-Id": work.msg_id},
-    )
+    await send_batch(log, names, [slow, quick])
 
     async def quick_reported() -> list[AnyReport]:
         return of(await reports(log, names), ShardFinished, pipeline_id=2)
