@@ -525,23 +525,27 @@ async def test_a_work_message_of_several_orders_is_reported_in_one_message(
 
 
 async def test_a_finished_shard_does_not_wait_for_a_long_one_past_the_linger(
-    start, log, names, dataset
+    start, log, nc, names, dataset
 ):
     await start("ex1", slots=2, report_linger_s=0.2)
-    # one engine (an executor runs one model at a time): 32 rows of 200 ms, and one row
-    slow = order(dataset, pipeline_id=1, model_config={"latency_ms_per_row": 200})
-    quick = order(dataset, pipeline_id=2, row_end=9, model_config={"latency_ms_per_row": 200})
+    # one engine (an executor runs one model at a time): 32 rows of 2 s, and one row
+    slow = order(dataset, pipeline_id=1, model_config={"latency_ms_per_row": 2000})
+    quick = order(dataset, pipeline_id=2, row_end=9, model_config={"latency_ms_per_row": 2000})
     await send_batch(log, names, [slow, quick])
 
     async def quick_reported() -> list[AnyReport]:
         return of(await reports(log, names), ShardFinished, pipeline_id=2)
 
-    await wait_until(quick_reported)
-    assert not of(await reports(log, names), ShardFinished, pipeline_id=1)  # still running
+    await wait_until(quick_reported, timeout=60)
+    assert not of(await reports(log, names), ShardFinished, pipeline_id=1)  # 64 s to go
+    deleted = PipelineDeleted(pipeline_id=1)  # the long one ends now, aborted
+    await Appender(nc).append(
+        names.evt_stream, [Outgoing(subject_for(names, deleted), encode(deleted), "del-1")]
+    )
 
-    async def slow_reported() -> list[AnyReport]:
-        return of(await reports(log, names), ShardFinished, pipeline_id=1)
+    async def slow_aborted() -> list[AnyReport]:
+        return of(await reports(log, names), ShardAborted, pipeline_id=1)
 
-    await wait_until(slow_reported)
+    await wait_until(slow_aborted, timeout=60)
     stored = await stored_reports(log, names)
-    assert not [r for r in stored if isinstance(r, ShardsFinished)]  # each went out alone
+    assert not [r for r in stored if isinstance(r, ShardsFinished)]  # the quick one went alone

@@ -96,9 +96,10 @@ def build(stream: str, seq: int, time_ns: int, data: bytes) -> tuple[Entry, Who 
         payload = _raw.decode(data)
     except msgspec.DecodeError:
         return entry, None
-    for report in [payload, *payload.get("reports", [])] if kind == "exec" else []:
-        if isinstance(report, dict) and isinstance(rows := report.get("results"), list):
-            report["results"] = {"rows": len(rows)}  # carried for the results route, not shown
+    if kind == "exec":  # results are carried for the results route, not shown
+        for report in [payload, *payload.get("reports", [])]:  # a ShardsFinished has several
+            if isinstance(report, dict) and isinstance(rows := report.get("results"), list):
+                report["results"] = {"rows": len(rows)}
     entry.payload = mask_value(payload)
     entry.type = str(payload.get(_TAG_FIELD[kind], "unknown"))
     try:

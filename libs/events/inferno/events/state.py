@@ -44,6 +44,7 @@ from inferno.events.events import (
     ShardReleased,
     ShardsAssigned,
     ShardsCompleted,
+    each_member,
 )
 from inferno.events.model import (
     Budget,
@@ -252,16 +253,6 @@ def _shard_completed(s: State, e: ShardCompleted) -> None:
     _reported(s, e.report_seq)
 
 
-def _each(apply: Callable[[State, Any], None]) -> Callable[[State, Any], None]:
-    """A batch event (`ShardsAssigned`, `ShardsCompleted`) as the single events it stands for."""
-
-    def apply_each(s: State, e: ShardsAssigned | ShardsCompleted) -> None:
-        for one in e.each():
-            apply(s, one)
-
-    return apply_each
-
-
 def policy_standing(
     pipeline: Pipeline, metric: str, stats: ShardStats
 ) -> tuple[MetricStats | None, Prefix | None]:
@@ -357,8 +348,8 @@ _APPLY: dict[type, Callable[[State, Any], None]] = {
     PipelineFailed: _pipeline_ended("failed"),
     ShardAssigned: _shard_assigned,
     ShardCompleted: _shard_completed,
-    ShardsAssigned: _each(_shard_assigned),
-    ShardsCompleted: _each(_shard_completed),
+    ShardsAssigned: each_member(_shard_assigned),
+    ShardsCompleted: each_member(_shard_completed),
     ShardReleased: _shard_released,
     ShardFailed: _shard_failed,
 }

@@ -44,6 +44,7 @@ from inferno.events.events import (
     ShardReleased,
     ShardsAssigned,
     ShardsCompleted,
+    each_member,
 )
 from inferno.events.model import PipelineSpec, total_shards
 from inferno.events.sequences import Prefix
@@ -328,16 +329,6 @@ def _shard_ended(m: ReadModel, e: ShardReleased | ShardFailed) -> None:
     m.pipelines[e.pipeline_id].in_flight.pop(e.shard, None)
 
 
-def _each(apply: Callable[[ReadModel, Any], None]) -> Callable[[ReadModel, Any], None]:
-    """A batch event (inferno.events.batches) as the single events it stands for."""
-
-    def apply_each(m: ReadModel, e: ShardsAssigned | ShardsCompleted) -> None:
-        for one in e.each():
-            apply(m, one)
-
-    return apply_each
-
-
 _APPLY: dict[type, Callable[[ReadModel, Any], None]] = {
     OperationStarted: _operation_started,
     OperationCompleted: _operation_completed,
@@ -357,8 +348,8 @@ _APPLY: dict[type, Callable[[ReadModel, Any], None]] = {
     PipelineFailed: _pipeline_ended("failed"),
     ShardAssigned: _shard_assigned,
     ShardCompleted: _shard_completed,
-    ShardsAssigned: _each(_shard_assigned),
-    ShardsCompleted: _each(_shard_completed),
+    ShardsAssigned: each_member(_shard_assigned),
+    ShardsCompleted: each_member(_shard_completed),
     ShardReleased: _shard_ended,
     ShardFailed: _shard_ended,
 }
