@@ -1,35 +1,32 @@
 """Reading the log in order: `replay` (catch up to a point, then return) and `follow` (live tail).
 
 `follow` uses an ordered push consumer with a callback (nats-py handles gaps and reconnects);
-`replay` streams batches from a pull consumer into a plain subscription, which is faster still
-(docs/benchmarks.md). The stream sequence and pending count are
-read straight from the message's ack subject, which is six times cheaper than `msg.metadata`
-(that builds datetimes and dataclasses per message); on a replay this is the hot path:
+`replay` streams batches from a pull consumer into a plain subscription, bounded in bytes as well
+as messages (`inferno.jetstream.pulls`), which is faster still (docs/benchmarks.md). The stream
+sequence and pending count are read straight from the message's ack subject, which is six times
+cheaper than `msg.metadata` (that builds datetimes and dataclasses per message); on a replay this
+is the hot path:
   $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts_ns>.<pending>            (9 tokens)
   $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts_ns>.<pending>.<rand>
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 from collections.abc import Callable
 from datetime import datetime
-from typing import NamedTuple
 
 import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from inferno.jetstream.pulls import pull_all
 
 _log = structlog.get_logger(__name__)
 
 Handler = Callable[[bytes, int], None]
 """handler(data, stream_seq); called in stream order."""
 
-NO_RESPONDERS_RETRY_S = 0.05
-NO_RESPONDERS_GIVE_UP_S = 15.0
 FOLLOW_HEARTBEAT_S = 1.0
 """A tail's idle heartbeat. nats-py recreates an ordered consumer after two heartbeat periods
 without one, so this bounds how long a tail stays silent once its consumer is gone (its node
@@ -61,31 +58,6 @@ def consumer_config(
     return config
 
 
-class Pull(NamedTuple):
-    """An ephemeral pull consumer for a bounded read, and the request that asks it for a batch."""
-
-    consumer: str
-    inbox: str
-    next_request: str
-    body: bytes
-
-
-async def open_pull(js: JetStreamContext, stream: str, config: ConsumerConfig, batch: int) -> Pull:
-    """In memory, without acks, gone 30 s after its reader is: what `replay` and `scan` read
-    from. Batches arrive on `inbox` as answers to `next_request` (no_wait: a status ends one)."""
-    config.ack_policy = AckPolicy.NONE
-    config.mem_storage = True
-    config.inactive_threshold = 30.0
-    consumer = await js.add_consumer(stream, config=config)
-    assert consumer.name is not None  # an ephemeral consumer is named by the server
-    return Pull(
-        consumer.name,
-        js._nc.new_inbox(),
-        f"{js._prefix}.CONSUMER.MSG.NEXT.{stream}.{consumer.name}",
-        json.dumps({"batch": batch, "no_wait": True}).encode(),
-    )
-
-
 async def _subjects(js: JetStreamContext, stream: str, subjects: str | None) -> list[str]:
     if subjects is not None:
         return [subjects]
@@ -111,69 +83,28 @@ async def replay(
 
     A catch-up is bounded, so it needs none of the ordered push consumer's machinery (flow
     control, heartbeats, per-message sequence checks in nats-py): an ephemeral pull consumer
-    without acks streams batches into a plain subscription, two batches in flight so the
-    round trip of each request is hidden. This is the hot path of every service restart.
+    without acks streams batches into a plain subscription. This is the hot path of every
+    service restart.
     """
     info = await js.stream_info(stream)
     until = info.state.last_seq if until_seq is None else until_seq
     if until < 1 or (start_seq is not None and start_seq > until):
         return 0
     filters = [subjects] if subjects is not None else list(info.config.subjects or [])
-    consumer, inbox, next_request, pull = await open_pull(
-        js, stream, consumer_config(filters, start_seq, start_time), batch
-    )
-    nc = js._nc
-
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-    give_up_at = loop.time() + NO_RESPONDERS_GIVE_UP_S
     last_delivered = 0
-    received = 0
-    open_requests = 2
 
-    async def on_message(msg: Msg) -> None:
-        nonlocal last_delivered, received, open_requests
-        if done.done():
-            return
-        if not msg.reply and (msg.headers or {}).get("Status") == "503":
-            # no responders: in a cluster the new consumer may lead on another node, and this
-            # server has not learnt of its interest yet. Ask again; ending here lost the replay.
-            if loop.time() > give_up_at:
-                done.set_exception(TimeoutError(f"replay of {stream}: its consumer never answered"))
-                return
-            await asyncio.sleep(NO_RESPONDERS_RETRY_S)
-            await nc.publish(next_request, pull, reply=inbox)
-            return
-        if not msg.reply:  # a status (404 no messages, 408 expired) ends one pull request
-            open_requests -= 1
-            if open_requests == 0:
-                done.set_result(None)
-            return
+    def visit(msg: Msg) -> bool:
+        nonlocal last_delivered
         seq, pending = parse_ack_subject(msg.reply)
         if seq <= until:
-            try:
-                handler(msg.data, seq)
-            except Exception as error:
-                done.set_exception(error)
-                return
+            handler(msg.data, seq)
             last_delivered = seq
         # pending == 0: nothing more matches now (a filter may leave no message at `until`)
-        if seq >= until or pending == 0:
-            done.set_result(None)
-            return
-        received += 1
-        if received % batch == 0:  # a request was served in full: keep two in flight
-            await nc.publish(next_request, pull, reply=inbox)
+        return seq < until and pending > 0
 
-    sub = await nc.subscribe(inbox, cb=on_message, pending_msgs_limit=4 * batch)
-    try:
-        for _ in range(open_requests):
-            await nc.publish(next_request, pull, reply=inbox)
-        await done
-    finally:
-        await sub.unsubscribe()
-        with contextlib.suppress(Exception):
-            await js.delete_consumer(stream, consumer)
+    await pull_all(
+        js, stream, consumer_config(filters, start_seq, start_time), visit, batch=batch, in_flight=2
+    )
     return last_delivered
 
 

@@ -9,7 +9,6 @@ consumer: a query about one pipeline reads that pipeline's subjects, not the who
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -19,12 +18,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 
-from inferno.jetstream.replay import (
-    FOLLOW_HEARTBEAT_S,
-    NO_RESPONDERS_GIVE_UP_S,
-    consumer_config,
-    open_pull,
-)
+from inferno.jetstream.pulls import pull_all
+from inferno.jetstream.replay import FOLLOW_HEARTBEAT_S, consumer_config
 
 SCAN_BATCH = 1000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -65,49 +60,18 @@ async def scan(
     """Hand `visit` the messages on `subjects` from `start_seq` (or the first stored at or
     after `start_ns`; default: the beginning) in order, until it returns False or none is left
     now. Returns the last sequence visited (0: none)."""
-    consumer, inbox, next_request, pull = await open_pull(
-        js, stream, _config(subjects, start_seq, start_ns), batch
-    )
-    nc = js._nc
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-    give_up_at = loop.time() + NO_RESPONDERS_GIVE_UP_S
-    last = received = 0
+    last = 0
 
-    async def on_message(msg: Msg) -> None:
-        nonlocal last, received
-        if done.done():
-            return
-        if not msg.reply:
-            if (msg.headers or {}).get("Status") == "503" and loop.time() < give_up_at:
-                await asyncio.sleep(0.05)  # a new consumer's leader not known here yet: ask again
-                await nc.publish(next_request, pull, reply=inbox)
-            elif (msg.headers or {}).get("Status") == "503":
-                done.set_exception(TimeoutError(f"scan of {stream}: its consumer never answered"))
-            else:  # 404 / 408: nothing (more) matches now
-                done.set_result(None)
-            return
+    def visit_stored(msg: Msg) -> bool:
+        nonlocal last
         message, pending = stored(msg)
-        try:
-            keep_going = visit(message)
-        except Exception as error:
-            done.set_exception(error)
-            return
+        keep_going = visit(message)
         last = message.seq
-        received += 1
-        if not keep_going or pending == 0:
-            done.set_result(None)
-        elif received % batch == 0:
-            await nc.publish(next_request, pull, reply=inbox)
+        return keep_going and pending > 0
 
-    sub = await nc.subscribe(inbox, cb=on_message, pending_msgs_limit=4 * batch)
-    try:
-        await nc.publish(next_request, pull, reply=inbox)
-        await done
-    finally:
-        await sub.unsubscribe()
-        with contextlib.suppress(Exception):
-            await js.delete_consumer(stream, consumer)
+    await pull_all(
+        js, stream, _config(subjects, start_seq, start_ns), visit_stored, batch=batch, in_flight=1
+    )
     return last
 
 
