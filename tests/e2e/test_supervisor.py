@@ -209,7 +209,8 @@ def test_a_killed_nats_server_comes_back_and_the_running_experiment_completes(up
 
 def test_up_again_at_once_after_the_whole_cluster_was_killed(up: Up) -> None:
     with httpx.Client(base_url=up.api_url, timeout=10.0, trust_env=False) as http:
-        assert get(http, "/readyz")  # a kept-alive connection: the killed api closes it first
+        ready = get(http, "/readyz")  # a kept-alive connection: the killed api closes it first
+        term = ready["checks"]["leader"]["term"]
         pids = up.pids()
         for name in ("nats", "api", "up", *pids):  # as a power cut or OOM kill would
             if is_running(pids[name]):
@@ -217,15 +218,19 @@ def test_up_again_at_once_after_the_whole_cluster_was_killed(up: Up) -> None:
         until_blocking(lambda: not any(is_running(pid) for pid in pids.values()), "the kills")
     assert read_state(up.data_dir) is not None  # stale: nobody removed it
 
-    started = time.monotonic()
+    started, began = time.monotonic(), time.time()
     out = up.up()  # same ports, their connections still in TIME_WAIT
     assert "inferno is up" in out
     print(f"up again after the crash in {time.monotonic() - started:.1f}s")
     assert up.pids()["up"] != pids["up"]
     with httpx.Client(base_url=up.api_url, timeout=10.0, trust_env=False) as http:
-        # `up` saw /readyz pass, possibly on the killed scheduler's lease, which stays in the
-        # LEADER bucket until its TTL runs out; the new scheduler takes over after that
-        until_blocking(lambda: get(http, "/readyz"), "the api to be ready again", 60)
+        # the killed scheduler's lease stays in the LEADER bucket until its TTL runs out: `up`
+        # waits for a term begun since it started, so ready now means ready on the new one
+        ready = get(http, "/readyz")
+    assert ready is not None
+    leader = ready["checks"]["leader"]
+    assert leader["term"] > term
+    assert leader["since"] >= began
 
 
 def bound(sock: socket.socket, port: int) -> bool:

@@ -242,6 +242,8 @@ async def test_readyz_follows_the_scheduler_lease(api: Api, js: JetStreamContext
     assert held["checks"]["leader"]["detail"].startswith(
         f"s-9 holds the lease in {names.leader_bucket}"
     )
+    facts = {key: held["checks"]["leader"][key] for key in ("holder", "term", "since")}
+    assert facts == {"holder": "s-9", "term": lease.term, "since": lease.since}
     assert set(held["checks"]) == {"nats", "streams", "projection", "leader", "executors"}
 
     await lease.release()  # what a clean shutdown does; an expiry leaves a marker instead

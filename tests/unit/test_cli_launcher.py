@@ -137,3 +137,13 @@ def test_exit_text_names_the_signal() -> None:
     assert launcher.exit_text(-9) == "was killed by SIGKILL"
     assert launcher.exit_text(3) == "exited with code 3"
     assert launcher.exit_text(-200) == "was killed by signal 200"
+
+
+def test_a_lease_counts_only_when_its_term_began_since_the_start() -> None:
+    def readiness(leader: dict) -> dict:
+        return {"status": "ready", "checks": {"leader": {"ok": True, **leader}}}
+
+    assert launcher.leads_since(readiness({"since": 100.0, "term": 7}), began=100.0)
+    assert not launcher.leads_since(readiness({"since": 99.5, "term": 6}), began=100.0)
+    assert not launcher.leads_since(readiness({}), began=0.0)  # nobody holds it
+    assert not launcher.leads_since({"status": "not ready"}, began=0.0)

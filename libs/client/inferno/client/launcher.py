@@ -196,6 +196,7 @@ class LocalCluster:
     def start(self, timeout: float = 60.0) -> Self:
         """Start nats, then every child at once, and wait until the api is ready and every
         executor has registered. On failure everything started is stopped again."""
+        began = time.time()
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self.runs["nats"].started_at = time.monotonic()
@@ -206,7 +207,7 @@ class LocalCluster:
             # readers start after every fork: a preexec_fn is unsafe while other threads run
             for child in self.children:
                 self._read(child)
-            self.wait_ready(timeout)
+            self.wait_ready(timeout, began=began)
         except BaseException:
             self.stop()
             raise
@@ -275,7 +276,11 @@ class LocalCluster:
             except (OSError, ValueError):  # closed or broken terminal: keep running
                 pass
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
+    def wait_ready(self, timeout: float = 60.0, *, began: float = 0.0) -> None:
+        """Until /readyz passes on a lease taken at or after `began` (Unix time: a lease's
+        `since` is its scheduler's clock, this machine's) and every executor has registered.
+        A killed scheduler's lease stays for up to its TTL: ready on it, the api turned
+        unready once it lapsed."""
         deadline = time.monotonic() + timeout
         waiting = "the api's /readyz"
         api = next(c for c in self.children if c.name == "api")
@@ -291,7 +296,10 @@ class LocalCluster:
                 suspect = "api"
                 with contextlib.suppress(httpx.HTTPError, ValueError):
                     ready = http.get("/readyz")
-                    if ready.is_success:
+                    if ready.is_success and not leads_since(ready.json(), began):
+                        waiting = "a lease taken since the start (the last leader's to lapse)"
+                        suspect = "scheduler"
+                    elif ready.is_success:
                         waiting, suspect = f"{self.executor_count} executors to register", "exec-"
                         if self._registered(http) >= self.executor_count:
                             return
@@ -614,6 +622,12 @@ def stop_detached(data_dir: Path, timeout: float = 20.0, pid: int | None = None)
         time.sleep(0.05)
     remove_state(data_dir / STATE_FILE)
     return True
+
+
+def leads_since(readiness: dict[str, Any], began: float) -> bool:
+    """Whether a /readyz body's leader took the lease at or after `began` (Unix time)."""
+    since = readiness.get("checks", {}).get("leader", {}).get("since")
+    return isinstance(since, int | float) and since >= began
 
 
 def _tail(path: Path, offset: int = 0, lines: int = _TAIL_LINES) -> str:

@@ -204,7 +204,14 @@ async def _readiness(gw: Gateway) -> dict[str, dict[str, Any]]:
         failure = "projection is catching up"
     following = f"folded {names.evt_stream} up to sequence {projection.model.evt_seq}"
     checks["projection"] = check(failure is None, failure or following)
-    checks["leader"] = check(*projection.leadership.check(time.time(), names.leader_bucket))
+    leadership = projection.leadership
+    checks["leader"] = check(*leadership.check(time.time(), names.leader_bucket))
+    if (holder := leadership.holder) is not None:  # a launcher tells a lease taken since it began
+        checks["leader"] |= {
+            "holder": holder.scheduler_id,
+            "term": holder.term,
+            "since": holder.since,
+        }
     registered = len(projection.executors)
     waiting = "none registered: shards wait until an executor registers"
     checks["executors"] = check(True, f"{registered} registered" if registered else waiting)
