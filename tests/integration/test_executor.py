@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -522,6 +523,49 @@ async def test_a_work_message_of_several_orders_is_reported_in_one_message(
 
     await wait_until(acked)
     assert (await log.stream_info(names.work_stream)).state.messages == 0  # work queue: gone
+
+
+async def test_an_order_sent_again_while_it_runs_runs_once_and_acks_both_messages(
+    start, log, nc, names, dataset
+):
+    """A new leader re-sends a batch without its finished members, under another id: the
+    executor, still running the rest, reports each once, for both messages."""
+    await start("ex1", slots=2, report_linger_s=0.2)
+    slow = order(dataset, pipeline_id=1, model_config={"latency_ms_per_row": 2000})  # 64 s
+    quick = order(dataset, pipeline_id=2, row_end=9, model_config={"latency_ms_per_row": 2000})
+    await send_batch(log, names, [slow, quick])
+
+    async def quick_reported() -> list[AnyReport]:
+        return of(await reports(log, names), ShardFinished, pipeline_id=2)
+
+    await wait_until(quick_reported, timeout=60)
+    await send(log, names, slow)  # as the re-send: one order, so its own id
+
+    async def both_held() -> bool:
+        info = await log.consumer_info(names.work_stream, "executor-ex1")
+        return info.num_ack_pending == 2 and info.num_pending == 0
+
+    await wait_until(both_held, timeout=60)
+    held_at = time.time()
+
+    async def beat_since() -> ExecutorInfo | None:
+        info = await heartbeat(log, names, "ex1")
+        return info if info is not None and info.heartbeat_at > held_at else None
+
+    assert (await wait_until(beat_since, timeout=60)).busy == 1  # one slot: the run goes on
+    deleted = PipelineDeleted(pipeline_id=1)  # ends the long run now, as any abort
+    await Appender(nc).append(
+        names.evt_stream, [Outgoing(subject_for(names, deleted), encode(deleted), "del-1")]
+    )
+
+    async def acked() -> bool:
+        info = await log.consumer_info(names.work_stream, "executor-ex1")
+        return info.num_ack_pending == 0 and info.num_pending == 0
+
+    await wait_until(acked, timeout=60)
+    found = await reports(log, names)
+    assert len(of(found, ShardAborted, pipeline_id=1)) == 1
+    assert not of(found, ShardFinished, pipeline_id=1)
 
 
 async def test_a_finished_shard_does_not_wait_for_a_long_one_past_the_linger(

@@ -124,6 +124,8 @@ class Executor:
         self.gpus = gpus or []
         self.resources = declared_resources({}, self.gpus) if resources is None else resources
         self.running: dict[asyncio.Task[None], _Running] = {}
+        self._attempts: dict[tuple[int, int, int], asyncio.Task[None]] = {}  # -> its `running`
+        self._also_reporting: set[asyncio.Task[None]] = set()
         # pipeline id -> why its orders are aborted, up to which retry (`WorkOrder.retries`):
         # orders of a later retry run, whenever this executor hears of the retry
         self.ended: dict[int, tuple[str, int]] = {}
@@ -166,6 +168,10 @@ class Executor:
             return
         delivery = Delivery(msg, len(orders))
         for order in orders:
+            attempt = (order.pipeline_id, order.shard, order.attempt)
+            if (same := self._attempts.get(attempt)) is not None:
+                self._also_report(same, delivery)
+                continue
             # both tasks copy the context as it is here, so every line they log carries the ids
             with structlog.contextvars.bound_contextvars(
                 executor_id=self.rt.executor_id,
@@ -177,6 +183,7 @@ class Executor:
                 running = _Running(order, delivery, asyncio.create_task(self._run(order)))
                 task = asyncio.create_task(self._finish(running))
             self.running[task] = running
+            self._attempts[attempt] = task
             task.add_done_callback(self._done)
             pid = order.pipeline_id
             self.retries[pid] = max(self.retries.get(pid, 0), order.retries)
@@ -196,8 +203,30 @@ class Executor:
         async with self._slots:
             return await run_shard(self.rt, order)
 
+    def _also_report(self, finish: asyncio.Task[None], delivery: Delivery) -> None:
+        """An order this executor already runs, in another message: a new leader re-sends what
+        it finds in flight, without the members of a batch that finished, so under another
+        id. The run going on reports once for both messages; running it twice would not."""
+
+        async def reported() -> None:
+            try:
+                await asyncio.shield(finish)
+            except asyncio.CancelledError:
+                delivery.abandon()
+                raise
+            except Exception:  # not reported: both messages are redelivered
+                delivery.abandon()
+                return
+            await delivery.reported()
+
+        task = asyncio.create_task(reported())
+        self._also_reporting.add(task)
+        task.add_done_callback(self._also_reporting.discard)
+
     def _done(self, task: asyncio.Task[None]) -> None:
         running = self.running.pop(task)
+        order = running.order
+        self._attempts.pop((order.pipeline_id, order.shard, order.attempt), None)
         if not task.cancelled() and (error := task.exception()) is not None:
             _log.error(
                 "shard not reported; its work order will be redelivered",
