@@ -1,16 +1,16 @@
-"""Putting an object in one round trip, in the object store's own format.
+"""Putting an object in two round trips, in the object store's own format.
 
 nats-py's `ObjectStore.put` waits for three answers in turn: a lookup of the name (to clean up the
-chunks of an object it replaces), each chunk, then the meta message. `put_object` sends them all
-at once on one connection: the server stores a connection's publishes in order, so the chunks
-are in the stream before the meta that names them, and the caller learns it when the meta's ack
-comes back. Any reader (nats-py's `get`, the api, the tests) reads the result as before.
+chunks of an object it replaces), each chunk, then the meta message. `put_object` sends the
+lookup and every chunk at once, then the meta, and the caller learns the object is stored when
+the meta's ack comes back. Any reader (nats-py's `get`, the api, the tests) reads the result as
+before. The meta waits for the lookup: the server handles API requests apart from publishes, and
+a lookup sent with the meta was at times answered after it, named the new object, and left the
+replaced one's chunks (a retried shard's) in the stream (`test_objects` caught it under load).
 
-What differs: while a put is under way, or after one that failed, the name may show a meta whose
-chunks are not all there. Readers of results read only completed shards, whose final report is
-sent after `put_object` returned, so they never see that. The lookup may be answered after the
-new meta is stored and name it; then the replaced object's chunks (a retried shard's) stay in
-the stream, which wastes space and is never read.
+What differs: after a put that failed the name may show nothing new, or, if the meta was stored
+and its ack lost, a meta whose chunks are all there. Readers of results read only completed
+shards, whose final report is sent after `put_object` returned.
 """
 
 from __future__ import annotations
@@ -49,21 +49,19 @@ async def put_object(js: JetStreamContext, bucket: str, name: str, data: bytes) 
     meta_subject = f"$O.{bucket}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"
     previous = asyncio.create_task(_previous_nuid(js, stream, meta_subject))
     try:
-        await asyncio.gather(
-            *(js.publish(chunk_subject, chunk, stream=stream) for chunk in chunks),
-            js.publish(
-                meta_subject,
-                json.dumps(info.as_dict()).encode(),
-                stream=stream,
-                headers={Header.ROLLUP: "sub"},
-            ),
+        await asyncio.gather(*(js.publish(chunk_subject, chunk, stream=stream) for chunk in chunks))
+        old = await previous  # before the meta, which it would find otherwise
+        await js.publish(
+            meta_subject,
+            json.dumps(info.as_dict()).encode(),
+            stream=stream,
+            headers={Header.ROLLUP: "sub"},
         )
     except Exception:
+        previous.cancel()
         with contextlib.suppress(nats.errors.Error):
             await js.purge_stream(stream, subject=chunk_subject)
         raise
-    finally:
-        old = await previous
     if old is not None and old != nuid:
         await js.purge_stream(stream, subject=f"$O.{bucket}.C.{old}")
 
