@@ -101,7 +101,7 @@ async def _statuses(nc: NATS, js: JetStreamContext, stream: str, requests: list[
             json.dumps({**body, "no_wait": True}).encode(),
             reply=inbox,
         )
-        while isinstance(answer := await asyncio.wait_for(got.get(), timeout=10), int):
+        while isinstance(answer := await asyncio.wait_for(got.get(), timeout=30), int):
             seen.append(answer)
         seen.append(answer)  # each request ends with a status
     await sub.unsubscribe()

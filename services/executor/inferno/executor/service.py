@@ -124,7 +124,6 @@ class Executor:
         self.gpus = gpus or []
         self.resources = declared_resources({}, self.gpus) if resources is None else resources
         self.running: dict[asyncio.Task[None], _Running] = {}
-        self._attempts: dict[tuple[int, int, int], asyncio.Task[None]] = {}  # -> its `running`
         self._also_reporting: set[asyncio.Task[None]] = set()
         # pipeline id -> why its orders are aborted, up to which retry (`WorkOrder.retries`):
         # orders of a later retry run, whenever this executor hears of the retry
@@ -168,8 +167,7 @@ class Executor:
             return
         delivery = Delivery(msg, len(orders))
         for order in orders:
-            attempt = (order.pipeline_id, order.shard, order.attempt)
-            if (same := self._attempts.get(attempt)) is not None:
+            if (same := self._running_attempt(order)) is not None:
                 self._also_report(same, delivery)
                 continue
             # both tasks copy the context as it is here, so every line they log carries the ids
@@ -183,7 +181,6 @@ class Executor:
                 running = _Running(order, delivery, asyncio.create_task(self._run(order)))
                 task = asyncio.create_task(self._finish(running))
             self.running[task] = running
-            self._attempts[attempt] = task
             task.add_done_callback(self._done)
             pid = order.pipeline_id
             self.retries[pid] = max(self.retries.get(pid, 0), order.retries)
@@ -202,6 +199,15 @@ class Executor:
     async def _run(self, order: WorkOrder) -> ShardFinished:
         async with self._slots:
             return await run_shard(self.rt, order)
+
+    def _running_attempt(self, order: WorkOrder) -> asyncio.Task[None] | None:
+        """The task that runs `order`'s attempt already, if one does (a few are in flight)."""
+        attempt = (order.pipeline_id, order.shard, order.attempt)
+        for task, running in self.running.items():
+            held = running.order
+            if (held.pipeline_id, held.shard, held.attempt) == attempt:
+                return task
+        return None
 
     def _also_report(self, finish: asyncio.Task[None], delivery: Delivery) -> None:
         """An order this executor already runs, in another message: a new leader re-sends what
@@ -225,8 +231,6 @@ class Executor:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         running = self.running.pop(task)
-        order = running.order
-        self._attempts.pop((order.pipeline_id, order.shard, order.attempt), None)
         if not task.cancelled() and (error := task.exception()) is not None:
             _log.error(
                 "shard not reported; its work order will be redelivered",
