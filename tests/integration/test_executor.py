@@ -593,3 +593,25 @@ async def test_a_finished_shard_does_not_wait_for_a_long_one_past_the_linger(
     await wait_until(slow_aborted, timeout=60)
     stored = await stored_reports(log, names)
     assert not [r for r in stored if isinstance(r, ShardsFinished)]  # the quick one went alone
+
+
+async def test_an_executor_whose_work_consumer_is_gone_creates_it_again(start, log, names, dataset):
+    """The consumer's state is in the server's memory (`WorkPull`): a server restart, or
+    `nats consumer rm`, leaves the executor without it, and it must not wait forever."""
+    await start("ex1")
+    info = await log.consumer_info(names.work_stream, "executor-ex1")
+    assert info.config.mem_storage
+    await log.delete_consumer(names.work_stream, "executor-ex1")
+    await send(log, names, order(dataset))
+
+    async def finished() -> list[ShardFinished]:
+        return of(await reports(log, names), ShardFinished)
+
+    [done] = await wait_until(finished)
+    assert done.stats.rows == 32
+
+    async def acked() -> bool:
+        info = await log.consumer_info(names.work_stream, "executor-ex1")
+        return info.num_ack_pending == 0 and info.num_pending == 0
+
+    await wait_until(acked)

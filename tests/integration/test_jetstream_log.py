@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.api import RetentionPolicy, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 from nats.js.errors import BadRequestError
 
 from inferno.events.names import Names
@@ -431,6 +431,31 @@ async def test_durable_pull_is_idempotent_and_keeps_its_position(nc, log, names)
     assert info.config.ack_wait == 60
     await second.ack_sync()
     await again.unsubscribe()
+
+
+async def test_durable_pull_keeps_its_state_in_memory_and_replaces_one_on_file(nc, log, names):
+    """A durable an older version stored on file cannot be updated to memory in place: it is
+    replaced, and the work-queue stream still holds what it had not acked."""
+    subject = names.work("gpu-2")
+    durable = "executor-gpu-2"
+    on_file = ConsumerConfig(
+        name=durable,
+        durable_name=durable,
+        filter_subject=subject,
+        ack_policy=AckPolicy.EXPLICIT,
+    )
+    await log.add_consumer(names.work_stream, config=on_file)
+    appender = Appender(nc)
+    for i in range(2):
+        await appender.append(names.work_stream, [Outgoing(subject, f"{i}".encode(), f"m{i}")])
+    sub = await durable_pull(
+        log, names.work_stream, durable, filter_subject=subject, ack_wait=30, max_deliver=3
+    )
+    info = await log.consumer_info(names.work_stream, durable)
+    assert info.config.mem_storage
+    got = [msg.data for msg in await sub.fetch(2, timeout=2)]
+    assert got == [b"0", b"1"]
+    await sub.unsubscribe()
 
 
 async def test_connect_uses_service_settings(nats_url):

@@ -13,7 +13,7 @@ from inferno.jetstream.append import (
     StaleWriter,
 )
 from inferno.jetstream.connection import connect
-from inferno.jetstream.consumers import durable_pull
+from inferno.jetstream.consumers import WorkPull, durable_pull
 from inferno.jetstream.layout import LogConfigConflict, ensure_log
 from inferno.jetstream.replay import Follower, Handler, follow, parse_ack_subject, replay
 from inferno.jetstream.snapshot_writer import DEFAULT_CADENCE, Cadence, SnapshotWriter
@@ -35,6 +35,7 @@ __all__ = [
     "SnapshotStore",
     "SnapshotWriter",
     "StaleWriter",
+    "WorkPull",
     "connect",
     "durable_pull",
     "ensure_log",

@@ -7,10 +7,11 @@
   scheduler assigns them once every slot is full, and they wait in the consumer, so a freed slot
   fetches its next shard at once instead of waiting for a decision cycle. Every shard ends with
   exactly one final report (finished, errored or aborted); the finished ones of a message go
-  out together (`ShardsFinished`, one fsynced message: `_Delivery`), and the message is acked
+  out together (`ShardsFinished`, one fsynced message: `Delivery`), and the message is acked
   once all its orders have reported; `msg.in_progress()` keeps a long shard's ack alive. A
   stale attempt is harmless: `decide` ignores its reports, so the executor never coordinates
-  with anyone.
+  with anyone. The consumer is created again whenever the server no longer has it (`WorkPull`:
+  its state lives in memory, so a server restart forgets it).
 - Heartbeat: `ExecutorInfo` in the EXECUTORS bucket every `heartbeat_ttl_s / 3`.
 - Aborts: a core subscription to `pipeline.*.deleted` and `pipeline.*.failed` events cancels that
   pipeline's shards, and its orders still queued once they are fetched. They still report
@@ -42,7 +43,6 @@ import nats.errors
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from inferno.events.codec import decode_event, encode
@@ -81,7 +81,7 @@ from inferno.executor.reporting import (
 )
 from inferno.executor.secrets import Secrets
 from inferno.executor.shard import PERMANENT, Runtime, run_shard
-from inferno.jetstream import Appender, Outgoing, durable_pull
+from inferno.jetstream import Appender, Outgoing, WorkPull
 from inferno.jetstream.objects import put_object
 from inferno.jetstream.results import INLINE_RESULTS_MAX
 from inferno.runtime.bootstrap import open_log
@@ -132,7 +132,7 @@ class Executor:
 
     # the work loop
 
-    async def consume(self, sub: JetStreamContext.PullSubscription, stop: asyncio.Event) -> None:
+    async def consume(self, pull: WorkPull, stop: asyncio.Event) -> None:
         """Fetch work while there are free slots, until `stop`. Never cancels a fetch: a message
         delivered to a dropped fetch would wait out the ack wait before anyone saw it."""
         stopping = asyncio.create_task(stop.wait())
@@ -143,7 +143,7 @@ class Executor:
                     await asyncio.wait({*working, stopping}, return_when=asyncio.FIRST_COMPLETED)
                     continue
                 try:
-                    messages = await sub.fetch(1, timeout=self.poll_s)
+                    messages = await pull.fetch(1, timeout=self.poll_s)
                 except nats.errors.TimeoutError:
                     continue
                 except nats.errors.Error as error:  # disconnected: the client reconnects
@@ -495,7 +495,7 @@ async def run(
             linger_s=report_linger_s,
         )
         _log.info("executor resources", slots=slots, **declared)
-        sub = await durable_pull(
+        pull = WorkPull(
             js,
             names.work_stream,
             f"executor-{executor_id}",
@@ -503,9 +503,8 @@ async def run(
             ack_wait=ACK_WAIT_S,
             max_deliver=MAX_DELIVER,
         )
-        # a pull subscription's inbox can hold the status of an expired fetch, which would
-        # stall the connection's drain for its whole timeout: close it first (the durable stays)
-        resources.push_async_callback(sub.unsubscribe)
+        await pull.open()
+        resources.push_async_callback(pull.close)  # before the connection drains
         if metrics_port:
             live = metrics.SlotsCollector(executor)
             consumer = f"executor-{executor_id}"
@@ -529,7 +528,7 @@ async def run(
         resources.push_async_callback(_leave, kv, heartbeat, leaving, executor_id)
         _log.info("executor ready", executor_id=executor_id)
         try:
-            await executor.consume(sub, stop)
+            await executor.consume(pull, stop)
             _log.info("executor stopping", executor_id=executor_id, in_flight=len(executor.running))
             await executor.drain(drain_timeout_s)
         finally:
