@@ -417,7 +417,7 @@ def run_once(args: argparse.Namespace, *, sync_always: bool) -> dict:
         "executors": args.executors,
         "hosts": args.hosts,
         "slots": args.slots,
-        "queue": args.slots if args.queue is None else args.queue,
+        "queue": "auto" if args.queue is None else args.queue,
         "rows": args.rows,
         "evt_events": len(log.events),
         "log_writes_per_shard": {k: v / total for k, v in log.writes.items()},
@@ -492,7 +492,7 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, default=4, help="processes the executors share")
     parser.add_argument("--slots", type=int, default=2, help="per executor (its default: 2)")
     parser.add_argument(
-        "--queue", type=int, default=None, help="orders held beyond the slots (default: = slots)"
+        "--queue", type=int, default=None, help="orders held beyond the slots (default: auto)"
     )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run")
     parser.add_argument(

@@ -45,7 +45,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="hosts.py")
     parser.add_argument("--ids", required=True, help="comma-separated executor ids")
     parser.add_argument("--slots", type=int, default=2)
-    parser.add_argument("--queue", type=int, default=None, help="default: as many as slots")
+    parser.add_argument("--queue", type=int, default=None, help="default: by shard length")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     configure_logging(settings.log_level, settings.log_format, service="executor")

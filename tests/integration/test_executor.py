@@ -39,7 +39,12 @@ from inferno.events.work import ExecutorInfo, WorkBatch, WorkOrder
 from inferno.executor.backends import default_backends
 from inferno.executor.backends.base import Backend, GenerationRequest
 from inferno.executor.backends.sim import SimConfig, answer
-from inferno.executor.service import run
+from inferno.executor.datasets import DatasetCache
+from inferno.executor.engines import EngineCache
+from inferno.executor.queue_depth import MAX_PER_SLOT
+from inferno.executor.secrets import Secrets
+from inferno.executor.service import Executor, _heartbeat, run
+from inferno.executor.shard import Runtime
 from inferno.jetstream import Appender, Outgoing, ensure_log, replay
 from inferno.runtime.settings import Settings
 from tests.results import results_rows
@@ -615,3 +620,59 @@ async def test_an_executor_whose_work_consumer_is_gone_creates_it_again(start, l
         return info.num_ack_pending == 0 and info.num_pending == 0
 
     await wait_until(acked)
+
+
+async def test_short_shards_deepen_the_queue_offered(start, log, names, dataset):
+    """`QueueDepth`: shards of milliseconds ask for the most orders a slot."""
+    await start("ex1", slots=2)
+    assert (await heartbeat(log, names, "ex1")).queue == 2  # one a slot before any shard ran
+    kv = await log.key_value(names.executors_bucket)
+    watcher = await kv.watch("ex1")
+    await send_batch(log, names, [order(dataset, pipeline_id=p) for p in (1, 2, 3)])
+
+    async def deepened() -> ExecutorInfo:
+        while True:
+            entry = await watcher.updates(timeout=60)
+            if entry is not None and entry.value:
+                info = msgspec.json.decode(entry.value, type=ExecutorInfo)
+                if info.queue == 2 * MAX_PER_SLOT:
+                    return info
+
+    assert (await asyncio.wait_for(deepened(), 60)).slots == 2
+    await watcher.stop()
+
+
+async def test_a_changed_queue_is_sent_at_once_not_at_the_next_beat(log, names):
+    """The beat after `heartbeat_due` is set comes now, not 300 s later."""
+    runtime = Runtime(
+        executor_id="ex1",
+        engines=EngineCache(default_backends()),
+        datasets=DatasetCache(log, names),
+        store_results=_unused,
+        report=_unused,
+        secrets=Secrets(await log.key_value(names.secrets_bucket)),
+    )
+    executor = Executor(runtime, slots=2, send_finished=_unused)
+    kv = await log.key_value(names.executors_bucket)
+    watcher = await kv.watch("ex1")
+    leaving = asyncio.Event()
+    beating = asyncio.create_task(_heartbeat(kv, executor, ["sim"], 300.0, leaving))
+
+    async def beat() -> ExecutorInfo:
+        while True:
+            entry = await watcher.updates(timeout=60)
+            if entry is not None and entry.value:
+                return msgspec.json.decode(entry.value, type=ExecutorInfo)
+
+    assert (await asyncio.wait_for(beat(), 60)).queue == 2
+    assert executor.queue.ran(0.001)  # as `_finish` does for each finished shard
+    executor.heartbeat_due.set()
+    assert (await asyncio.wait_for(beat(), 60)).queue == 2 * MAX_PER_SLOT
+    leaving.set()
+    executor.heartbeat_due.set()
+    await asyncio.wait_for(beating, 60)
+    await watcher.stop()
+
+
+async def _unused(*_args: Any) -> None:
+    raise AssertionError("not called in this test")

@@ -71,7 +71,7 @@ class Settings:
     lease_ttl_s: float = 5.0
     executor_id: str | None = None
     executor_slots: int = 2  # shards an executor runs at once
-    executor_queue: int | None = None  # orders it holds beyond its slots (None: as many)
+    executor_queue: int | None = None  # orders held beyond its slots (None: by shard length)
     # INFERNO_EXECUTOR_RESOURCES less `slots` (which sets executor_slots), sorted by name
     executor_resources: tuple[tuple[str, float], ...] = ()
     rate_limits: str = "fleet"  # rpm/tpm held across the fleet, or per executor (as before)

@@ -3,7 +3,8 @@
 - Work: the durable pull consumer `executor-<id>` on `names.work(id)`, up to `slots` shards at
   once. A work message (`WorkBatch`) holds the orders one tick gave this executor for one
   pipeline; they run through the slots, and the next message is fetched once fewer orders than
-  slots are left. The heartbeat offers `queue` more (default: as many as `slots`): the
+  slots are left. The heartbeat offers `queue` more (`QueueDepth`: by default about half a
+  second of its slots' work, at least one a slot; a change is sent at once): the
   scheduler assigns them once every slot is full, and they wait in the consumer, so a freed slot
   fetches its next shard at once instead of waiting for a decision cycle. Every shard ends with
   exactly one final report (finished, errored or aborted); the finished ones of a message go
@@ -72,6 +73,7 @@ from inferno.executor.datasets import DatasetCache
 from inferno.executor.engines import EngineCache
 from inferno.executor.fleet_ledgers import Ledgers
 from inferno.executor.fleet_limits import FleetRates
+from inferno.executor.queue_depth import QueueDepth
 from inferno.executor.reporting import (
     ACK_WAIT_S,
     REPORT_LINGER_S,
@@ -111,14 +113,16 @@ class Executor:
         rt: Runtime,
         *,
         slots: int,
-        queue: int = 0,
+        queue: QueueDepth | None = None,
         poll_s: float = 1.0,
         gpus: list[dict[str, object]] | None = None,
         resources: dict[str, float] | None = None,
         send_finished: SendFinished,
         linger_s: float = REPORT_LINGER_S,
     ) -> None:
-        self.rt, self.slots, self.queue, self.poll_s = rt, slots, queue, poll_s
+        self.rt, self.slots, self.poll_s = rt, slots, poll_s
+        self.queue = QueueDepth(slots) if queue is None else queue
+        self.heartbeat_due = asyncio.Event()  # set: beat now (the queue offered changed)
         self.outbox = Outbox(send_finished, self.working, linger_s)
         self._slots = asyncio.Semaphore(slots)  # orders of a message beyond them wait here
         self.gpus = gpus or []
@@ -248,6 +252,8 @@ class Executor:
         try:
             report, fields = await self._outcome(running)
             if isinstance(report, ShardFinished):
+                if self.queue.ran(report.stats.duration_s):
+                    self.heartbeat_due.set()
                 await self.outbox.finished(report)
                 rows = report.stats.rows
             else:
@@ -340,7 +346,7 @@ class Executor:
             executor_id=self.rt.executor_id,
             backends=backends,
             slots=self.slots,
-            queue=self.queue,
+            queue=self.queue.orders,
             busy=self.busy_slots(),
             loaded_models=self.rt.engines.loaded_models,
             has_gpu=has_gpu(self.resources),
@@ -394,16 +400,19 @@ def _means(stats: ShardStats) -> dict[str, float]:
 async def _heartbeat(
     kv: KeyValue, executor: Executor, backends: list[str], every_s: float, leaving: asyncio.Event
 ) -> None:
-    """Until `leaving` is set. Ended by the event, not by cancelling: on Python 3.11 a cancel
-    that lands as a `kv.put` reply arrives is swallowed by `wait_for` inside nats-py."""
+    """Until `leaving` is set; at once whenever `executor.heartbeat_due` is (the queue it offers
+    changed). Ended by the event, not by cancelling: on Python 3.11 a cancel that lands as a
+    `kv.put` reply arrives is swallowed by `wait_for` inside nats-py."""
     started_at = time.time()
+    due = executor.heartbeat_due
     while not leaving.is_set():
+        due.clear()
         try:
             await kv.put(executor.rt.executor_id, encode(executor.info(backends, started_at)))
         except nats.errors.Error as error:
             _log.warning("heartbeat failed", error=repr(error))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(leaving.wait(), every_s)
+            await asyncio.wait_for(due.wait(), every_s)
 
 
 def _stop_on_signals() -> asyncio.Event:
@@ -433,20 +442,21 @@ async def run(
 ) -> None:
     """Run an executor until `stop` is set (default: until SIGTERM or SIGINT); serve /metrics
     on `settings.metrics_host`:`metrics_port` (0: not at all). `queue`: orders held beyond the
-    slots (None: as many as `slots`). `inline_results_max`: bytes of a shard's results sent in
-    its report (more go to INFERNO_RESULTS; 0: always there). `report_linger_s`: how long a
-    finished shard's report may wait for the others of the executor (`reporting.Outbox`)."""
+    slots (None: by how long its shards run, `queue_depth`). `inline_results_max`: bytes of a
+    shard's results sent in its report (more go to INFERNO_RESULTS; 0: always there).
+    `report_linger_s`: how long a finished shard's report may wait for the others of the
+    executor (`reporting.Outbox`)."""
     if slots < 1:
         raise ValueError(f"slots must be at least 1, not {slots}")
-    queue = slots if queue is None else queue
-    if queue < 0:
+    if queue is not None and queue < 0:
         raise ValueError(f"queue must not be negative, not {queue}")
     names = Names(settings.namespace)
     names.work(executor_id)  # validates the id before anything connects
     backends = default_backends() if backends is None else backends
     advertised = sorted(name for name, backend in backends.items() if backend.available())
     settings = dataclasses.replace(settings, executor_id=executor_id)
-    log_effective_config(_log.bind(slots=slots, queue=queue, backends=advertised), settings)
+    queued = "auto" if queue is None else queue
+    log_effective_config(_log.bind(slots=slots, queue=queued, backends=advertised), settings)
     stop = _stop_on_signals() if stop is None else stop
 
     async with contextlib.AsyncExitStack() as resources:  # released in reverse order
@@ -487,7 +497,7 @@ async def run(
         executor = Executor(
             rt,
             slots=slots,
-            queue=queue,
+            queue=QueueDepth(slots, queue),
             poll_s=poll_s,
             gpus=gpus,
             resources=declared,
@@ -525,7 +535,7 @@ async def run(
         heartbeat = asyncio.create_task(
             _heartbeat(kv, executor, advertised, settings.heartbeat_ttl_s / 3, leaving)
         )
-        resources.push_async_callback(_leave, kv, heartbeat, leaving, executor_id)
+        resources.push_async_callback(_leave, kv, executor, heartbeat, leaving)
         _log.info("executor ready", executor_id=executor_id)
         try:
             await executor.consume(pull, stop)
@@ -538,13 +548,14 @@ async def run(
 
 
 async def _leave(
-    kv: KeyValue, heartbeat: asyncio.Task[None], leaving: asyncio.Event, executor_id: str
+    kv: KeyValue, executor: Executor, heartbeat: asyncio.Task[None], leaving: asyncio.Event
 ) -> None:
     """Stop heartbeating and delete the entry: the scheduler sees the executor go at once."""
     leaving.set()
+    executor.heartbeat_due.set()  # wakes the heartbeat, which sees it is leaving
     await heartbeat
     with contextlib.suppress(nats.errors.Error):
-        await kv.delete(executor_id)
+        await kv.delete(executor.rt.executor_id)
 
 
 async def _close(nc: NATS) -> None:

@@ -1,0 +1,47 @@
+"""How many work orders an executor asks to hold beyond its slots (`ExecutorInfo.queue`).
+
+A queued order lets a freed slot start its next shard at once instead of waiting a decision
+cycle (a round trip of about 100 ms through the scheduler), and the orders of a deeper queue
+travel in fewer, larger messages: with 5 ms shards, one queued order a slot kept the slots fed
+only between round trips and cost 1.5 stored messages a shard, eight a slot 0.5
+(docs/benchmarks.md). But a queued order is in flight for everyone else: a stop lets it run,
+and only its executor can start it. So, unless `INFERNO_EXECUTOR_QUEUE` fixes it, the queue
+holds about `QUEUE_WORK_S` of its slots' work, by the mean duration of the shards it ran: at
+least one order a slot (for shards of a second or more, the fixed default before), at most
+`MAX_PER_SLOT`, in powers of two a slot so that the figure the heartbeat carries changes seldom.
+"""
+
+from __future__ import annotations
+
+import math
+
+QUEUE_WORK_S = 0.5  # of the slots' work that may wait in the queue
+MAX_PER_SLOT = 8
+_WEIGHT = 0.2  # of each finished shard in the running mean of their durations
+
+
+def orders_per_slot(shard_s: float) -> int:
+    """Queued orders a slot for shards of `shard_s` seconds: 1, 2, 4 or 8."""
+    wanted = QUEUE_WORK_S / shard_s if shard_s > 0 else MAX_PER_SLOT
+    if wanted <= 1:
+        return 1
+    return min(2 ** math.ceil(math.log2(wanted)), MAX_PER_SLOT)
+
+
+class QueueDepth:
+    """The queue an executor offers: `fixed` when given, else following its shards."""
+
+    def __init__(self, slots: int, fixed: int | None = None) -> None:
+        self.slots, self.fixed = slots, fixed
+        self.orders = slots if fixed is None else fixed
+        self._mean_s: float | None = None
+
+    def ran(self, duration_s: float) -> bool:
+        """A shard finished in `duration_s`; True when the queue offered changed."""
+        if self.fixed is not None:
+            return False
+        mean = self._mean_s
+        self._mean_s = mean = duration_s if mean is None else mean + _WEIGHT * (duration_s - mean)
+        orders = self.slots * orders_per_slot(mean)
+        changed, self.orders = orders != self.orders, orders
+        return changed
