@@ -665,7 +665,7 @@ async def test_a_changed_queue_is_sent_at_once_not_at_the_next_beat(log, names):
                 return msgspec.json.decode(entry.value, type=ExecutorInfo)
 
     assert (await asyncio.wait_for(beat(), 60)).queue == 2
-    assert executor.queue.ran(0.001)  # as `_finish` does for each finished shard
+    assert executor.queue.ran(0.001, "sim:sim-a")  # as `_finish` does for each finished shard
     executor.heartbeat_due.set()
     assert (await asyncio.wait_for(beat(), 60)).queue == 2 * MAX_PER_SLOT
     leaving.set()

@@ -27,16 +27,25 @@ def test_orders_per_slot_cover_the_queue_work_in_powers_of_two(shard_s, per_slot
 def test_a_fixed_queue_never_changes():
     depth = QueueDepth(slots=4, fixed=3)
     assert depth.orders == 3
-    assert not depth.ran(0.001)
+    assert not depth.ran(0.001, "sim:a")
     assert depth.orders == 3
 
 
 def test_short_shards_deepen_the_queue_and_long_ones_bring_it_back():
     depth = QueueDepth(slots=2)
     assert depth.orders == 2  # one a slot until a shard has run
-    assert depth.ran(0.005)  # changed: the heartbeat goes out at once
+    assert depth.ran(0.005, "sim:a")  # changed: the heartbeat goes out at once
     assert depth.orders == 2 * MAX_PER_SLOT
-    assert not depth.ran(0.005)  # the same: no heartbeat of its own
+    assert not depth.ran(0.005, "sim:a")  # the same: no heartbeat of its own
     while depth.orders != 2:  # shards of a minute from now on: the mean follows
-        depth.ran(60.0)
-    assert not depth.ran(60.0)
+        depth.ran(60.0, "sim:a")
+    assert not depth.ran(60.0, "sim:a")
+
+
+def test_another_model_starts_the_mean_again():
+    depth = QueueDepth(slots=2)
+    for _ in range(50):
+        depth.ran(0.001, "sim:fast")
+    assert depth.orders == 2 * MAX_PER_SLOT
+    assert depth.ran(30.0, "vllm:big")  # its first shard alone decides, not fifty of the other
+    assert depth.orders == 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from inferno.events import State, decide, evolve
 from inferno.events.commands import AssignWork, CreateExperiment, ExecutorSlot
 from inferno.events.model import PipelineSpec
@@ -110,15 +112,55 @@ def test_slots_fill_before_queues_so_work_spreads_over_executors():
     )
 
 
+def _queue_passes(state: State, assign: AssignWork, executors: dict[str, ExecutorInfo]) -> list:
+    """Both queue passes, as the leader runs them after the slots' pass."""
+    placed = []
+    for deep in (False, True):
+        events = decide(state, queue_capacity(state, assign, executors, deep=deep), now=NOW)
+        for event in events:
+            evolve(state, event)
+        placed += events
+    return placed
+
+
 def test_a_queue_takes_only_shards_of_a_model_the_executor_has_or_runs():
     specs = [
         PipelineSpec(pipeline_name=f"p{m}", pipeline_type="sim", model_config={"model": m})
         for m in ("m1", "m2")
     ]
     state = state_with(*specs, shards=5)
-    info = ExecutorInfo(executor_id="a", backends=["sim"], slots=1, queue=2, heartbeat_at=NOW)
+    info = ExecutorInfo(
+        executor_id="a",
+        backends=["sim"],
+        slots=1,
+        queue=2,
+        loaded_models=["sim:m1"],
+        heartbeat_at=NOW,
+    )
     _, assign = tick_messages(state, {"a": info}, now=NOW, heartbeat_ttl_s=TTL, expire=True)
     [first] = decide(state, assign, now=NOW)
     evolve(state, first)
-    queued = decide(state, queue_capacity(state, assign, {"a": info}), now=NOW)
+    queued = _queue_passes(state, assign, {"a": info})
     assert [(e.pipeline_id, e.executor_id) for e in queued] == [(first.pipeline_id, "a")] * 2
+
+
+def test_orders_beyond_one_a_slot_take_only_the_loaded_models_shards():
+    """A queue deepened for m1's short shards must not fill with m2's, which it never timed."""
+    spec = PipelineSpec(pipeline_name="p2", pipeline_type="sim", model_config={"model": "m2"})
+    state = state_with(spec, shards=10)
+    info = ExecutorInfo(
+        executor_id="a",
+        backends=["sim"],
+        slots=2,
+        queue=8,
+        loaded_models=["sim:m1"],
+        heartbeat_at=NOW,
+    )
+    _, assign = tick_messages(state, {"a": info}, now=NOW, heartbeat_ttl_s=TTL, expire=True)
+    for event in (running := decide(state, assign, now=NOW)):
+        evolve(state, event)
+    queued = _queue_passes(state, assign, {"a": info})
+    assert (len(running), len(queued)) == (2, 2)  # two slots, and one order a slot queued
+    loaded = msgspec.structs.replace(info, loaded_models=["sim:m2"])  # its next heartbeat
+    _, assign = tick_messages(state, {"a": loaded}, now=NOW, heartbeat_ttl_s=TTL, expire=True)
+    assert len(_queue_passes(state, assign, {"a": loaded})) == 6  # the rest of its queue

@@ -193,13 +193,22 @@ class ExecutorInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 def queue_capacity(
-    state: State, offered: AssignWork, executors: Mapping[str, ExecutorInfo]
+    state: State,
+    offered: AssignWork,
+    executors: Mapping[str, ExecutorInfo],
+    *,
+    deep: bool = False,
 ) -> AssignWork:
-    """A tick's second pass: the executors offered in `offered` again, with room for their slots
-    plus their queues less what the state has assigned them (after the first pass), each for
-    the models it has loaded or in flight only. An executor runs one model at a time, so a
-    queued shard of another model would wait for a swap that another executor may not need.
-    Queued shards hold their resources as running ones do, so a queue never overcommits."""
+    """A tick's queue passes: the executors offered in `offered` again, with room for their
+    slots plus their queues less what the state has assigned them (after the passes before),
+    each for the models it has loaded or in flight only. An executor runs one model at a time,
+    so a queued shard of another model would wait for a swap that another executor may not need.
+    Queued shards hold their resources as running ones do, so a queue never overcommits.
+
+    The first pass fills up to one queued order a slot; `deep`, the second, the rest of a queue
+    that an executor deepened for short shards (`inferno.executor.queue_depth`), with shards of
+    the model its heartbeat says is loaded only: the shards it timed, where a model it has not
+    run may have shards of minutes."""
     used = in_use(state.pipelines.values())
     models: dict[str, set[str]] = {}
     for pipeline in state.pipelines.values():
@@ -208,12 +217,18 @@ def queue_capacity(
     slots = []
     for slot in offered.executors:
         info = executors.get(slot.executor_id)
-        if info is not None and info.queue > 0:
-            mine = used.get(slot.executor_id, {})
-            room = max(info.slots + info.queue - int(mine.get(SLOTS, 0)), 0)
-            only = slot.loaded_models | models.get(slot.executor_id, set())
-            fresh = info.slot(mine)  # resources as the first pass left them
-            slots.append(msgspec.structs.replace(fresh, free_slots=room, only_models=only))
+        if info is None or info.queue <= 0:
+            continue
+        queue = info.queue if deep else min(info.queue, info.slots)
+        only = (
+            slot.loaded_models if deep else slot.loaded_models | models.get(info.executor_id, set())
+        )
+        if deep and (queue <= info.slots or not only):
+            continue
+        mine = used.get(slot.executor_id, {})
+        room = max(info.slots + queue - int(mine.get(SLOTS, 0)), 0)
+        fresh = info.slot(mine)  # resources as the passes before left them
+        slots.append(msgspec.structs.replace(fresh, free_slots=room, only_models=only))
     return AssignWork(executors=tuple(slots))
 
 

@@ -1,21 +1,25 @@
 """How many work orders an executor asks to hold beyond its slots (`ExecutorInfo.queue`).
 
 A queued order lets a freed slot start its next shard at once instead of waiting a decision
-cycle (a round trip of about 100 ms through the scheduler), and the orders of a deeper queue
-travel in fewer, larger messages: with 5 ms shards, one queued order a slot kept the slots fed
-only between round trips and cost 1.5 stored messages a shard, eight a slot 0.5
-(docs/benchmarks.md). But a queued order is in flight for everyone else: a stop lets it run,
-and only its executor can start it. So, unless `INFERNO_EXECUTOR_QUEUE` fixes it, the queue
-holds about `QUEUE_WORK_S` of its slots' work, by the mean duration of the shards it ran: at
-least one order a slot (for shards of a second or more, the fixed default before), at most
-`MAX_PER_SLOT`, in powers of two a slot so that the figure the heartbeat carries changes seldom.
+cycle, and the orders of a deeper queue travel in fewer, larger messages. A slot needs queued
+work for about one round trip through the scheduler (Little's law; ~0.1 s here): one order
+covers it for shards of 0.1 s or more, and shards of milliseconds need more, or slots wait and
+every message carries few shards (bench/dispatch.py: 1.5 stored messages a shard with one
+order a slot, 0.65 with eight; docs/benchmarks.md). But a queued order is in flight for
+everyone else: a stop lets it run, and only its executor can start it. So, unless
+`INFERNO_EXECUTOR_QUEUE` fixes it, the queue holds about `QUEUE_WORK_S` of its slots' work, by
+the mean duration of the shards of the model it has loaded: at least one order a slot (the fixed
+default before), at most `MAX_PER_SLOT`, in powers of two a slot so that the figure the
+heartbeat carries changes seldom. The scheduler queues orders beyond one a slot only with shards
+of the model the heartbeat says is loaded (`inferno.events.work.queue_capacity`): the durations
+were measured on it, and another model's shards may be long.
 """
 
 from __future__ import annotations
 
 import math
 
-QUEUE_WORK_S = 0.5  # of the slots' work that may wait in the queue
+QUEUE_WORK_S = 0.1  # of the slots' work that may wait in the queue: about one round trip
 MAX_PER_SLOT = 8
 _WEIGHT = 0.2  # of each finished shard in the running mean of their durations
 
@@ -34,13 +38,15 @@ class QueueDepth:
     def __init__(self, slots: int, fixed: int | None = None) -> None:
         self.slots, self.fixed = slots, fixed
         self.orders = slots if fixed is None else fixed
+        self._model: str | None = None
         self._mean_s: float | None = None
 
-    def ran(self, duration_s: float) -> bool:
-        """A shard finished in `duration_s`; True when the queue offered changed."""
+    def ran(self, duration_s: float, model: str) -> bool:
+        """A shard of `model` finished in `duration_s`; True when the queue offered changed."""
         if self.fixed is not None:
             return False
-        mean = self._mean_s
+        mean = self._mean_s if model == self._model else None  # another model: start again
+        self._model = model
         self._mean_s = mean = duration_s if mean is None else mean + _WEIGHT * (duration_s - mean)
         orders = self.slots * orders_per_slot(mean)
         changed, self.orders = orders != self.orders, orders

@@ -3,8 +3,8 @@
 - Work: the durable pull consumer `executor-<id>` on `names.work(id)`, up to `slots` shards at
   once. A work message (`WorkBatch`) holds the orders one tick gave this executor for one
   pipeline; they run through the slots, and the next message is fetched once fewer orders than
-  slots are left. The heartbeat offers `queue` more (`QueueDepth`: by default about half a
-  second of its slots' work, at least one a slot; a change is sent at once): the
+  slots are left. The heartbeat offers `queue` more (`QueueDepth`: by default about 0.1 s of
+  its slots' work, at least one a slot; a change is sent at once): the
   scheduler assigns them once every slot is full, and they wait in the consumer, so a freed slot
   fetches its next shard at once instead of waiting for a decision cycle. Every shard ends with
   exactly one final report (finished, errored or aborted); the finished ones of a message go
@@ -70,7 +70,7 @@ from inferno.executor.backends import Backends, default_backends
 from inferno.executor.backends.base import EndpointUnavailable
 from inferno.executor.capabilities import declared_resources, has_gpu
 from inferno.executor.datasets import DatasetCache
-from inferno.executor.engines import EngineCache
+from inferno.executor.engines import EngineCache, loaded_model
 from inferno.executor.fleet_ledgers import Ledgers
 from inferno.executor.fleet_limits import FleetRates
 from inferno.executor.queue_depth import QueueDepth
@@ -122,7 +122,8 @@ class Executor:
     ) -> None:
         self.rt, self.slots, self.poll_s = rt, slots, poll_s
         self.queue = QueueDepth(slots) if queue is None else queue
-        self.heartbeat_due = asyncio.Event()  # set: beat now (the queue offered changed)
+        self.heartbeat_due = asyncio.Event()  # set: beat now (the queue or the model changed)
+        self._beat_models: list[str] = []  # the loaded models the last heartbeat named
         self.outbox = Outbox(send_finished, self.working, linger_s)
         self._slots = asyncio.Semaphore(slots)  # orders of a message beyond them wait here
         self.gpus = gpus or []
@@ -252,8 +253,9 @@ class Executor:
         try:
             report, fields = await self._outcome(running)
             if isinstance(report, ShardFinished):
-                if self.queue.ran(report.stats.duration_s):
-                    self.heartbeat_due.set()
+                deeper = self.queue.ran(report.stats.duration_s, loaded_model(order.spec))
+                if deeper or self.rt.engines.loaded_models != self._beat_models:
+                    self.heartbeat_due.set()  # the scheduler queues by both
                 await self.outbox.finished(report)
                 rows = report.stats.rows
             else:
@@ -342,13 +344,14 @@ class Executor:
     # heartbeat
 
     def info(self, backends: list[str], started_at: float) -> ExecutorInfo:
+        self._beat_models = self.rt.engines.loaded_models
         return ExecutorInfo(
             executor_id=self.rt.executor_id,
             backends=backends,
             slots=self.slots,
             queue=self.queue.orders,
             busy=self.busy_slots(),
-            loaded_models=self.rt.engines.loaded_models,
+            loaded_models=self._beat_models,
             has_gpu=has_gpu(self.resources),
             gpus=self.gpus,
             resources=self.resources,
@@ -401,8 +404,8 @@ async def _heartbeat(
     kv: KeyValue, executor: Executor, backends: list[str], every_s: float, leaving: asyncio.Event
 ) -> None:
     """Until `leaving` is set; at once whenever `executor.heartbeat_due` is (the queue it offers
-    changed). Ended by the event, not by cancelling: on Python 3.11 a cancel that lands as a
-    `kv.put` reply arrives is swallowed by `wait_for` inside nats-py."""
+    or the model it has loaded changed). Ended by the event, not by cancelling: on Python 3.11
+    a cancel that lands as a `kv.put` reply arrives is swallowed by `wait_for` inside nats-py."""
     started_at = time.time()
     due = executor.heartbeat_due
     while not leaving.is_set():

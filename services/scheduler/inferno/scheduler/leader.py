@@ -276,8 +276,10 @@ class Term:
             await self._record(batch, events, prefix, index)
             index += len(events)
         more, placed = self._place(assign, now)
-        if not more:  # slots first, then the executors' queues (ExecutorInfo.queue)
-            queues = queue_capacity(state, assign, d.roster.executors)
+        for deep in (False, True):  # slots first, then the executors' queues (ExecutorInfo.queue)
+            if more:
+                break
+            queues = queue_capacity(state, assign, d.roster.executors, deep=deep)
             more, queued = self._place(queues, now)
             placed += queued
         if placed:
