@@ -721,6 +721,7 @@ async def test_executors_come_from_the_heartbeat_bucket(
         backends=["sim", "vllm"],
         slots=2,
         busy=1,
+        queue=8,
         loaded_models=["m"],
         heartbeat_at=time.time(),
     )
@@ -734,6 +735,7 @@ async def test_executors_come_from_the_heartbeat_bucket(
         1,
     )
     assert shown["loaded_models"] == ["m"]
+    assert shown["queue"] == 8  # what it offers beyond its slots now (it follows its shards)
     assert 0 <= shown["heartbeat_age_s"] < 5
     await kv.purge("gpu-1")
     await until(lambda: not api.projection.executors)

@@ -251,6 +251,7 @@ def executor(
         "backends": info.backends,
         "slots": info.slots,
         "busy": info.busy,
+        "queue": info.queue,  # orders it holds beyond its slots: it follows its shards' length
         "capacity": {SLOTS: info.slots, **info.resources},
         "used": {SLOTS: int(used.get(SLOTS, 0)), **{k: used.get(k, 0.0) for k in info.resources}},
         "loaded_models": info.loaded_models,

@@ -2,10 +2,11 @@
 
 A queued order lets a freed slot start its next shard at once instead of waiting a decision
 cycle, and the orders of a deeper queue travel in fewer, larger messages. A slot needs queued
-work for about one round trip through the scheduler (Little's law; ~0.1 s here): one order
-covers it for shards of 0.1 s or more, and shards of milliseconds need more, or slots wait and
-every message carries few shards (bench/dispatch.py: 1.5 stored messages a shard with one
-order a slot, 0.65 with eight; docs/benchmarks.md). But a queued order is in flight for
+work for a round trip through the scheduler (Little's law; 0.1-0.2 s here, assigned to
+finished): one order covers it for shards of 0.2 s or more, and shards of milliseconds need
+more, or slots wait and every message carries few shards (bench/dispatch.py: 1.54 stored
+messages a shard with a fixed queue of one order a slot, 0.46 with seven; docs/benchmarks.md).
+But a queued order is in flight for
 everyone else: a stop lets it run, and only its executor can start it. So, unless
 `INFERNO_EXECUTOR_QUEUE` fixes it, the queue holds about `QUEUE_WORK_S` of its slots' work, by
 the mean duration of the shards of the model it has loaded: at least one order a slot (the fixed
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import math
 
-QUEUE_WORK_S = 0.1  # of the slots' work that may wait in the queue: about one round trip
+QUEUE_WORK_S = 0.2  # of the slots' work that may wait in the queue: one or two round trips
 MAX_PER_SLOT = 8
 _WEIGHT = 0.2  # of each finished shard in the running mean of their durations
 

@@ -3,7 +3,7 @@
 - Work: the durable pull consumer `executor-<id>` on `names.work(id)`, up to `slots` shards at
   once. A work message (`WorkBatch`) holds the orders one tick gave this executor for one
   pipeline; they run through the slots, and the next message is fetched once fewer orders than
-  slots are left. The heartbeat offers `queue` more (`QueueDepth`: by default about 0.1 s of
+  slots are left. The heartbeat offers `queue` more (`QueueDepth`: by default about 0.2 s of
   its slots' work, at least one a slot; a change is sent at once): the
   scheduler assigns them once every slot is full, and they wait in the consumer, so a freed slot
   fetches its next shard at once instead of waiting for a decision cycle. Every shard ends with
