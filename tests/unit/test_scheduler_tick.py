@@ -15,9 +15,16 @@ NOW = 1000.0
 TTL = 10.0
 
 
-def _info(executor_id: str, *, age: float = 0.0, slots: int = 2) -> ExecutorInfo:
+def _info(
+    executor_id: str, *, age: float = 0.0, slots: int = 2, queue: int = 0, loaded: str = ""
+) -> ExecutorInfo:
     return ExecutorInfo(
-        executor_id=executor_id, backends=["sim"], slots=slots, heartbeat_at=NOW - age
+        executor_id=executor_id,
+        backends=["sim"],
+        slots=slots,
+        queue=queue,
+        loaded_models=[loaded] if loaded else [],
+        heartbeat_at=NOW - age,
     )
 
 
@@ -129,14 +136,7 @@ def test_a_queue_takes_only_shards_of_a_model_the_executor_has_or_runs():
         for m in ("m1", "m2")
     ]
     state = state_with(*specs, shards=5)
-    info = ExecutorInfo(
-        executor_id="a",
-        backends=["sim"],
-        slots=1,
-        queue=2,
-        loaded_models=["sim:m1"],
-        heartbeat_at=NOW,
-    )
+    info = _info("a", slots=1, queue=2, loaded="sim:m1")
     _, assign = tick_messages(state, {"a": info}, now=NOW, heartbeat_ttl_s=TTL, expire=True)
     [first] = decide(state, assign, now=NOW)
     evolve(state, first)
@@ -148,14 +148,7 @@ def test_orders_beyond_one_a_slot_take_only_the_loaded_models_shards():
     """A queue deepened for m1's short shards must not fill with m2's, which it never timed."""
     spec = PipelineSpec(pipeline_name="p2", pipeline_type="sim", model_config={"model": "m2"})
     state = state_with(spec, shards=10)
-    info = ExecutorInfo(
-        executor_id="a",
-        backends=["sim"],
-        slots=2,
-        queue=8,
-        loaded_models=["sim:m1"],
-        heartbeat_at=NOW,
-    )
+    info = _info("a", slots=2, queue=8, loaded="sim:m1")
     _, assign = tick_messages(state, {"a": info}, now=NOW, heartbeat_ttl_s=TTL, expire=True)
     for event in (running := decide(state, assign, now=NOW)):
         evolve(state, event)

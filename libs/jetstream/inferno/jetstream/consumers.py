@@ -18,6 +18,7 @@ a rename) up to ten times a second while it acks: 22 % of nats-server's CPU in
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
 
 import nats.errors
 import structlog
@@ -29,6 +30,7 @@ from nats.js.errors import ServerError, ServiceUnavailableError
 _log = structlog.get_logger(__name__)
 
 STORAGE_NOT_UPDATABLE = 10012  # "storage type can not be updated"
+Subscribe = Callable[[], Awaitable[JetStreamContext.PullSubscription]]
 
 
 async def durable_pull(
@@ -77,30 +79,13 @@ class WorkPull:
     cluster a just-created consumer can be answered 503 too, until its interest reaches this
     client's node (`../shared/nats-notes.md`); creating it again is then a no-op update."""
 
-    def __init__(
-        self,
-        js: JetStreamContext,
-        stream: str,
-        durable: str,
-        *,
-        filter_subject: str,
-        ack_wait: float,
-        max_deliver: int,
-    ) -> None:
-        self._js, self.stream, self.durable = js, stream, durable
-        self._filter, self._ack_wait, self._max_deliver = filter_subject, ack_wait, max_deliver
+    def __init__(self, subscribe: Subscribe, durable: str) -> None:
+        self._subscribe, self.durable = subscribe, durable  # `subscribe`: a `durable_pull`
         self._sub: JetStreamContext.PullSubscription | None = None
 
     async def open(self) -> None:
         """Create (or update) the consumer and subscribe; errors are the caller's to retry."""
-        self._sub = await durable_pull(
-            self._js,
-            self.stream,
-            self.durable,
-            filter_subject=self._filter,
-            ack_wait=self._ack_wait,
-            max_deliver=self._max_deliver,
-        )
+        self._sub = await self._subscribe()
 
     async def fetch(self, batch: int, timeout: float) -> list[Msg]:
         """Up to `batch` messages within `timeout` (`nats.errors.TimeoutError` when none came);

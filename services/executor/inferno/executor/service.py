@@ -83,7 +83,7 @@ from inferno.executor.reporting import (
 )
 from inferno.executor.secrets import Secrets
 from inferno.executor.shard import PERMANENT, Runtime, run_shard
-from inferno.jetstream import Appender, Outgoing, WorkPull
+from inferno.jetstream import Appender, Outgoing, WorkPull, durable_pull
 from inferno.jetstream.objects import put_object
 from inferno.jetstream.results import INLINE_RESULTS_MAX
 from inferno.runtime.bootstrap import open_log
@@ -508,19 +508,21 @@ async def run(
             linger_s=report_linger_s,
         )
         _log.info("executor resources", slots=slots, **declared)
-        pull = WorkPull(
+        consumer = f"executor-{executor_id}"
+        subscribe = functools.partial(
+            durable_pull,
             js,
             names.work_stream,
-            f"executor-{executor_id}",
+            consumer,
             filter_subject=names.work(executor_id),
             ack_wait=ACK_WAIT_S,
             max_deliver=MAX_DELIVER,
         )
+        pull = WorkPull(subscribe, consumer)
         await pull.open()
         resources.push_async_callback(pull.close)  # before the connection drains
         if metrics_port:
             live = metrics.SlotsCollector(executor)
-            consumer = f"executor-{executor_id}"
             exporter = await MetricsServer(
                 settings.metrics_host,
                 metrics_port,
