@@ -453,7 +453,7 @@ async def test_durable_pull_keeps_its_state_in_memory_and_replaces_one_on_file(n
     )
     info = await log.consumer_info(names.work_stream, durable)
     assert info.config.mem_storage
-    got = [msg.data for msg in await sub.fetch(2, timeout=2)]
+    got = [msg.data for msg in await sub.fetch(2, timeout=30)]  # returns once both came
     assert got == [b"0", b"1"]
     await sub.unsubscribe()
 

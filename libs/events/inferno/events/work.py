@@ -209,9 +209,9 @@ def queue_capacity(
     that an executor deepened for short shards (`inferno.executor.queue_depth`), with shards of
     the model its heartbeat says is loaded only: the shards it timed, where a model it has not
     run may have shards of minutes."""
-    used = in_use(state.pipelines.values())
-    models: dict[str, set[str]] = {}
-    for pipeline in state.pipelines.values():
+    used = in_use(state.pipelines.values())  # again each pass: the one before assigned more
+    models: dict[str, set[str]] = {}  # in flight per executor: the deep pass takes none of them
+    for pipeline in () if deep else state.pipelines.values():
         for assignment in pipeline.in_flight.values():
             models.setdefault(assignment.executor_id, set()).add(model_key(pipeline))
     slots = []
